@@ -1,0 +1,1 @@
+"""shopaug.llm."""
