@@ -90,6 +90,10 @@ class Dataset:
     source: str = ""
     #: File checksums (name -> sha256) recorded in run manifests.
     checksums: dict[str, str] = field(default_factory=dict)
+    #: Bad rows skipped on load (only when the user asked to skip): reason -> count.
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: False when products carry only ids (ESCI without the product file): no retrieval then.
+    has_text: bool = True
 
     @cached_property
     def product_index(self) -> dict[str, int]:
@@ -157,4 +161,5 @@ class Dataset:
             "judgments_per_label": dict(sorted(per_label.items())),
             "interactions": len(self.interactions),
             "gains": self.gains,
+            "skipped_rows": self.skipped,
         }

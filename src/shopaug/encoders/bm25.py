@@ -1,0 +1,64 @@
+"""BM25 over product texts through ``bm25s`` (Lucene variant, English stop words, Snowball stems)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def _stemmer():  # noqa: ANN202 - PyStemmer object or None
+    try:
+        import Stemmer  # PyStemmer
+
+        return Stemmer.Stemmer("english")
+    except ImportError:
+        logger.info("PyStemmer not installed: BM25 runs without stemming")
+        return None
+
+
+class BM25Index:
+    """A BM25 index over ``texts``; :meth:`search` returns rows into ``texts`` and scores.
+
+    Args:
+        texts: one text per product, in catalog order.
+        k1, b: BM25 parameters (Lucene defaults 1.5 and 0.75 as in bm25s).
+    """
+
+    def __init__(self, texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> None:
+        import bm25s
+
+        self._bm25s = bm25s
+        self._stemmer = _stemmer()
+        self.size = len(texts)
+        tokens = bm25s.tokenize(
+            list(texts), stopwords="en", stemmer=self._stemmer, show_progress=False
+        )
+        self._model = bm25s.BM25(k1=k1, b=b)
+        self._model.index(tokens, show_progress=False)
+        self.id = f"bm25s-k1={k1}-b={b}{'-stem' if self._stemmer else ''}"
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` rows per query, shape (n_queries, k); -1 pads when fewer products match.
+
+        Products with score 0 (no query term) are not returned.
+        """
+        k_eff = min(k, self.size)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        if not queries or k_eff == 0:
+            return rows, scores
+        tokens = self._bm25s.tokenize(
+            list(queries), stopwords="en", stemmer=self._stemmer, show_progress=False,
+            return_ids=False,
+        )
+        found_rows, found_scores = self._model.retrieve(
+            [t if t else [""] for t in tokens], k=k_eff, show_progress=False, n_threads=1
+        )
+        positive = found_scores > 0
+        rows[:, :k_eff] = np.where(positive, found_rows, -1)
+        scores[:, :k_eff] = np.where(positive, found_scores, -np.inf)
+        return rows, scores

