@@ -1,0 +1,70 @@
+"""The narrow interface between the HTTP service and whatever ranks products.
+
+The service never imports an encoder or an index; it calls a :class:`SearchBackend`, which a
+:data:`BackendLoader` builds from a model directory. The real loader (an embedding index over
+the catalog plus a query-embedding cache) lives with the retrieval code; tests use
+:class:`shopaug.serve.testing.FakeBackend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One ranked product: its id, the backend's score (higher is better) and its title."""
+
+    product_id: str
+    score: float
+    title: str = ""
+
+
+class UnknownProductError(KeyError):
+    """Product ids the backend does not know; the service answers 422 naming them."""
+
+    def __init__(self, product_ids: Sequence[str]) -> None:
+        self.product_ids = tuple(product_ids)
+        super().__init__(f"unknown product ids: {', '.join(map(repr, self.product_ids))}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnsupportedFilterError(ValueError):
+    """A filter field the backend cannot apply; the service answers 422 naming it."""
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    """What the service needs from a model.
+
+    Implementations must be safe to call from several threads at once (the service runs
+    handlers in a thread pool) and must not change after loading: a new model is a new backend.
+    """
+
+    #: Model version shown in responses and in the ``shopaug_model_info`` metric.
+    version: str
+
+    def search(self, query: str, k: int, filters: Mapping[str, str] | None) -> list[Hit]:
+        """The top ``k`` products for ``query``, best first, honouring ``filters``
+        (field -> required value). Raises :class:`UnsupportedFilterError` for unknown fields."""
+        ...
+
+    def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
+        """``k`` products similar to / following ``history`` (product ids, oldest first),
+        excluding the history itself. Products without any interaction must be reachable.
+        Raises :class:`UnknownProductError` naming ids that are not in the catalog."""
+        ...
+
+    def has_product(self, product_id: str) -> bool:
+        """True when ``product_id`` is in the catalog."""
+        ...
+
+
+#: Builds a backend from a model directory; raises an exception with a clear message when the
+#: directory is not a usable model.
+BackendLoader = Callable[[Path], SearchBackend]

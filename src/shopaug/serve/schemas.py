@@ -1,0 +1,109 @@
+"""Request and response bodies of the service (they make its OpenAPI schema).
+
+Hard caps here protect the parser; the configurable limits of :class:`Settings` are checked in
+the handlers, which answer 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Identifier = Field(min_length=1, max_length=200)
+EventName = Literal["impression", "click", "add_to_cart", "purchase"]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="Query text (at most Settings.max_query_chars characters).")
+    k: int = Field(10, description="Number of results, 1 to Settings.max_k.")
+    filters: dict[str, str] | None = Field(None, description="Field -> required value.")
+
+
+class Result(BaseModel):
+    rank: int
+    product_id: str
+    score: float
+    title: str
+
+
+class SearchResponse(BaseModel):
+    model_version: str
+    query: str
+    results: list[Result]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[str] | None = Field(
+        None, description="Product ids the user interacted with, oldest first."
+    )
+    session_id: str | None = Field(
+        None, max_length=200, description="Use the session's logged clicks/carts/purchases."
+    )
+    k: int = Field(10, description="Number of items, 1 to Settings.max_k.")
+
+
+class RecommendResponse(BaseModel):
+    model_version: str
+    history: list[str]
+    items: list[Result]
+
+
+class FeedbackEventIn(BaseModel):
+    """One logged event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventName
+    product_id: str = Identifier
+    query: str | None = Field(None, description="At most Settings.max_query_chars characters.")
+    query_id: str | None = Field(None, max_length=200)
+    position: int | None = Field(None, ge=1, le=100_000, description="1-based rank shown.")
+    user_id: str | None = Field(None, max_length=200)
+    session_id: str | None = Field(None, max_length=200)
+    timestamp: float | None = Field(None, ge=0, description="Client time, Unix seconds.")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("timestamp must be a finite number of seconds")
+        return value
+
+
+class FeedbackBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[FeedbackEventIn] = Field(
+        min_length=1, description="At most Settings.max_batch_events events."
+    )
+
+
+class FeedbackAck(BaseModel):
+    accepted: int
+    event_ids: list[int]
+    idempotency_key: str | None
+    replayed: bool
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str = Field(min_length=1, description="Model directory on the server.")
+
+
+class ModelSwap(BaseModel):
+    model_version: str
+    previous_version: str | None
+    model_dir: str
+
+
+class Status(BaseModel):
+    status: str
+    model_version: str | None = None
+    detail: str | None = None

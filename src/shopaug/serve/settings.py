@@ -1,0 +1,79 @@
+"""Configuration of the HTTP service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from shopaug.online.registry import CURRENT
+
+#: Environment variable read by :meth:`Settings.for_run_dir` when no token is given.
+ADMIN_TOKEN_ENV = "SHOPAUG_ADMIN_TOKEN"
+
+
+class Settings(BaseModel):
+    """Service settings.
+
+    Attributes:
+        run_dir: the run directory (model versions, pointer, default feedback database).
+        model_dir: the pointer to the current model: a symlink or pointer file, by default
+            ``run_dir/current`` (which falls back to ``run_dir/model`` until the first promotion).
+        database_url: SQLAlchemy URL of the feedback store; default
+            ``sqlite:///RUN_DIR/feedback.sqlite``.
+        table_prefix: prefix of the feedback tables.
+        admin_token: bearer token of ``/admin/*``; None disables those routes (404).
+        max_query_chars: longest accepted query (422 above).
+        max_k: largest accepted ``k`` (422 above).
+        max_batch_events: most events in one ``/feedback`` request (422 above).
+        max_body_bytes: largest request body (413 above).
+        max_history: most product ids in one ``/recommend`` history (422 above).
+        load_in_background: load the model in a thread after start-up, so ``/healthz`` answers
+            at once and ``/readyz`` turns ready when the model is loaded; when False, start-up
+            waits for the model and fails if it cannot be loaded.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_dir: Path
+    model_dir: Path | None = None
+    database_url: str | None = None
+    table_prefix: str = ""
+    admin_token: SecretStr | None = None
+    max_query_chars: int = Field(512, ge=1)
+    max_k: int = Field(100, ge=1)
+    max_batch_events: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_history: int = Field(200, ge=1)
+    load_in_background: bool = False
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if self.model_dir is None:
+            object.__setattr__(self, "model_dir", self.run_dir / CURRENT)
+        if self.database_url is None:
+            path = (self.run_dir / "feedback.sqlite").resolve()
+            object.__setattr__(self, "database_url", f"sqlite:///{path.as_posix()}")
+        if self.admin_token is not None and not self.admin_token.get_secret_value():
+            raise ValueError("admin_token is empty; give a token or None to disable admin routes")
+        return self
+
+    @property
+    def pointer(self) -> Path:
+        """The model pointer (``model_dir`` with the default filled in)."""
+        assert self.model_dir is not None
+        return self.model_dir
+
+    @property
+    def feedback_url(self) -> str:
+        """The feedback database URL (with the default filled in)."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @classmethod
+    def for_run_dir(cls, run_dir: str | Path, **overrides: object) -> Settings:
+        """Settings for ``run_dir``; the admin token defaults to ``$SHOPAUG_ADMIN_TOKEN``."""
+        if "admin_token" not in overrides and os.environ.get(ADMIN_TOKEN_ENV):
+            overrides["admin_token"] = os.environ[ADMIN_TOKEN_ENV]
+        return cls(run_dir=Path(run_dir), **overrides)  # type: ignore[arg-type]
