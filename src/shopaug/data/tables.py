@@ -35,9 +35,16 @@ def find_table(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _line_of_byte(path: Path, offset: int) -> int:
+def _first_bad_utf8_line(path: Path) -> tuple[int | None, str]:
+    """1-based line and reason of the first line that is not UTF-8 (readers decode in chunks,
+    so their byte offsets are not file offsets)."""
     with open(path, "rb") as handle:
-        return handle.read(offset).count(b"\n") + 1
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, f"byte {error.start + 1} of the line: {error.reason}"
+    return None, "undecodable bytes"
 
 
 def read_table(path: str | Path, *, sep: str | None = None) -> pd.DataFrame:
@@ -73,9 +80,11 @@ def read_table(path: str | Path, *, sep: str | None = None) -> pd.DataFrame:
             quoting=3 if sep == "\t" else 0,  # tabs: no quoting, as in WANDS
         )
     except UnicodeDecodeError as error:
-        line = _line_of_byte(path, error.start) if not name.endswith(".gz") else None
+        line, reason = (
+            _first_bad_utf8_line(path) if not name.endswith(".gz") else (None, error.reason)
+        )
         raise DataError(
-            f"is not valid UTF-8 (byte {error.start}: {error.reason}); save the file as UTF-8",
+            f"is not valid UTF-8 ({reason}); save the file as UTF-8",
             path=path,
             line=line,
         ) from error
