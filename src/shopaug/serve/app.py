@@ -301,7 +301,8 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
             if event.query is not None and len(event.query) > settings.max_query_chars:
                 raise _invalid(
                     [*location, "query"],
-                    f"query is {len(event.query)} characters; at most {settings.max_query_chars}",
+                    f"query is {len(event.query)} characters; at most {settings.max_query_chars} "
+                    "(max_query_chars)",
                 )
             if not model.has_product(event.product_id) and event.product_id not in unknown:
                 unknown.append(event.product_id)

@@ -97,3 +97,14 @@ def load_fake_backend(model_dir: Path) -> FakeBackend:
     payload = json.loads(path.read_text(encoding="utf-8"))
     time.sleep(float(payload.get("load_seconds", 0.0)))
     return FakeBackend(str(payload["version"]), payload["products"])
+
+
+#: A tiny catalog for tests and demos: search answers are known by word overlap.
+SMALL_CATALOG: tuple[dict[str, str], ...] = (
+    {"id": "p1", "title": "blue velvet sofa", "category": "sofas"},
+    {"id": "p2", "title": "grey linen sofa", "category": "sofas"},
+    {"id": "p3", "title": "oak dining table", "category": "tables"},
+    {"id": "p4", "title": "round oak coffee table", "category": "tables"},
+    {"id": "p5", "title": "blue ceramic lamp", "category": "lamps"},
+    {"id": "p6", "title": "brass floor lamp", "category": "lamps"},
+)
