@@ -5,14 +5,14 @@ Every sampler is called the same way and never returns a query's positives::
     out = sampler.sample(query_rows=q, positive_rows=p, n=8, rng=np.random.default_rng(0),
                          exclude=known_positives)   # out.items, out.log_q: (batch, 8)
 
-| name         | class               | negatives                                 | log_q          |
-|--------------|---------------------|---------------------------------------------|----------------|
-| `uniform`    | `UniformSampler`    | uniform over the catalog                  | -log n_items   |
-| `popularity` | `PopularitySampler` | (count + smoothing) ** alpha              | log q(j)       |
-| `in_batch`   | `InBatchSampler`    | the other positives in the batch          | log popularity |
-| `mixed`      | `MixedSampler`      | in-batch plus catalog (Yang et al. 2020)  | log mixture    |
-| `hard_pool`  | `HardPoolSampler`   | a fixed hard pool per query, plus fallback| 0              |
-| `dynamic`    | `DynamicSampler`    | softmax(model score / temperature) (IRGAN)| log softmax    |
+| name         | class               | negatives                                | log_q          |
+|--------------|---------------------|------------------------------------------|----------------|
+| `uniform`    | `UniformSampler`    | uniform over the catalog                 | -log n_items   |
+| `popularity` | `PopularitySampler` | (count + smoothing) ** alpha             | log q(j)       |
+| `in_batch`   | `InBatchSampler`    | the other positives in the batch         | log popularity |
+| `mixed`      | `MixedSampler`      | in-batch plus catalog (Yang et al. 2020) | log mixture    |
+| `hard_pool`  | `HardPoolSampler`   | a fixed hard pool per query + fallback   | 0              |
+| `dynamic`    | `DynamicSampler`    | softmax(score / temperature) (IRGAN)     | log softmax    |
 
 A loss applies the logQ correction by subtracting ``log_q`` from the logits of the negatives.
 """

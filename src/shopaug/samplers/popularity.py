@@ -30,7 +30,10 @@ def check_counts(counts: np.ndarray, *, name: str = "counts") -> np.ndarray:
 
 
 def popularity_weights(counts: np.ndarray, *, alpha: float, smoothing: float) -> np.ndarray:
-    """``(count + smoothing) ** alpha`` with checks; ``0 ** 0`` counts as 0 (never drawn).
+    """``(count + smoothing) ** alpha`` with checks.
+
+    With ``alpha > 0`` an item with ``count + smoothing == 0`` has weight 0 and is never drawn;
+    with ``alpha == 0`` every item has weight 1 (``0 ** 0 == 1``), so the distribution is uniform.
 
     Raises:
         ConfigError: for a negative or non-finite ``alpha`` or ``smoothing``, or when every
@@ -41,7 +44,10 @@ def popularity_weights(counts: np.ndarray, *, alpha: float, smoothing: float) ->
     if not np.isfinite(smoothing) or smoothing < 0:
         raise ConfigError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
     base = check_counts(counts) + smoothing
-    weights = np.where(base > 0, base**alpha, 0.0)
+    with np.errstate(over="ignore"):
+        weights = base**alpha
+    if not np.isfinite(weights).all():
+        raise ConfigError(f"(count + smoothing) ** alpha overflows at alpha={alpha}; lower alpha")
     if not (weights > 0).any():
         raise ConfigError("every item has count + smoothing == 0; use smoothing > 0")
     return weights
