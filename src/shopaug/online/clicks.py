@@ -221,12 +221,14 @@ def result_pages(events: pd.DataFrame) -> pd.DataFrame:
             for page, pid in zip(shown["page"], shown["product_id"], strict=True)
         ]
     )
-    orphan = clicked[
+    orphan_mask = np.array(
         [
             (page, pid) not in shown_keys
             for page, pid in zip(clicked["page"], clicked["product_id"], strict=True)
-        ]
-    ]
+        ],
+        dtype=bool,
+    )
+    orphan = clicked.loc[orphan_mask]
     orphan = orphan.assign(
         position=orphan["position"].fillna(1).astype(np.int64), clicked=True
     )
