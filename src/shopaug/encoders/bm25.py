@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 logger = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def _stemmer():  # noqa: ANN202 - PyStemmer object or None

@@ -1,0 +1,146 @@
+"""``shopaug augment``: one entry point that runs any augmentation method on the train queries."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from shopaug.augment.mining import (
+    BASELINE_METHODS,
+    RETRIEVAL_METHODS,
+    MiningConfig,
+    mine_hard_negatives,
+    positive_rows,
+    sample_baseline_negatives,
+)
+from shopaug.config import from_mapping
+from shopaug.data.records import Dataset
+from shopaug.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+AUGMENT_METHODS = (*BASELINE_METHODS, *RETRIEVAL_METHODS, "near-miss", "synthetic-queries")
+
+
+@dataclass
+class AugmentConfig:
+    """The sections of an augmentation config file (YAML): ``mining``, ``near_miss``,
+    ``synthetic_queries`` and ``generator``; each maps to its method's config dataclass."""
+
+    mining: dict[str, Any] = field(default_factory=dict)
+    near_miss: dict[str, Any] = field(default_factory=dict)
+    synthetic_queries: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] = field(default_factory=dict)
+
+
+def augment(
+    dataset: Dataset,
+    method: str,
+    query_ids: Sequence[str],
+    *,
+    config: AugmentConfig | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run ``method`` on ``query_ids`` (the train queries) and return (samples, summary)."""
+    config = config or AugmentConfig()
+    if method not in AUGMENT_METHODS:
+        raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(AUGMENT_METHODS)}")
+    start = time.perf_counter()
+    mining = from_mapping(MiningConfig, {"seed": seed, **config.mining}, section="mining")
+    mining.show_progress = show_progress
+    if method in RETRIEVAL_METHODS or method in BASELINE_METHODS:
+        mining.method = method
+        run = mine_hard_negatives if method in RETRIEVAL_METHODS else sample_baseline_negatives
+        frame, stats = run(dataset, query_ids, mining)
+        details: dict[str, Any] = asdict(stats)
+    elif method == "near-miss":
+        frame, details = _near_miss(dataset, query_ids, mining, config, seed)
+    else:
+        frame, details = _synthetic_queries(dataset, query_ids, mining, config, seed)
+    counts = frame.groupby(["kind", "method"]).size()
+    summary = {
+        "dataset": dataset.name,
+        "method": method,
+        "seed": seed,
+        "train_queries": len(query_ids),
+        "rows": len(frame),
+        "counts": {f"{kind}/{m}": int(n) for (kind, m), n in counts.items()},
+        "details": details,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return frame, summary
+
+
+def _near_miss(
+    dataset: Dataset,
+    query_ids: Sequence[str],
+    mining: MiningConfig,
+    config: AugmentConfig,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from shopaug.augment.mining import _order, _positive_frame_rows
+    from shopaug.augment.near_miss import NearMissConfig, near_miss_negatives
+    from shopaug.augment.samples import samples_frame
+
+    near_config = from_mapping(NearMissConfig, {"seed": seed, **config.near_miss}, section="near_miss")
+    if config.generator:
+        from shopaug.llm.registry import GeneratorConfig, build_generator
+
+        near_config.generator = build_generator(
+            from_mapping(GeneratorConfig, config.generator, section="generator")
+        )
+    positives = positive_rows(dataset, query_ids, mining)
+    result = near_miss_negatives(
+        dataset, {q: {p for p, _ in ps} for q, ps in positives.items()}, near_config
+    )
+    frame, stats = result if isinstance(result, tuple) else (result, None)
+    positive_frame = samples_frame(_positive_frame_rows(dataset, positives, seed))
+    combined = _order(pd.concat([positive_frame, frame], ignore_index=True))
+    details = asdict(stats) if stats is not None and hasattr(stats, "__dataclass_fields__") else {}
+    return combined, details
+
+
+def _synthetic_queries(
+    dataset: Dataset,
+    query_ids: Sequence[str],
+    mining: MiningConfig,
+    config: AugmentConfig,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    import numpy as np
+
+    from shopaug.augment.synthetic_queries import SyntheticQueryConfig, synthetic_queries
+    from shopaug.llm.registry import GeneratorConfig, build_generator
+    from shopaug.retrieval.retrievers import RetrieverConfig, build_retriever
+
+    synth_config = from_mapping(
+        SyntheticQueryConfig, {"seed": seed, **config.synthetic_queries}, section="synthetic_queries"
+    )
+    generator = build_generator(
+        from_mapping(GeneratorConfig, {"seed": seed, **config.generator}, section="generator")
+    )
+    retriever = build_retriever(
+        dataset,
+        RetrieverConfig(
+            kind="dense" if mining.model != "bm25" else "bm25",
+            model=mining.model,
+            text_fields=mining.text_fields,
+            cache_dir=mining.cache_dir,
+            show_progress=mining.show_progress,
+        ),
+    )
+
+    def round_trip(queries: Sequence[str], k: int) -> list[list[str]]:
+        rows, _ = retriever.search(list(queries), k)
+        return [[dataset.products[int(r)].id for r in row if r >= 0] for row in np.asarray(rows)]
+
+    train = dataset.subset(query_ids)  # few-shot examples come from train queries only
+    frame, stats = synthetic_queries(train, generator, round_trip, synth_config)
+    details = asdict(stats) if hasattr(stats, "__dataclass_fields__") else dict(stats)
+    return frame, details

@@ -1,0 +1,285 @@
+"""The ``shopaug`` command. Parses options, calls the library, prints results; no logic here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shopaug.errors import ShopaugError
+
+app = typer.Typer(
+    help="Augment e-commerce ranking training samples with language models, and measure it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="demo, wands-subset, wands, esci, or a folder in the generic schema "
+        "(products, queries, judgments, optional interactions).",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Folder holding wands/ and esci-subset/ (default $SHOPAUG_DATA_DIR)."
+    ),
+]
+ProductsOption = Annotated[
+    Path | None,
+    typer.Option("--products", help="Product file: WANDS product.csv, or ESCI product text."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _load(data: str, data_dir: Path | None, products: Path | None, skip: bool, seed: int = 0):
+    from shopaug.data import load_dataset
+
+    return load_dataset(
+        data, data_dir=data_dir, products_path=products, skip_bad_rows=skip, seed=seed
+    )
+
+
+@data_app.command("check")
+def data_check(
+    data: DataOption = "demo",
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+    skip_bad_rows: Annotated[
+        bool, typer.Option("--skip-bad-rows", help="Skip and count bad rows instead of stopping.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load and validate a data set; print products, queries and judgments per grade."""
+    try:
+        dataset = _load(data, data_dir, products, skip_bad_rows)
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    summary = dataset.summary()
+    summary["checksums"] = dataset.checksums
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"data set     {summary['dataset']}")
+    typer.echo(f"products     {summary['products']:,}")
+    typer.echo(f"queries      {summary['queries']:,}")
+    typer.echo(f"judgments    {summary['judgments']:,}")
+    for label, count in summary["judgments_per_label"].items():  # type: ignore[union-attr]
+        gain = dataset.gains.get(label, 0)
+        typer.echo(f"  {label:<12} {count:>8,}  (gain {gain})")
+    typer.echo(f"interactions {summary['interactions']:,}")
+    if dataset.skipped:
+        typer.secho(f"skipped rows {sum(dataset.skipped.values()):,}", fg=typer.colors.YELLOW)
+        for reason, count in dataset.skipped.items():
+            typer.echo(f"  {count:>6,}  {reason}")
+    if not dataset.has_text:
+        typer.secho(
+            "products have no text (ids only): give --products to rank", fg=typer.colors.YELLOW
+        )
+
+
+@app.command("eval")
+def eval_command(
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    data: DataOption = "demo",
+    retriever: Annotated[
+        str, typer.Option("--retriever", help="bm25, dense or hybrid (RRF of both).")
+    ] = "bm25",
+    model: Annotated[
+        str, typer.Option("--model", help="Dense model: 'minilm' or a model directory.")
+    ] = "minilm",
+    folds: Annotated[int, typer.Option("--folds", help="Query-level folds.")] = 5,
+    seed: SeedOption = 0,
+    text_fields: Annotated[
+        str,
+        typer.Option(
+            "--text-fields", help="Product fields in the text, comma-separated: "
+            "title, category, text (description), attributes."
+        ),
+    ] = "title,category",
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+    depth: Annotated[int, typer.Option("--depth", help="Products ranked per query.")] = 100,
+) -> None:
+    """Evaluate a zero-shot retriever over the full catalog with query-level k-fold splits."""
+    from shopaug.eval.runner import EvalConfig, evaluate_retriever
+
+    config = EvalConfig(
+        data=data,
+        retriever=retriever,
+        model=model,
+        folds=folds,
+        seed=seed,
+        text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip()),
+        data_dir=str(data_dir) if data_dir else None,
+        products=str(products) if products else None,
+        depth=depth,
+    )
+    try:
+        result = evaluate_retriever(config, out, command=" ".join(sys.argv))
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    _print_metrics(result)
+    typer.echo(f"wrote {out}/metrics.json, run.trec, qrels.trec, folds.json, manifest.json")
+
+
+def _print_metrics(result: dict) -> None:
+    typer.echo(f"{result['dataset']} / {result['retriever']} ({result['folds']} folds)")
+    for metric, values in result["metrics"].items():
+        lo, hi = values["ci95"]
+        typer.echo(f"  {metric:<11} {values['mean']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
+
+
+@app.command("augment")
+def augment_command(
+    out: Annotated[Path, typer.Option("--out", help="samples.parquet to write.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="random, popular, bm25, dense, hybrid, near-miss or synthetic-queries.",
+        ),
+    ],
+    data: DataOption = "demo",
+    fold: Annotated[
+        int | None,
+        typer.Option("--fold", help="Use only the train folds of fold K (0-based)."),
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Number of query-level folds.")] = 5,
+    seed: SeedOption = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML with sections mining, near_miss, "
+                     "synthetic_queries, generator."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Write augmented training samples with provenance (samples.parquet + a JSON summary)."""
+    from shopaug.augment.pipeline import AugmentConfig, augment
+    from shopaug.augment.samples import write_samples
+    from shopaug.config import from_mapping, read_yaml
+    from shopaug.data import kfold_queries
+    from shopaug.manifest import write_json
+
+    try:
+        if out.exists() and not force:
+            raise ShopaugError(f"{out} exists; pass --force to overwrite it")
+        augment_config = (
+            from_mapping(AugmentConfig, read_yaml(config), section="(top level)")
+            if config else AugmentConfig()
+        )
+        dataset = _load(data, data_dir, products, False, seed)
+        query_ids = [q.id for q in dataset.queries]
+        if fold is not None:
+            all_folds = kfold_queries(query_ids, n_folds=folds, seed=seed)
+            if not 0 <= fold < folds:
+                raise ShopaugError(f"--fold must be in 0..{folds - 1}, got {fold}")
+            query_ids = list(all_folds[fold].train)
+        frame, summary = augment(dataset, method, query_ids, config=augment_config, seed=seed)
+        summary["fold"] = fold
+        write_samples(frame, out)
+        summary_path = out.with_suffix(".summary.json")
+        write_json(summary_path, summary)
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{method}: {summary['rows']:,} rows in {summary['seconds']:.1f}s -> {out}")
+    for key, count in summary["counts"].items():
+        typer.echo(f"  {key:<28} {count:>8,}")
+    typer.echo(f"summary: {summary_path}")
+
+
+@app.command("audit")
+def audit_command(
+    samples: Annotated[Path, typer.Argument(help="samples.parquet to audit.")],
+    data: DataOption = "demo",
+    fold: Annotated[
+        int | None, typer.Option("--fold", help="Check leakage against this fold's test queries.")
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Number of query-level folds.")] = 5,
+    seed: SeedOption = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+) -> None:
+    """Audit samples against human labels: false negatives, tail share, duplicates, leakage."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from shopaug.augment.audit import audit_samples
+    from shopaug.augment.samples import read_samples
+    from shopaug.data import kfold_queries
+    from shopaug.manifest import write_json
+
+    try:
+        frame = read_samples(samples)
+        dataset = _load(data, data_dir, products, False, seed)
+        test_ids = None
+        if fold is not None:
+            test_ids = list(
+                kfold_queries([q.id for q in dataset.queries], n_folds=folds, seed=seed)[fold].test
+            )
+        report = audit_samples(frame, dataset, test_query_ids=test_ids)
+    except (ShopaugError, FileNotFoundError, ValueError) as error:
+        raise _fail(error) from error
+    payload = report.payload
+    table = Table(title=f"audit of {samples} against {dataset.name} labels")
+    for column in ("method", "negatives", "judged", "false-neg. rate", "tail share"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in report.table():
+        table.add_row(*row)
+    Console().print(table)
+    rate = payload["false_negative_rate"]
+    typer.echo(
+        f"overall false-negative rate: {'-' if rate is None else f'{rate:.3f}'} "
+        f"over {payload['judged_negatives']} judged negatives; duplicates {payload['duplicates']}; "
+        f"positive-and-negative pairs {payload['positive_and_negative_pairs']}"
+    )
+    if payload["leakage"]["checked"]:
+        leak = payload["leakage"]
+        typer.echo(
+            f"leakage vs fold {fold} test queries: {leak['rows_with_test_query_id']} rows by id, "
+            f"{leak['rows_with_test_query_text']} by text"
+        )
+    if json_path is not None:
+        write_json(json_path, payload)
+        typer.echo(f"wrote {json_path}")
+
+
+def run() -> None:  # pragma: no cover - console entry alias
+    start = time.time()
+    app()
+    logging.getLogger(__name__).debug("done in %.1fs", time.time() - start)

@@ -1,0 +1,68 @@
+"""Typed configuration loaded from YAML: each section becomes the config dataclass of its stage.
+
+Unknown keys are errors that name the section and the key, so a typo never silently falls back to
+a default. Values are plain YAML; nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from shopaug.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return payload
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any] | None, *, section: str) -> T:
+    """Build dataclass ``cls`` from ``values``; unknown keys and bad types are ConfigErrors."""
+    if values is None:
+        return cls()
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"config section '{section}': unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(fields))}"
+        )
+    converted = {}
+    for key, value in values.items():
+        default = fields[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        converted[key] = value
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config section '{section}': {error}") from error
+
+
+def to_mapping(config: Any) -> dict[str, Any]:
+    """A dataclass as a YAML-friendly dict (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
