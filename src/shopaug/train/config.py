@@ -1,0 +1,96 @@
+"""What the training loop consumes: training groups and a typed configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One training group: a query, its positive text and its negative texts.
+
+    The loop works on texts, never ids: the caller builds these from ``samples.parquet`` (or any
+    other source) so the loop does not know where the data came from.
+
+    Attributes:
+        query: Query text.
+        positive: Text of the relevant item.
+        negatives: Texts of non-relevant items (may be empty when in-batch negatives are used).
+        weight: Weight of this group in the loss (>= 0).
+    """
+
+    query: str
+    positive: str
+    negatives: list[str] = field(default_factory=list)
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query, str) or not self.query:
+            raise ValueError(f"TrainingExample.query must be a non-empty str, got {self.query!r}")
+        if not isinstance(self.positive, str) or not self.positive:
+            raise ValueError(
+                f"TrainingExample.positive must be a non-empty str, got {self.positive!r}"
+            )
+        if not all(isinstance(text, str) for text in self.negatives):
+            raise ValueError("TrainingExample.negatives must be a list of str")
+        if not self.weight >= 0:
+            raise ValueError(f"TrainingExample.weight must be >= 0, got {self.weight!r}")
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of :func:`shopaug.train.fit`; every field is checked on construction.
+
+    Attributes:
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (SGD uses momentum 0.9).
+        lr: Peak learning rate.
+        weight_decay: Weight decay (decoupled for AdamW, L2 for Adam and SGD).
+        batch_size: Training groups per step.
+        epochs: Passes over the data.
+        max_steps: Stop after this many optimizer steps (caps ``epochs``); it also sets the
+            length of the learning-rate schedule.
+        warmup_ratio: Fraction of the steps with a linear warm-up from 0; then linear decay to
+            0 at the last step.
+        grad_clip: Clip the global gradient norm to this value; ``None`` or 0 disables it.
+        loss: Ranking loss name, a key of :data:`shopaug.losses.LOSSES` (not ``diversity``).
+        temperature: Scores are divided by this before every loss (0.05 suits cosine scores).
+        lambda_div: Weight of the bounded diversity term; 0 turns it off.
+        seed: Seeds the data order (one seeded permutation per epoch) and the RNGs.
+        eval_every: Call ``validate`` every this many steps; ``None``: at the end of each epoch.
+            The last step is always evaluated.
+        checkpoint_every: Checkpoint every this many steps; ``None``: at the end of each epoch.
+            The last step always writes one.
+        keep_checkpoints: How many of the newest checkpoints to keep.
+        early_stopping_patience: Stop after this many evaluations without improvement;
+            ``None`` disables early stopping.
+        min_delta: Smallest increase of the metric that counts as an improvement.
+        in_batch_negatives: Also use the other groups' positives and negatives of the batch
+            as negatives (as sentence-transformers' ``MultipleNegativesRankingLoss`` does).
+        metric_name: Name under which the ``validate`` value is logged.
+        log_every: Add a curve point every this many steps (besides evaluation steps).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(default=2e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip: float | None = Field(default=1.0, ge=0)
+    loss: Literal["bce", "infonce", "bpr"] = "infonce"
+    temperature: float = Field(default=0.05, gt=0)
+    lambda_div: float = Field(default=0.0, ge=0)
+    seed: int = 0
+    eval_every: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+    in_batch_negatives: bool = True
+    metric_name: str = "val_ndcg@10"
+    log_every: int = Field(default=10, ge=1)

@@ -1,0 +1,444 @@
+"""The training loop: optimiser, warm-up + linear decay, early stopping, checkpoints, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from shopaug.errors import ConfigError
+from shopaug.losses import LOSSES, DiversityLoss, TotalLoss
+from shopaug.train.checkpoint import (
+    checkpoint_root,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from shopaug.train.config import TrainConfig, TrainingExample
+from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
+from shopaug.train.trainable import (
+    EmbeddingModel,
+    PairScoringModel,
+    build_candidates,
+    score_batch,
+)
+
+logger = logging.getLogger(__name__)
+
+# Fields that change neither the data order nor the weights: a resumed run may change them.
+_RESUMABLE_FIELDS = frozenset({"checkpoint_every", "keep_checkpoints", "log_every"})
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``on_step`` receives after each optimizer step (and its checkpoint, if any)."""
+
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    checkpoint: Path | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        best_metric: Best ``validate`` value (higher is better), ``None`` without ``validate``.
+        best_step: Step at which it was reached.
+        steps: Optimizer steps done in total (across resumes).
+        curve: Points ``{"step", "epoch", "loss", "lr", <metric_name>}``; the metric is
+            ``None`` at points without an evaluation.
+        model_dir: ``run_dir/model``: the best model (or the final one without ``validate``).
+        checkpoint_path: The last checkpoint written.
+        elapsed_seconds: Training time, summed over resumed sessions.
+        stopped_early: Whether early stopping ended the run.
+    """
+
+    best_metric: float | None
+    best_step: int | None
+    steps: int
+    curve: list[dict[str, Any]]
+    model_dir: Path
+    checkpoint_path: Path | None
+    elapsed_seconds: float
+    stopped_early: bool
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The data order of ``epoch``: a permutation seeded by ``(seed, epoch)`` only.
+
+    Being a pure function of its arguments, the order needs no saved state to resume.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor for step ``i`` (0-based): linear warm-up, then linear decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer`` over the trainable parameters."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def build_objective(config: TrainConfig) -> TotalLoss:
+    """``config.loss`` plus ``config.lambda_div`` times the bounded diversity term."""
+    ranking = LOSSES[config.loss](temperature=config.temperature)
+    diversity = DiversityLoss(temperature=config.temperature) if config.lambda_div > 0 else None
+    return TotalLoss(ranking, diversity, lam=config.lambda_div)
+
+
+def data_fingerprint(examples: Sequence[TrainingExample]) -> str:
+    """sha256 of the training groups (texts, order and weights)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        record = [example.query, example.positive, list(example.negatives), example.weight]
+        digest.update(json.dumps(record).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _config_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in config.model_dump(mode="json").items()
+        if key not in _RESUMABLE_FIELDS
+    }
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, data_hash: str, path: Path) -> None:
+    current = _config_fingerprint(config)
+    changed = sorted(
+        key
+        for key in set(current) | set(saved["config"])
+        if current.get(key) != saved["config"].get(key)
+    )
+    if changed:
+        details = ", ".join(
+            f"{key}: {saved['config'].get(key)!r} -> {current.get(key)!r}" for key in changed
+        )
+        raise ConfigError(
+            f"checkpoint {path} was made with another config ({details}); resume with the "
+            "same config, or pass resume=False / use a new run directory"
+        )
+    if saved["data"] != data_hash:
+        raise ConfigError(
+            f"checkpoint {path} was made on other training examples (their sha256 differs); "
+            "resume on the same examples, or pass resume=False / use a new run directory"
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _save_model(model: EmbeddingModel | PairScoringModel, directory: Path) -> None:
+    """``model.save`` into a temporary folder, then swap it in for ``directory``."""
+    temporary = directory.with_name(directory.name + ".tmp")
+    previous = directory.with_name(directory.name + ".old")
+    for stale in (temporary, previous):
+        if stale.exists():
+            shutil.rmtree(stale)
+    model.save(temporary)
+    if directory.exists():
+        directory.rename(previous)
+    temporary.rename(directory)
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def _clear_outputs(run_dir: Path) -> None:
+    for path in (checkpoint_root(run_dir), run_dir / "tb"):
+        if path.exists():
+            logger.warning("resume=False: removing the previous run's %s", path)
+            shutil.rmtree(path)
+    curve = run_dir / "curve.jsonl"
+    if curve.exists():
+        curve.unlink()
+
+
+def fit(
+    model: nn.Module,
+    train_examples: Sequence[TrainingExample],
+    config: TrainConfig,
+    *,
+    run_dir: str | Path,
+    validate: Callable[[Any], float] | None = None,
+    resume: bool = True,
+    metrics_logger: MetricsLogger | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``train_examples``; resume exactly from ``run_dir`` if it holds a run.
+
+    Each epoch visits the examples in a permutation seeded by ``(config.seed, epoch)``, in
+    batches of ``config.batch_size`` groups (the last one may be smaller). Every step scores each
+    group's candidates (positive first, own negatives, then in-batch negatives if configured),
+    applies :func:`build_objective`, clips the gradient norm and steps the optimizer and the
+    warm-up + linear-decay schedule.
+
+    Checkpoints (model, optimizer, scheduler, RNG states, data position, early-stopping state)
+    are written atomically every ``config.checkpoint_every`` steps and at the end. With
+    ``resume=True`` a run folder that holds one continues from it: a run killed at any point
+    and resumed ends with the same weights and metrics as one that was never interrupted.
+
+    Args:
+        model: An ``nn.Module`` that is an :class:`~shopaug.train.trainable.EmbeddingModel`
+            or a :class:`~shopaug.train.trainable.PairScoringModel`.
+        train_examples: Training groups.
+        config: Hyper-parameters.
+        run_dir: Output folder: ``checkpoints/``, ``model/`` (the best model, or the last one
+            without ``validate``), ``curve.jsonl``, ``tb/`` (TensorBoard).
+        validate: Called with the model (in eval mode, without gradients); returns a metric,
+            higher is better. Drives early stopping and the choice of ``model/``.
+        resume: Continue from the newest checkpoint in ``run_dir``; ``False`` starts over,
+            removing the previous checkpoints, curve and TensorBoard logs.
+        metrics_logger: Receives ``train/loss``, ``train/lr`` and the metric; default:
+            TensorBoard under ``run_dir/tb``.
+        on_step: Called after every step with a :class:`StepInfo` (progress hooks, tests).
+        show_progress: Show a tqdm progress bar.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TypeError: If the model is neither kind of trainable model.
+        ValueError: If there are no examples, or the loss or a metric is not finite.
+        ConfigError: If ``run_dir`` holds a checkpoint of another config or other data.
+    """
+    if not isinstance(model, nn.Module) or not isinstance(model, EmbeddingModel | PairScoringModel):
+        raise TypeError(
+            f"fit needs an nn.Module with embed(texts) or score_pairs(queries, documents) and "
+            f"save(directory); got {type(model).__name__}"
+        )
+    examples = list(train_examples)
+    if not examples:
+        raise ValueError("train_examples is empty")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = run_dir / "model"
+    curve_path = run_dir / "curve.jsonl"
+
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup_steps = round(config.warmup_ratio * total_steps)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_schedule(total_steps, warmup_steps)
+    )
+    objective = build_objective(config)
+    data_hash = data_fingerprint(examples)
+
+    state: dict[str, Any] = {
+        "config": _config_fingerprint(config),
+        "data": data_hash,
+        "step": 0,
+        "epoch": 0,
+        "position": 0,
+        "best_metric": None,
+        "best_step": None,
+        "bad_evaluations": 0,
+        "window_loss_sum": 0.0,
+        "window_loss_count": 0,
+        "curve": [],
+        "elapsed_seconds": 0.0,
+        "finished": False,
+        "stopped_early": False,
+    }
+    checkpoint_path = latest_checkpoint(run_dir) if resume else None
+    if not resume:
+        _clear_outputs(run_dir)
+    if checkpoint_path is not None:
+        with open(checkpoint_path / "state.json", encoding="utf-8") as handle:
+            _check_same_run(json.load(handle)["loop"], config, data_hash, checkpoint_path)
+        state = load_checkpoint(
+            checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler
+        )
+        logger.info("resuming from %s (step %d of %d)", checkpoint_path, state["step"], total_steps)
+    else:
+        _seed_everything(config.seed)
+    write_curve(curve_path, state["curve"])
+
+    def result() -> TrainResult:
+        return TrainResult(
+            best_metric=state["best_metric"],
+            best_step=state["best_step"],
+            steps=state["step"],
+            curve=list(state["curve"]),
+            model_dir=model_dir,
+            checkpoint_path=checkpoint_path,
+            elapsed_seconds=state["elapsed_seconds"],
+            stopped_early=state["stopped_early"],
+        )
+
+    if state["finished"]:
+        logger.info("run in %s is already finished; nothing to do", run_dir)
+        return result()
+
+    owns_logger = metrics_logger is None
+    if metrics_logger is None:
+        metrics_logger = default_logger(run_dir, purge_step=state["step"] + 1)
+    started = time.monotonic()
+    elapsed_before = state["elapsed_seconds"]
+    progress = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        disable=not show_progress,
+    )
+    order = epoch_order(config.seed, state["epoch"], len(examples))
+    order_epoch = state["epoch"]
+    try:
+        while not state["finished"]:
+            if order_epoch != state["epoch"]:
+                order = epoch_order(config.seed, state["epoch"], len(examples))
+                order_epoch = state["epoch"]
+            start = state["position"] * config.batch_size
+            batch = [examples[i] for i in order[start : start + config.batch_size]]
+
+            model.train()
+            candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
+            scores, mask = score_batch(model, candidates)  # (batch, width) each
+            weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
+            loss = objective(scores, mask=mask, weights=weights)
+            if not torch.isfinite(loss):
+                raise ValueError(
+                    f"training loss is {loss.item()} at step {state['step'] + 1}; lower lr "
+                    "(config.lr) or raise config.temperature"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = float(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+
+            loss_value = float(loss.item())
+            state["step"] += 1
+            state["position"] += 1
+            step = state["step"]
+            end_of_epoch = state["position"] == steps_per_epoch
+            if end_of_epoch:
+                state["epoch"] += 1
+                state["position"] = 0
+            last_step = step == total_steps
+            state["window_loss_sum"] += loss_value
+            state["window_loss_count"] += 1
+            if metrics_logger is not None:
+                metrics_logger.log_scalars({"train/loss": loss_value, "train/lr": lr}, step)
+
+            metric = None
+            evaluate = validate is not None and (
+                last_step
+                or (config.eval_every is not None and step % config.eval_every == 0)
+                or (config.eval_every is None and end_of_epoch)
+            )
+            if evaluate and validate is not None:
+                metric = _run_validation(model, validate, step)
+                if metrics_logger is not None:
+                    metrics_logger.log_scalars({config.metric_name: metric}, step)
+                best = state["best_metric"]
+                if best is None or metric > best + config.min_delta:
+                    state["best_metric"], state["best_step"] = metric, step
+                    state["bad_evaluations"] = 0
+                    _save_model(model, model_dir)
+                    logger.info("step %d: %s %.4f (best)", step, config.metric_name, metric)
+                else:
+                    state["bad_evaluations"] += 1
+                    logger.info("step %d: %s %.4f", step, config.metric_name, metric)
+                    patience = config.early_stopping_patience
+                    if patience is not None and state["bad_evaluations"] >= patience:
+                        state["stopped_early"] = True
+                        logger.info(
+                            "early stopping at step %d: no improvement in %d evaluations",
+                            step,
+                            patience,
+                        )
+            if evaluate or last_step or step % config.log_every == 0:
+                point = {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": state["window_loss_sum"] / state["window_loss_count"],
+                    "lr": lr,
+                    config.metric_name: metric,
+                }
+                state["curve"].append(point)
+                append_curve(curve_path, point)
+                state["window_loss_sum"], state["window_loss_count"] = 0.0, 0
+
+            state["finished"] = last_step or state["stopped_early"]
+            if state["finished"] and validate is None:
+                _save_model(model, model_dir)
+            state["elapsed_seconds"] = elapsed_before + time.monotonic() - started
+            written = None
+            if (
+                state["finished"]
+                or (config.checkpoint_every is not None and step % config.checkpoint_every == 0)
+                or (config.checkpoint_every is None and end_of_epoch)
+            ):
+                written = save_checkpoint(
+                    run_dir,
+                    step=step,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    loop_state=state,
+                    keep=config.keep_checkpoints,
+                )
+                checkpoint_path = written
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}")
+            if on_step is not None:
+                on_step(StepInfo(step, state["epoch"], loss_value, lr, written))
+    finally:
+        progress.close()
+        if owns_logger and metrics_logger is not None:
+            metrics_logger.close()
+    return result()
+
+
+def _run_validation(model: nn.Module, validate: Callable[[Any], float], step: int) -> float:
+    model.eval()
+    try:
+        with torch.no_grad():
+            value = float(validate(model))
+    finally:
+        model.train()
+    if not math.isfinite(value):
+        raise ValueError(f"validate returned {value} at step {step}; it must be a finite float")
+    return value
