@@ -4,7 +4,6 @@ request."""
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,26 +93,27 @@ class ModelHolder:
             return self._swap(backend, model_dir)
 
     def promote(self, new_model_dir: Path) -> Swap:
-        """Copy ``new_model_dir`` into the run directory, load it, point the pointer at it, swap.
+        """Load ``new_model_dir``, copy it into the run directory, move the pointer, swap.
 
-        The pointer moves only after the new model loaded, so a broken model is never made
-        current.
+        The directory is loaded before anything is copied (so a directory that is not a model
+        is refused without copying it) and the pointer moves only after that, so a broken
+        model is never made current. The backend loaded from ``new_model_dir`` is the one
+        served; the copy under ``run_dir/models`` is what later restarts load.
 
         Raises:
             ModelLoadError: the directory is missing or cannot be loaded (nothing changes).
         """
         with self._load_lock:
+            source = Path(new_model_dir)
+            if not source.is_dir():
+                raise ModelLoadError(
+                    f"model directory {new_model_dir} does not exist or is not a directory"
+                )
+            backend = self._load(source)
             try:
-                staged = stage_model(self._run_dir, new_model_dir)
+                staged = stage_model(self._run_dir, source)
             except Exception as error:
-                raise ModelLoadError(str(error)) from error
-            created = staged != Path(new_model_dir).resolve()
-            try:
-                backend = self._load(staged)
-            except ModelLoadError:
-                if created:  # our own copy of a model that does not load
-                    shutil.rmtree(staged, ignore_errors=True)
-                raise
+                raise ModelLoadError(f"could not copy {source} into the run: {error}") from error
             previous_dir = activate_model(self._pointer, staged)
             record_promotion(self._run_dir, previous=previous_dir, new=staged)
             return self._swap(backend, staged)
