@@ -94,7 +94,7 @@ def test_writer_rejects_duplicates_and_warns_on_ties(
     [
         ("q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.4\n", "expected 6 fields", 2),
         ("q1 Q0 a one 0.5 t\n", "positive integer rank", 1),
-        ("q1 Q0 a 1 high t\n", "expected a number", 1),
+        ("q1 Q0 a 1 high t\n", "expected a finite number", 1),
         ("q1 Q0 a 1 0.5 t\nq1 Q0 a 2 0.4 t\n", "appears twice", 2),
     ],
 )

@@ -142,7 +142,7 @@ def _parse_number(text: str, *, path: Path, line: int, field: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise DataError(f"expected a number, got {text!r}", path=path, line=line, field=field)
+        value = math.nan  # reported below with the same message as inf
     if not math.isfinite(value):
         raise DataError(
             f"expected a finite number, got {text!r}", path=path, line=line, field=field
