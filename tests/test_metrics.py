@@ -19,6 +19,7 @@ from shopaug.eval.metrics import (
     precision_at_k,
     recall_at_k,
 )
+from shopaug.eval.segments import coverage, gini, mean_by_segment, popularity_segments, tail_share
 
 # One query. Retrieved gains in rank order: 3, 2, 0, 1. The judged products have gains
 # 3, 2, 1, 1, 0, so 4 are relevant and one relevant product (gain 1) was not retrieved.
@@ -260,3 +261,63 @@ def test_matches_ranx_on_random_data() -> None:
     for metric in CROSS_METRICS:
         aligned = ours[metric][[position[query_id] for query_id in order]]
         np.testing.assert_allclose(aligned, np.asarray(theirs[metric]), atol=1e-12)
+
+
+# --- segments, coverage and concentration (shopaug.eval.segments) -------------------------
+# Kept here because the segment measures are metrics too; move to tests/test_segments.py if
+# that file is created.
+
+
+def test_popularity_segments_by_count_of_products() -> None:
+    popularity = {f"p{i}": float(100 - i) for i in range(10)}  # p0 most popular
+    segments = popularity_segments(popularity)
+    # 20 % of 10 products = 2 head products: p0 and p1.
+    assert sorted(p for p, s in segments.items() if s == "head") == ["p0", "p1"]
+    assert sum(s == "tail" for s in segments.values()) == 8
+    # ceil(0.2 * 7) = ceil(1.4) = 2; ceil(0.1 * 30) = 3, not 4 from 3.0000000000000004.
+    assert sum(s == "head" for s in popularity_segments(dict.fromkeys("abcdefg", 1)).values()) == 2
+    thirty = {f"p{i:02d}": float(i) for i in range(30)}
+    head = [p for p, s in popularity_segments(thirty, head_share=0.1).items() if s == "head"]
+    assert sorted(head) == ["p27", "p28", "p29"]
+
+
+def test_popularity_segments_ties_break_by_id_and_errors() -> None:
+    segments = popularity_segments({"b": 5, "a": 5, "c": 5, "d": 0, "e": 0}, head_share=0.2)
+    assert segments == {"a": "head", "b": "tail", "c": "tail", "d": "tail", "e": "tail"}
+    with pytest.raises(ValueError, match="head_share must be in"):
+        popularity_segments({"a": 1}, head_share=1.0)
+    with pytest.raises(DataError, match="'a': popularity must be finite and >= 0"):
+        popularity_segments({"a": -1})
+
+
+def test_tail_share_coverage_and_gini_known_answers() -> None:
+    segments = {"a": "head", "b": "tail", "c": "tail"}
+    # a, b, b, c: 3 of 4 shown products are tail (repeats count).
+    assert tail_share(["a", "b", "b", "c"], segments) == 0.75
+    with pytest.raises(DataError, match="'z' has no segment"):
+        tail_share(["a", "z"], segments)
+    with pytest.raises(ValueError, match="empty"):
+        tail_share([], segments)
+
+    run = {"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "q2": [("a", 1.0), ("d", 0.5)]}
+    # top 2: {a, b} and {a, d} -> 3 distinct products out of 10
+    assert coverage(run, catalog_size=10, k=2) == pytest.approx(0.3)
+    assert coverage(run, catalog_size=4, k=3) == 1.0  # a, b, c, d
+    with pytest.raises(DataError, match="catalog_size is 3"):
+        coverage(run, catalog_size=3, k=3)
+
+    assert gini([5, 5, 5, 5]) == pytest.approx(0.0)
+    # sorted 0, 0, 0, 1: 2 * (4 * 1) / (4 * 1) - 5/4 = 0.75 = (n - 1) / n, the maximum
+    assert gini([0, 1, 0, 0]) == pytest.approx(0.75)
+    # sorted 1, 2, 3: 2 * (1 + 4 + 9) / (3 * 6) - 4/3 = 28/18 - 24/18 = 2/9
+    assert gini([3, 1, 2]) == pytest.approx(2 / 9)
+    assert gini([0, 0]) == 0.0
+    with pytest.raises(ValueError, match=">= 0"):
+        gini([1, -1])
+
+
+def test_mean_by_segment() -> None:
+    means = mean_by_segment(np.array([1.0, 0.0, 0.5, 0.25]), ["head", "tail", "head", "tail"])
+    assert means == {"head": 0.75, "tail": 0.125}
+    with pytest.raises(ValueError, match="2 labels"):
+        mean_by_segment([1.0], ["head", "tail"])
