@@ -28,6 +28,7 @@ from shopaug.samplers import (
     UniformSampler,
     build_sampler,
 )
+from shopaug.samplers.draws import Categorical
 
 N_ITEMS = 40
 COUNTS = (np.arange(N_ITEMS) * 37) % 11  # 0..10, some zeros
@@ -384,6 +385,40 @@ def test_without_replacement_needs_enough_items(sampler: NegativeSampler) -> Non
     assert sorted(out.items[0].tolist()) == [1, 2, 3, 4, 5]
     with pytest.raises(SamplingError, match=r"only 5 catalog items left.*6 are needed"):
         sampler.sample(query_rows=rows, positive_rows=rows, n=6, rng=np.random.default_rng(0))
+
+
+def test_uniform_without_replacement_is_uniform_over_the_allowed_items() -> None:
+    rows = np.full(3000, 2)
+    out = UniformSampler(8, replace=False).sample(
+        query_rows=rows,
+        positive_rows=rows,
+        n=3,
+        rng=np.random.default_rng(6),
+        exclude=[{5}] * len(rows),
+    )
+    assert all(len(set(items)) == 3 for items in out.items.tolist())
+    allowed = [0, 1, 3, 4, 6, 7]
+    for column in range(3):  # every position, not only the set, is uniform
+        observed = np.bincount(out.items[:, column], minlength=8)
+        assert observed[[2, 5]].sum() == 0
+        assert chisquare(observed[allowed]).pvalue > 1e-3
+
+
+class ConstantDraws:
+    """Stands in for a Generator whose uniform draws in [0, 1) are all ``value``."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self, size: int | tuple[int, ...]) -> np.ndarray:
+        return np.full(size, self.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0.0, 1), (np.nextafter(1.0, 0.0), 3)])
+def test_categorical_never_returns_an_outcome_of_weight_zero(value: float, expected: int) -> None:
+    categorical = Categorical(np.array([0.0, 0.1, 0.0, 0.9, 0.0]))
+    drawn = categorical.draw(3, ConstantDraws(value))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(drawn, [expected] * 3)
 
 
 # --- in-batch and mixed --------------------------------------------------------------------

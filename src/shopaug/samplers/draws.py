@@ -3,8 +3,9 @@
 With replacement, items are drawn from the whole catalog and the excluded ones are redrawn a
 bounded number of times (rejection sampling, which leaves the distribution exactly the
 renormalised one over the allowed items); rows still unlucky after that are drawn directly from
-their renormalised distribution. Without replacement, each row uses the Gumbel-top-k trick
-(Kool et al. 2019), which draws ``k`` distinct items in the order sequential sampling would.
+their renormalised distribution. Without replacement, a uniform row keeps the allowed items of
+a random prefix of the catalog, and a weighted row uses the Gumbel-top-k trick (Kool et al.
+2019), which draws ``k`` distinct items in the order sequential sampling would.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def draw_from_catalog(
         rng: generator of every draw.
         categorical: the distribution over the ``n_items`` rows, or ``None`` for uniform.
         replace: draw with replacement (fast, rejection of excluded items) or without
-            (distinct items per row, Gumbel-top-k over the catalog, ``O(n_items)`` per row).
+            (distinct items per row; uniform costs ``O(n + excluded)`` per row, a weighted
+            distribution ``O(n_items)`` per row for its Gumbel-top-k).
         max_retries: rounds of redrawing excluded items before exact per-row draws.
 
     Returns:
@@ -137,6 +139,14 @@ def draw_from_catalog(
     if not replace:
         items = np.empty(shape, dtype=np.int64)
         for row in range(request.batch_size):
+            if categorical is None:
+                # The allowed items of a uniformly random ordered prefix, long enough to hold n of
+                # them, are a uniformly random ordered n-sample of the allowed items.
+                excluded = request.excluded[row]
+                size = min(request.n_items, request.n + len(excluded))
+                prefix = rng.choice(request.n_items, size=size, replace=False)
+                items[row] = prefix[~np.isin(prefix, excluded)][: request.n]
+                continue
             with np.errstate(divide="ignore"):
                 log_weights = np.log(row_weights(row))
             items[row] = gumbel_top_k(log_weights, request.n, rng)
