@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 
 logger = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def _stemmer():  # noqa: ANN202 - PyStemmer object or None
@@ -32,6 +31,7 @@ class BM25Index:
     def __init__(self, texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build
         self._bm25s = bm25s
         self._stemmer = _stemmer()
         self.size = len(texts)
