@@ -7,12 +7,13 @@ import importlib
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from shopaug.errors import ConfigError
+from shopaug.errors import ConfigError, DataError
 from shopaug.samplers import (
     SAMPLERS,
     DynamicSampler,
@@ -27,6 +28,7 @@ from shopaug.samplers import (
     Scorer,
     UniformSampler,
     build_sampler,
+    pool_from_samples,
 )
 from shopaug.samplers.draws import Categorical
 
@@ -564,6 +566,29 @@ def test_hard_pool_names_the_failing_fallback() -> None:
     with pytest.raises(SamplingError, match="fallback could not top up"):
         sampler.sample(
             query_rows=np.array([0]), positive_rows=np.array([0]), n=3, rng=np.random.default_rng(0)
+        )
+
+
+def test_pool_from_samples_maps_ids_to_rows() -> None:
+    samples = pd.DataFrame(
+        {
+            "query_id": ["q1", "q1", "q1", "q2", "q2", "q1"],
+            "product_id": ["p0", "p2", "p3", "p2", "p1", "p2"],
+            "kind": ["positive", "negative", "negative", "negative", "negative", "negative"],
+            "method": ["judged", "bm25", "dense", "bm25", "random", "dense"],
+        }
+    )
+    query_rows = {"q1": 0, "q2": 1}
+    item_rows = {"p0": 10, "p1": 11, "p2": 12, "p3": 13}
+    pool = pool_from_samples(samples, query_rows=query_rows, item_rows=item_rows)
+    assert {row: items.tolist() for row, items in pool.items()} == {0: [12, 13], 1: [12, 11]}
+    hard = pool_from_samples(samples, query_rows=query_rows, item_rows=item_rows, methods={"bm25"})
+    assert {row: items.tolist() for row, items in hard.items()} == {0: [12], 1: [12]}
+    with pytest.raises(DataError, match=r"'product_id'.*'p3' has no item row"):
+        pool_from_samples(samples, query_rows=query_rows, item_rows={"p1": 1, "p2": 2})
+    with pytest.raises(DataError, match="'method'"):
+        pool_from_samples(
+            samples.drop(columns="method"), query_rows=query_rows, item_rows=item_rows
         )
 
 

@@ -24,7 +24,7 @@ from shopaug.samplers.base import (
     SamplingError,
 )
 from shopaug.samplers.dynamic import DynamicSampler, Scorer
-from shopaug.samplers.hard_pool import HardPoolSampler
+from shopaug.samplers.hard_pool import HardPoolSampler, pool_from_samples
 from shopaug.samplers.in_batch import InBatchSampler
 from shopaug.samplers.mixed import MixedSampler
 from shopaug.samplers.popularity import PopularitySampler
@@ -52,4 +52,5 @@ __all__ = [
     "Scorer",
     "UniformSampler",
     "build_sampler",
+    "pool_from_samples",
 ]

@@ -161,8 +161,7 @@ class DynamicSampler:
         rng: np.random.Generator,
         exclude: Exclusions | None = None,
     ) -> NegativeSample:
-        """Draw ``n`` negatives per row from the score softmax; see
-        :class:`~shopaug.samplers.NegativeSampler`."""
+        """Draw ``n`` negatives per row from the score softmax; see :class:`NegativeSampler`."""
         request = check_request(
             query_rows=query_rows,
             positive_rows=positive_rows,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopaug.errors import ConfigError
+from shopaug.errors import ConfigError, DataError
 from shopaug.samplers.base import (
     Exclusions,
     NegativeSample,
@@ -16,7 +17,52 @@ from shopaug.samplers.base import (
     check_request,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 logger = logging.getLogger(__name__)
+
+
+def pool_from_samples(
+    samples: pd.DataFrame,
+    *,
+    query_rows: Mapping[str, int],
+    item_rows: Mapping[str, int],
+    methods: Collection[str] | None = None,
+) -> dict[int, np.ndarray]:
+    """The hard pool ``{query_row: item_rows}`` of the negatives in a samples table.
+
+    Args:
+        samples: a ``samples.parquet`` frame (see :mod:`shopaug.augment.samples`); only rows
+            with ``kind == "negative"`` are used, in table order, duplicates dropped.
+        query_rows: ``query_id`` -> query row.
+        item_rows: ``product_id`` -> item row.
+        methods: keep only negatives whose ``method`` is one of these (e.g. ``{"bm25",
+            "dense"}``); ``None`` keeps all.
+
+    Returns:
+        One int64 array of item rows per query row that has negatives.
+
+    Raises:
+        DataError: naming the column and the first id that has no row, or a missing column.
+    """
+    for column in ("query_id", "product_id", "kind", "method"):
+        if column not in samples.columns:
+            raise DataError("the samples table lacks this column", field=column)
+    negatives = samples[samples["kind"] == "negative"]
+    if methods is not None:
+        negatives = negatives[negatives["method"].isin(list(methods))]
+    pool: dict[int, list[int]] = {}
+    for query_id, product_id in zip(negatives["query_id"], negatives["product_id"], strict=True):
+        if query_id not in query_rows:
+            raise DataError(f"query id {query_id!r} has no query row", field="query_id")
+        if product_id not in item_rows:
+            raise DataError(f"product id {product_id!r} has no item row", field="product_id")
+        pool.setdefault(query_rows[query_id], []).append(item_rows[product_id])
+    return {
+        query_row: np.asarray(list(dict.fromkeys(items)), dtype=np.int64)
+        for query_row, items in pool.items()
+    }
 
 
 class HardPoolSampler:
