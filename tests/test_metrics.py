@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -321,3 +323,26 @@ def test_mean_by_segment() -> None:
     assert means == {"head": 0.75, "tail": 0.125}
     with pytest.raises(ValueError, match="2 labels"):
         mean_by_segment([1.0], ["head", "tail"])
+
+
+# --- the package's public API (shopaug.eval) -----------------------------------------------
+
+
+def test_public_api_resolves_lazily() -> None:
+    import shopaug.eval as evaluation
+
+    assert sorted(evaluation.__all__) == sorted(evaluation._MODULE_OF)
+    for name in evaluation.__all__:
+        assert getattr(evaluation, name) is not None, name
+    assert evaluation.ndcg_at_k is ndcg_at_k
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = evaluation.nope
+    # Importing the package loads no metric module (and so neither numpy nor scipy).
+    code = (
+        "import sys, shopaug.eval; "
+        "print(sorted(m for m in sys.modules if m.startswith(('scipy', 'shopaug.eval.'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
