@@ -159,6 +159,8 @@ def test_evaluate_run_empty_run_scores_zero() -> None:
 def test_evaluate_run_errors() -> None:
     with pytest.raises(DataError, match="appears twice"):
         evaluate_run({"q1": [("b", 1.0), ("b", 0.5)]}, QRELS)
+    with pytest.raises(DataError, match="rank 2: expected a \\(product id, score\\) pair"):
+        evaluate_run({"q1": [("a", 1.0), "b"]}, QRELS)  # type: ignore[list-item]
     with pytest.raises(DataError, match="gain must be a finite number >= 0"):
         evaluate_run(RUN, {"q1": {"a": -1}}, query_ids=["q1"])
     with pytest.raises(DataError, match="no judgments in qrels"):

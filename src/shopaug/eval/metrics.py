@@ -258,7 +258,13 @@ def _ranked_gains(
 ) -> list[float]:
     seen: set[str] = set()
     out: list[float] = []
-    for entry in ranking:
+    for position, entry in enumerate(ranking, start=1):
+        if isinstance(entry, str) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise DataError(
+                f"query {query_id!r}, rank {position}: expected a (product id, score) pair, "
+                f"got {entry!r}",
+                field="run",
+            )
         product_id = entry[0]
         if product_id in seen:
             raise DataError(
