@@ -28,11 +28,23 @@ from shopaug.online.simulate import (
 def page(session: str, query: str, shown: str, clicked: dict[str, int]) -> list[dict[str, object]]:
     """Impressions of ``shown`` (one letter per product, positions 1..) plus clicks."""
     rows: list[dict[str, object]] = [
-        {"event": "impression", "product_id": pid, "position": pos, "query": query, "session_id": session}
+        {
+            "event": "impression",
+            "product_id": pid,
+            "position": pos,
+            "query": query,
+            "session_id": session,
+        }
         for pos, pid in enumerate(shown, start=1)
     ]
     rows += [
-        {"event": "click", "product_id": pid, "position": pos, "query": query, "session_id": session}
+        {
+            "event": "click",
+            "product_id": pid,
+            "position": pos,
+            "query": query,
+            "session_id": session,
+        }
         for pid, pos in clicked.items()
     ]
     return rows
@@ -128,7 +140,9 @@ def test_skip_above_negatives_and_ipw_weights() -> None:
 
 def test_pages_without_clicks_give_nothing_and_pages_are_separate() -> None:
     events = pd.DataFrame(
-        page("s1", "sofa", "abc", {}) + page("s2", "sofa", "bac", {"c": 3}) + page("s3", "sofa", "ab", {"a": 1})
+        page("s1", "sofa", "abc", {})
+        + page("s2", "sofa", "bac", {"c": 3})
+        + page("s3", "sofa", "ab", {"a": 1})
     )
     samples = click_samples(events)
     by_key = {(r.product_id, r.label): (r.rank, r.weight) for r in samples.itertuples()}
@@ -151,14 +165,25 @@ def test_repeated_observations_sum_weights() -> None:
 
 def test_cart_counts_as_click_and_click_without_impression_is_kept() -> None:
     events = pd.DataFrame(
-        page("s1", "desk", "abc", {})
-        + [
+        [
+            *page("s1", "desk", "abc", {}),
             {"event": "add_to_cart", "product_id": "b", "query": "desk", "session_id": "s1"},
-            {"event": "click", "product_id": "z", "position": None, "query": "desk", "session_id": "s1"},
+            {
+                "event": "click",
+                "product_id": "z",
+                "position": None,
+                "query": "desk",
+                "session_id": "s1",
+            },
         ]
     )
     pages = result_pages(events)
-    assert pages.set_index("product_id")["clicked"].to_dict() == {"a": False, "b": True, "c": False, "z": True}
+    assert pages.set_index("product_id")["clicked"].to_dict() == {
+        "a": False,
+        "b": True,
+        "c": False,
+        "z": True,
+    }
     samples = click_samples(events)
     assert samples.set_index("product_id")["label"].to_dict() == {"b": 1, "z": 1, "a": 0}
 
@@ -227,7 +252,9 @@ def test_run_round_drives_the_service(service: object) -> None:
     assert isinstance(service, TestClient)
     queries = [Query("q1", "blue sofa"), Query("q2", "oak table")]
     labels = labels_by_query([Judgment("q1", "p1", "Exact"), Judgment("q2", "p3", "Exact")])
-    model = ClickModel(click_probabilities={"Exact": 1.0}, unjudged_probability=0.0, stop_after_click=1.0)
+    model = ClickModel(
+        click_probabilities={"Exact": 1.0}, unjudged_probability=0.0, stop_after_click=1.0
+    )
     events = ClickSimulator(model, seed=0).run_round(service, queries, labels)
     impressions = [e for e in events if e["event"] == "impression"]
     clicks = [e for e in events if e["event"] == "click"]

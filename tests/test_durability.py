@@ -16,8 +16,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from shopaug.online.store import FeedbackStore
-from shopaug.serve.testing import SMALL_CATALOG, write_fake_model
+from shopaug.online.store import FeedbackStore  # noqa: E402
+from shopaug.serve.testing import SMALL_CATALOG, write_fake_model  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # starts the service twice in subprocesses
@@ -47,7 +47,9 @@ def start_server(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+            raise RuntimeError(
+                f"server exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return process
@@ -113,7 +115,12 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
             timeout=5,
         )
         assert retry.status_code == 200
-        assert retry.json() == {"accepted": 1, "event_ids": ids, "idempotency_key": key, "replayed": True}
+        assert retry.json() == {
+            "accepted": 1,
+            "event_ids": ids,
+            "idempotency_key": key,
+            "replayed": True,
+        }
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)

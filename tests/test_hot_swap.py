@@ -12,9 +12,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from shopaug.online.registry import CURRENT, resolve_model_dir
-from shopaug.serve import Settings, create_app
-from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model
+from shopaug.online.registry import CURRENT, resolve_model_dir  # noqa: E402
+from shopaug.serve import Settings, create_app  # noqa: E402
+from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model  # noqa: E402
 
 TOKEN = "swap-token"
 
@@ -64,7 +64,10 @@ def test_swap_under_load_fails_no_request(tmp_path: Path, route: str) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         if route == "promote":
             swap = httpx.post(
-                f"{base}/admin/promote", json={"model_dir": str(candidate)}, headers=headers, timeout=60
+                f"{base}/admin/promote",
+                json={"model_dir": str(candidate)},
+                headers=headers,
+                timeout=60,
             )
         else:  # an external promotion moved the pointer; the service is told to reload
             from shopaug.online.gate import promote_model

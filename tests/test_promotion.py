@@ -68,7 +68,9 @@ def test_identical_metrics_are_promoted_with_p_one() -> None:
         (np.ones((2, 2)), np.ones((2, 2)), "1-D"),
     ],
 )
-def test_bad_metric_arrays_are_refused(champion: np.ndarray, challenger: np.ndarray, message: str) -> None:
+def test_bad_metric_arrays_are_refused(
+    champion: np.ndarray, challenger: np.ndarray, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         decide(champion, challenger)
 

@@ -55,7 +55,9 @@ def test_search_get_ranks_by_known_overlap(client: TestClient) -> None:
 
 
 def test_search_post_with_filters(client: TestClient) -> None:
-    response = client.post("/search", json={"query": "blue", "k": 5, "filters": {"category": "lamps"}})
+    response = client.post(
+        "/search", json={"query": "blue", "k": 5, "filters": {"category": "lamps"}}
+    )
     assert response.status_code == 200
     assert ids(response.json()["results"]) == ["p5", "p6"]
 
@@ -102,7 +104,9 @@ def test_chunked_body_over_limit_is_413(client: TestClient) -> None:
         for _ in range(10):
             yield b" " * 1000
 
-    response = client.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    response = client.post(
+        "/search", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -192,7 +196,12 @@ def test_feedback_idempotency_key_is_counted_once(client: TestClient) -> None:
 def test_feedback_unknown_product_is_422_naming_it(client: TestClient) -> None:
     response = client.post(
         "/feedback",
-        json={"events": [{"event": "click", "product_id": "p1"}, {"event": "click", "product_id": "ghost"}]},
+        json={
+            "events": [
+                {"event": "click", "product_id": "p1"},
+                {"event": "click", "product_id": "ghost"},
+            ]
+        },
     )
     assert response.status_code == 422
     assert "'ghost'" in response.text
@@ -302,14 +311,18 @@ def test_admin_checks_token_before_body(client: TestClient) -> None:
     assert client.post("/admin/promote", json={}).status_code == 401
 
 
-def test_promote_swaps_version_and_keeps_old_dirs(client: TestClient, run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_promote_swaps_version_and_keeps_old_dirs(
+    client: TestClient, run_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     candidate = write_fake_model(tmp_path_factory.mktemp("cand") / "retrained", "v2", SMALL_CATALOG)
     response = client.post("/admin/promote", json={"model_dir": str(candidate)}, headers=BEARER)
     assert response.status_code == 200, response.text
     assert response.json()["model_version"] == "v2"
     assert response.json()["previous_version"] == "v1"
     assert client.get("/search", params={"q": "sofa"}).json()["model_version"] == "v2"
-    assert resolve_model_dir(run_dir / CURRENT) == (run_dir / "models" / "v0001-retrained").resolve()
+    assert (
+        resolve_model_dir(run_dir / CURRENT) == (run_dir / "models" / "v0001-retrained").resolve()
+    )
     assert (run_dir / "model" / "fake_model.json").exists()
     assert (candidate / "fake_model.json").exists()
     text = client.get("/metrics").text
@@ -318,12 +331,16 @@ def test_promote_swaps_version_and_keeps_old_dirs(client: TestClient, run_dir: P
     assert "shopaug_model_swaps_total 1.0" in text
 
 
-def test_promote_broken_model_changes_nothing(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_promote_broken_model_changes_nothing(
+    client: TestClient, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     broken = tmp_path_factory.mktemp("broken")
     (broken / "README").write_text("not a model")
     response = client.post("/admin/promote", json={"model_dir": str(broken)}, headers=BEARER)
     assert response.status_code == 422
     assert "still serving v1" in response.text
-    missing = client.post("/admin/promote", json={"model_dir": str(broken / "nope")}, headers=BEARER)
+    missing = client.post(
+        "/admin/promote", json={"model_dir": str(broken / "nope")}, headers=BEARER
+    )
     assert missing.status_code == 422
     assert client.get("/readyz").json()["model_version"] == "v1"

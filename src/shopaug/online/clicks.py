@@ -229,9 +229,7 @@ def result_pages(events: pd.DataFrame) -> pd.DataFrame:
         dtype=bool,
     )
     orphan = clicked.loc[orphan_mask]
-    orphan = orphan.assign(
-        position=orphan["position"].fillna(1).astype(np.int64), clicked=True
-    )
+    orphan = orphan.assign(position=orphan["position"].fillna(1).astype(np.int64), clicked=True)
     pages = pd.concat([shown, orphan], ignore_index=True)[list(PAGE_COLUMNS)]
     return pages.sort_values(["page", "position", "product_id"], kind="stable").reset_index(
         drop=True
@@ -270,7 +268,8 @@ def click_samples(
             continue
         lowest_click = int(clicked["position"].max())
         for row in clicked.itertuples(index=False):
-            rows.append(_row(row, 1, model.weight(int(row.position), max_weight)))
+            position = int(row.position)  # type: ignore[arg-type]
+            rows.append(_row(row, 1, model.weight(position, max_weight)))
         skipped = page[(~page["clicked"]) & (page["position"] < lowest_click)]
         for row in skipped.itertuples(index=False):
             rows.append(_row(row, 0, 1.0))
@@ -316,7 +315,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _position_counts(pages: pd.DataFrame, max_position: int) -> pd.DataFrame:
     frame = pages[pages["position"] <= max_position]
-    counts = frame.groupby("position")["clicked"].agg(shown="size", clicks="sum")
+    grouped = frame.groupby("position")["clicked"]
+    counts = pd.DataFrame({"shown": grouped.size(), "clicks": grouped.sum()})
     return counts.reindex(range(1, max_position + 1), fill_value=0)
 
 

@@ -181,7 +181,7 @@ def model_versions(run_dir: str | Path) -> list[Path]:
 
 
 def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened."""
+    """Make a rename in ``directory`` durable (POSIX); a no-op where that is impossible."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)
     except OSError:

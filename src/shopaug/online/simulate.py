@@ -130,7 +130,7 @@ def simulate_session(
 
 
 def labels_by_query(judgments: Sequence[Judgment]) -> dict[str, dict[str, str]]:
-    """query id -> {product id: label}, the ``labels`` argument of :meth:`ClickSimulator.run_round`."""
+    """query id -> {product id: label}: the ``labels`` of :meth:`ClickSimulator.run_round`."""
     labels: dict[str, dict[str, str]] = {}
     for judgment in judgments:
         labels.setdefault(judgment.query_id, {})[judgment.product_id] = judgment.label
@@ -173,9 +173,12 @@ class ClickSimulator:
         Raises:
             httpx.HTTPStatusError: the service refused a request.
         """
-        httpx = require("httpx", "serve")
         owned = isinstance(client, str)
-        http: httpx.Client = httpx.Client(base_url=client, timeout=30.0) if owned else client
+        http: httpx.Client = (
+            require("httpx", "serve").Client(base_url=client, timeout=30.0)
+            if isinstance(client, str)
+            else client
+        )
         posted: list[dict[str, Any]] = []
         try:
             for query in queries:

@@ -148,7 +148,9 @@ class FeedbackStore:
         if self._dialect == "sqlite":
             sqlalchemy.event.listen(self.engine, "connect", _sqlite_on_connect)
         self._metadata, self.events, self.keys, self.cursors = _tables(table_prefix)
-        self._lock_key = int(hashlib.sha256(f"shopaug:{table_prefix}".encode()).hexdigest()[:15], 16)
+        self._lock_key = int(
+            hashlib.sha256(f"shopaug:{table_prefix}".encode()).hexdigest()[:15], 16
+        )
         if create:
             self._metadata.create_all(self.engine)
 
@@ -234,9 +236,7 @@ class FeedbackStore:
 
     def _acknowledgement(self, key: str, fingerprint: str | None) -> Acknowledgement | None:
         with self.engine.connect() as connection:
-            row = connection.execute(
-                self.keys.select().where(self.keys.c.key == key)
-            ).one_or_none()
+            row = connection.execute(self.keys.select().where(self.keys.c.key == key)).one_or_none()
         if row is None:
             return None
         if row.fingerprint != fingerprint:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Body, Depends, Header, Query
+from pydantic import BaseModel
 
 from shopaug.errors import require
 from shopaug.online.store import FeedbackEvent, FeedbackStore, IdempotencyConflict
@@ -69,6 +70,24 @@ def _invalid(location: Sequence[str | int], message: str) -> Exception:
         status_code=422,
         detail=[{"loc": list(location), "msg": message, "type": "value_error"}],
     )
+
+
+class _Detail(BaseModel):
+    detail: str
+
+
+def _statuses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give."""
+    meaning = {
+        400: "The body is not parseable JSON.",
+        401: "Missing or malformed admin token.",
+        403: "Wrong admin token.",
+        404: "Admin routes disabled, or nothing logged for the session.",
+        409: "Idempotency-Key reused with a different body.",
+        413: "Request body larger than max_body_bytes.",
+        503: "No model loaded yet, or the feedback store is unavailable.",
+    }
+    return {code: {"model": _Detail, "description": meaning[code]} for code in codes}
 
 
 def _results(hits: Sequence[Hit]) -> list[Result]:
@@ -221,7 +240,7 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
 
     # -- routes ----------------------------------------------------------------------------
 
-    @app.get("/search", response_model=SearchResponse)
+    @app.get("/search", response_model=SearchResponse, responses=_statuses(503))
     def search_get(
         q: Annotated[str, Query(description="Query text.")],
         k: Annotated[int, Query(description="Number of results.")] = 10,
@@ -238,13 +257,15 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
             filters[name] = value
         return run_search(check_query(q, ["query", "q"]), check_k(k, ["query", "k"]), filters)
 
-    @app.post("/search", response_model=SearchResponse)
+    @app.post("/search", response_model=SearchResponse, responses=_statuses(400, 413, 503))
     def search_post(request: SearchRequest) -> SearchResponse:
         """Rank products for a query."""
         query = check_query(request.query, ["body", "query"])
         return run_search(query, check_k(request.k, ["body", "k"]), request.filters)
 
-    @app.post("/recommend", response_model=RecommendResponse)
+    @app.post(
+        "/recommend", response_model=RecommendResponse, responses=_statuses(400, 404, 413, 503)
+    )
     def recommend(request: RecommendRequest) -> RecommendResponse:
         """Items similar to / following a history of product ids or a logged session."""
         k = check_k(request.k, ["body", "k"])
@@ -278,7 +299,7 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
             raise _invalid(["body", "history"], str(error)) from error
         return RecommendResponse(model_version=model.version, history=history, items=_results(hits))
 
-    @app.post("/feedback", response_model=FeedbackAck)
+    @app.post("/feedback", response_model=FeedbackAck, responses=_statuses(400, 409, 413, 503))
     def feedback(
         body: Annotated[FeedbackEventIn | FeedbackBatchIn, Body()],
         idempotency_key: Annotated[
@@ -311,14 +332,14 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
                 [*prefix, "product_id"] if prefix else ["body", "product_id"],
                 "unknown product ids: " + ", ".join(repr(pid) for pid in unknown[:20]),
             )
-        events = [FeedbackEvent(**event.model_dump()) for event in incoming]
+        events = [FeedbackEvent(**item.model_dump()) for item in incoming]
         try:
             acknowledgement = store().record(events, idempotency_key)
         except IdempotencyConflict as error:
             raise fastapi.HTTPException(status_code=409, detail=str(error)) from error
         if not acknowledgement.replayed:
-            for event in events:
-                metrics.feedback_events.labels(event=event.event).inc()
+            for stored in events:
+                metrics.feedback_events.labels(event=stored.event).inc()
         return FeedbackAck(
             accepted=acknowledgement.accepted,
             event_ids=list(acknowledgement.event_ids),
@@ -359,12 +380,22 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
         payload, content_type = metrics.render()
         return responses.Response(content=payload, media_type=content_type)
 
-    @app.post("/admin/reload", response_model=ModelSwap, dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/reload",
+        response_model=ModelSwap,
+        responses=_statuses(400, 401, 403, 404, 413),
+        dependencies=[Depends(require_admin)],
+    )
     def admin_reload() -> ModelSwap:
         """Load the model the pointer designates now (after an external promotion)."""
         return swap_response(runtime.holder.reload)
 
-    @app.post("/admin/promote", response_model=ModelSwap, dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/promote",
+        response_model=ModelSwap,
+        responses=_statuses(400, 401, 403, 404, 413),
+        dependencies=[Depends(require_admin)],
+    )
     def admin_promote(request: PromoteRequest) -> ModelSwap:
         """Copy a model directory into the run, load it, move the pointer, swap."""
         return swap_response(lambda: runtime.holder.promote(Path(request.model_dir)))

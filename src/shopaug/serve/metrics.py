@@ -3,6 +3,7 @@ measure requests and bound request bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -57,7 +58,9 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.model_swaps = prometheus.Counter(
-            "shopaug_model_swaps", "Successful model reloads and promotions.", registry=self.registry
+            "shopaug_model_swaps",
+            "Successful model reloads and promotions.",
+            registry=self.registry,
         )
         self.feedback_events = prometheus.Counter(
             "shopaug_feedback_events",
@@ -87,10 +90,8 @@ class ServiceMetrics:
 
     def set_model_version(self, version: str, previous: str | None = None) -> None:
         if previous is not None and previous != version:
-            try:
+            with contextlib.suppress(KeyError):
                 self.model_info.remove(previous)
-            except KeyError:
-                pass
         self.model_info.labels(version=version).set(1)
 
     def render(self) -> tuple[bytes, str]:

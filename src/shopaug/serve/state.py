@@ -140,7 +140,9 @@ class ModelHolder:
             self._model_dir = model_dir
         self.load_error = None
         previous_version = None if previous is None else previous.version
-        logger.info("serving model %s from %s (was %s)", backend.version, model_dir, previous_version)
+        logger.info(
+            "serving model %s from %s (was %s)", backend.version, model_dir, previous_version
+        )
         if self._on_swap is not None:
             self._on_swap(backend.version, previous_version)
         return Swap(backend.version, previous_version, model_dir)
