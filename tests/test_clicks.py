@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,14 @@ from shopaug.online.clicks import (
     query_key,
     result_pages,
 )
+from shopaug.online.loop import collect_feedback
 from shopaug.online.simulate import (
     ClickModel,
     ClickSimulator,
     labels_by_query,
     simulate_session,
 )
+from shopaug.online.store import FeedbackEvent, FeedbackStore
 
 
 def page(session: str, query: str, shown: str, clicked: dict[str, int]) -> list[dict[str, object]]:
@@ -269,3 +272,24 @@ def test_run_round_drives_the_service(service: object) -> None:
     assert math.isclose(
         float(metrics.split('shopaug_feedback_events_total{event="click"} ')[1].split()[0]), 2.0
     )
+
+
+def test_collect_feedback_reads_past_the_cursor_without_moving_it(tmp_path: Path) -> None:
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    empty = collect_feedback(store)
+    assert (empty.events, empty.last_id) == (0, None)
+    assert list(empty.samples.columns) == [*SAMPLE_COLUMNS, "weight"]
+    events = [
+        FeedbackEvent("impression", pid, query="sofa", position=pos, session_id="s")
+        for pos, pid in enumerate(["a", "b"], start=1)
+    ]
+    ids = store.record(
+        [*events, FeedbackEvent("click", "b", query="sofa", position=2, session_id="s")]
+    )
+    batch = collect_feedback(store)
+    assert (batch.events, batch.first_id, batch.last_id) == (3, ids.event_ids[0], ids.event_ids[-1])
+    assert batch.samples.set_index("product_id")["weight"].to_dict() == {"b": 2.0, "a": 1.0}
+    assert store.backlog() == 3  # consumption is the caller's decision
+    store.mark_consumed(batch.last_id or 0)
+    assert collect_feedback(store).events == 0
+    store.close()

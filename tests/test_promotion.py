@@ -11,6 +11,7 @@ import pytest
 
 from shopaug.errors import ConfigError
 from shopaug.online.gate import decide, promote_model
+from shopaug.online.loop import gate_and_promote
 from shopaug.online.registry import (
     CURRENT,
     activate_model,
@@ -125,3 +126,16 @@ def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
         resolve_model_dir(tmp_path / CURRENT)
     with pytest.raises(ConfigError, match="not a directory"):
         promote_model(tmp_path, tmp_path / "nope")
+
+
+def test_gate_and_promote_moves_the_pointer_only_when_the_gate_says_so(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trained = model(run / "model", "trained")
+    challenger = model(tmp_path / "challenger", "c")
+    champion = np.array([0.5, 0.6, 0.7])
+    refused = gate_and_promote(run, challenger, champion, champion - 0.1)
+    assert not refused.promote
+    assert resolve_model_dir(run / CURRENT) == trained.resolve()
+    accepted = gate_and_promote(run, challenger, champion, champion + 0.1)
+    assert accepted.promote
+    assert (resolve_model_dir(run / CURRENT) / "weights.txt").read_text() == "c"
