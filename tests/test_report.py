@@ -184,6 +184,20 @@ def test_ablation_and_segment_charts_reflect_the_data(page: Page) -> None:
     assert segment_tips == ["ndcg@10 head: 0.4876", "ndcg@10 tail: 0.2934"]
 
 
+def test_segment_counts_stay_in_the_table(tmp_path: Path) -> None:
+    report = full_report()
+    report["segments"] = {
+        "head": {"bm25 ndcg@10": 0.5, "queries": 120.0},
+        "tail": {"bm25 ndcg@10": 0.25, "queries": 80.0},
+    }
+    page = parse(render_report(report, tmp_path))
+    tips = [rect["tip"] for rect in page.plots["segments"]["rects"] if rect["tip"]]
+    assert tips == ["bm25 ndcg@10 head: 0.5000", "bm25 ndcg@10 tail: 0.2500"]
+    assert (
+        "120" in page.section_text["segments"] and "120.0000" not in page.section_text["segments"]
+    )
+
+
 def test_curves_have_one_line_per_run(page: Page) -> None:
     assert page.plots["training-loss"]["series"] == ["fold 1", "fold 2"]
     # fold 2 has no validation points, so the validation chart has one line

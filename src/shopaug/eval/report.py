@@ -478,20 +478,34 @@ def _ablation_section(rows: Sequence[Mapping[str, Any]], primary: str | None) ->
     return _section("ablation", "Ablation", _table(header, table_rows) + note + chart)
 
 
+def _is_metric(name: str) -> bool:
+    """Metric columns are named ``...@k``; others (e.g. ``queries``) are counts."""
+    return "@" in name
+
+
 def _segments_section(segments: Mapping[str, Mapping[str, Any]] | None) -> str:
     if not segments:
         return _section("segments", "Head vs tail", _missing())
     names: list[str] = []
     for values in segments.values():
         names += [name for name in values if name not in names]
+
+    def cell(name: str, value: object) -> str:
+        number = _number(value)
+        if _is_metric(name) or number is None:
+            return _td(_fmt(value))
+        return _td(f"{number:g}")
+
     rows = [
-        [_td(segment), *(_td(_fmt(values.get(name))) for name in names)]
+        [_td(segment), *(cell(name, values.get(name)) for name in names)]
         for segment, values in segments.items()
     ]
+    # Only metrics share the chart's 0-1 scale; counts stay in the table.
+    charted = [name for name in names if _is_metric(name)] or names
     colors = {segment: PALETTE[i % len(PALETTE)] for i, segment in enumerate(segments)}
     groups = [
         (name, [_Bar(s, _number(v.get(name)), colors[s]) for s, v in segments.items()])
-        for name in names
+        for name in charted
     ]
     legend = list(colors.items())
     chart = _bar_chart("segments", "Metrics by product popularity segment", groups, legend)
