@@ -110,7 +110,9 @@ class BiEncoder(nn.Module):
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Differentiable L2-normalised embeddings ``(len(texts), dim)`` for training."""
-        features = self.model.preprocess(list(texts))
+        # sentence-transformers >= 6 calls it preprocess, older releases tokenize
+        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+        features = preprocess(list(texts))
         features = {
             key: value.to(self.device) if isinstance(value, torch.Tensor) else value
             for key, value in features.items()

@@ -157,9 +157,9 @@ def save_checkpoint(
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
+    for stale in root.glob(".tmp-step-*"):  # left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     temporary = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    if temporary.exists():
-        shutil.rmtree(temporary)
     temporary.mkdir()
     save_model(model, str(temporary / "model.safetensors"))
     optimizer_tensors, optimizer_meta = _optimizer_to_files(optimizer)

@@ -249,6 +249,9 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
     curve_path = run_dir / "curve.jsonl"
+    interrupted_swap = model_dir.with_name("model.old")
+    if not model_dir.exists() and interrupted_swap.exists():  # killed inside _save_model
+        interrupted_swap.rename(model_dir)
 
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -262,22 +265,7 @@ def fit(
     objective = build_objective(config)
     data_hash = data_fingerprint(examples)
 
-    state: dict[str, Any] = {
-        "config": _config_fingerprint(config),
-        "data": data_hash,
-        "step": 0,
-        "epoch": 0,
-        "position": 0,
-        "best_metric": None,
-        "best_step": None,
-        "bad_evaluations": 0,
-        "window_loss_sum": 0.0,
-        "window_loss_count": 0,
-        "curve": [],
-        "elapsed_seconds": 0.0,
-        "finished": False,
-        "stopped_early": False,
-    }
+    state = _initial_state(config, data_hash)
     checkpoint_path = latest_checkpoint(run_dir) if resume else None
     if not resume:
         _clear_outputs(run_dir)
@@ -330,25 +318,9 @@ def fit(
             start = state["position"] * config.batch_size
             batch = [examples[i] for i in order[start : start + config.batch_size]]
 
-            model.train()
-            candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
-            scores, mask = score_batch(model, candidates)  # (batch, width) each
-            weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
-            loss = objective(scores, mask=mask, weights=weights)
-            if not torch.isfinite(loss):
-                raise ValueError(
-                    f"training loss is {loss.item()} at step {state['step'] + 1}; lower lr "
-                    "(config.lr) or raise config.temperature"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            lr = float(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-
-            loss_value = float(loss.item())
+            loss_value, lr = _train_step(
+                model, batch, config, objective, optimizer, scheduler, state["step"] + 1
+            )
             state["step"] += 1
             state["position"] += 1
             step = state["step"]
@@ -372,23 +344,8 @@ def fit(
                 metric = _run_validation(model, validate, step)
                 if metrics_logger is not None:
                     metrics_logger.log_scalars({config.metric_name: metric}, step)
-                best = state["best_metric"]
-                if best is None or metric > best + config.min_delta:
-                    state["best_metric"], state["best_step"] = metric, step
-                    state["bad_evaluations"] = 0
+                if _record_metric(state, metric, step, config):
                     _save_model(model, model_dir)
-                    logger.info("step %d: %s %.4f (best)", step, config.metric_name, metric)
-                else:
-                    state["bad_evaluations"] += 1
-                    logger.info("step %d: %s %.4f", step, config.metric_name, metric)
-                    patience = config.early_stopping_patience
-                    if patience is not None and state["bad_evaluations"] >= patience:
-                        state["stopped_early"] = True
-                        logger.info(
-                            "early stopping at step %d: no improvement in %d evaluations",
-                            step,
-                            patience,
-                        )
             if evaluate or last_step or step % config.log_every == 0:
                 point = {
                     "step": step,
@@ -430,6 +387,73 @@ def fit(
         if owns_logger and metrics_logger is not None:
             metrics_logger.close()
     return result()
+
+
+def _initial_state(config: TrainConfig, data_hash: str) -> dict[str, Any]:
+    """Loop state of a fresh run; it is saved in every checkpoint's ``state.json``."""
+    return {
+        "config": _config_fingerprint(config),
+        "data": data_hash,
+        "step": 0,
+        "epoch": 0,
+        "position": 0,
+        "best_metric": None,
+        "best_step": None,
+        "bad_evaluations": 0,
+        "window_loss_sum": 0.0,
+        "window_loss_count": 0,
+        "curve": [],
+        "elapsed_seconds": 0.0,
+        "finished": False,
+        "stopped_early": False,
+    }
+
+
+def _train_step(
+    model: nn.Module,
+    batch: list[TrainingExample],
+    config: TrainConfig,
+    objective: TotalLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+) -> tuple[float, float]:
+    """One optimizer step on ``batch``; returns (loss, learning rate used)."""
+    model.train()
+    candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
+    scores, mask = score_batch(model, candidates)  # type: ignore[arg-type]  # (batch, width)
+    weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
+    loss = objective(scores, mask=mask, weights=weights)
+    if not torch.isfinite(loss):
+        raise ValueError(
+            f"training loss is {loss.item()} at step {step}; lower config.lr or raise "
+            "config.temperature"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    lr = float(optimizer.param_groups[0]["lr"])
+    optimizer.step()
+    scheduler.step()
+    return float(loss.item()), lr
+
+
+def _record_metric(state: dict[str, Any], metric: float, step: int, config: TrainConfig) -> bool:
+    """Update best metric and patience in ``state``; True when ``metric`` is a new best."""
+    best = state["best_metric"]
+    if best is None or metric > best + config.min_delta:
+        state["best_metric"], state["best_step"] = metric, step
+        state["bad_evaluations"] = 0
+        logger.info("step %d: %s %.4f (best)", step, config.metric_name, metric)
+        return True
+    state["bad_evaluations"] += 1
+    logger.info("step %d: %s %.4f", step, config.metric_name, metric)
+    patience = config.early_stopping_patience
+    if patience is not None and state["bad_evaluations"] >= patience:
+        state["stopped_early"] = True
+        logger.info("early stopping at step %d: no improvement in %d evaluations", step, patience)
+    return False
 
 
 def _run_validation(model: nn.Module, validate: Callable[[Any], float], step: int) -> float:
