@@ -279,6 +279,48 @@ def audit_command(
         typer.echo(f"wrote {json_path}")
 
 
+@app.command("run")
+def run_command(
+    config: Annotated[str, typer.Argument(help="Profile (quick, full) or a YAML config file.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Override the profile's data set.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the seed.")] = None,
+    train_folds: Annotated[
+        int | None, typer.Option("--train-folds", help="Train only the first N folds.")
+    ] = None,
+) -> None:
+    """Data -> augment -> train -> evaluate -> report, every stage cached by content hash."""
+    from shopaug.experiment.config import load_run_config
+    from shopaug.experiment.runner import run_experiment
+
+    try:
+        run_config = load_run_config(config)
+        overrides = {"data": data, "data_dir": str(data_dir) if data_dir else None,
+                     "products": str(products) if products else None, "seed": seed,
+                     "train_folds": train_folds}
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(run_config, key, value)
+        result = run_experiment(run_config, out, command=" ".join(sys.argv))
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{result['dataset']}: {result['trained_folds']} of {result['folds']} folds trained")
+    typer.echo(f"{'system':<22} {'ndcg@10':>8}  95% CI            p vs zero-shot  p vs bm25")
+    for entry in result["ablation"]:
+        ndcg = entry["metrics"]["ndcg@10"]
+        lo, hi = ndcg["ci95"]
+        p0, p1 = entry.get("p_value_vs_zero_shot"), entry.get("p_value_vs_bm25")
+        typer.echo(
+            f"{entry['name']:<22} {ndcg['mean']:>8.4f}  [{lo:.3f}, {hi:.3f}]  "
+            f"{'-' if p0 is None else f'{p0:.3g}':>14}  {'-' if p1 is None else f'{p1:.3g}':>9}"
+        )
+    typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
+
+
 def run() -> None:  # pragma: no cover - console entry alias
     start = time.time()
     app()

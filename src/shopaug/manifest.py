@@ -53,6 +53,7 @@ def prepare_run_dir(path: str | Path) -> Path:
 def write_json(path: str | Path, payload: Any) -> Path:
     """Write JSON atomically (temporary file + rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n", "utf-8")
     tmp.replace(path)
