@@ -52,6 +52,7 @@ PRODUCTS = [
     _p("r05", "large ivory wool area rug", RUGS),
     _p("r06", "bohemian ivory wool runner", RUGS),
     _p("r07", "small black jute doormat", RUGS),
+    _p("r08", "ivory wool area rug", RUGS),  # same title as r01, another maker
     _p("l01", "brass table lamp", ("Lighting", "Table Lamps")),
     _p("l02", "copper table lamp", ("Lighting", "Table Lamps")),
     _p("l03", "ceramic floor lamp", ("Lighting", "Floor Lamps")),
@@ -60,6 +61,7 @@ PRODUCTS = [
     _p("d02", "white 3 drawer nightstand", ("Bedroom", "Nightstands")),
     _p("d03", "mid-century modern walnut bed", ("Bedroom", "Beds")),
     _p("d04", "farmhouse pine bed", ("Bedroom", "Beds")),
+    _p("d05", "farmhouse pine daybed", ("Bedroom", "Beds")),
 ]
 QUERIES = [
     Query("q1", "blue velvet sofa"),
@@ -138,6 +140,10 @@ def test_extract_known_answers(vocabulary: AttributeVocabulary) -> None:
     }
     assert extract(Product("x", "mid-century modern walnut bed"))["style"] == "mid century modern"
     assert extract(Product("x", "mcnett tv stand for tvs")) == {"type": "stand"}
+    # A second color is not the product type.
+    assert extract(Product("x", "area rug blue gold")) == {"color": "blue", "type": "rug"}
+    assert extract(Product("x", "rooster wall décor"))["type"] == "décor"
+    assert extract(Product("x", "tavon 30 in. x 18 in. door mat"))["type"] == "mat"
     # Structured attributes win over the title.
     assert extract(Product("x", "sofa", attributes={"Color": "Navy Blue"}))["color"] == "navy blue"
 
@@ -159,6 +165,7 @@ def test_alternatives_are_other_catalog_values(vocabulary: AttributeVocabulary) 
 
 def test_value_pattern_matches_whole_words_only() -> None:
     assert value_pattern("mid century").search("Mid-Century bed")
+    assert value_pattern("décor").search("wall Décor") and not value_pattern("cor").search("décor")
     assert not value_pattern("blue").search("blueberry sofa")
     assert value_pattern("set of 4").sub("set of 2", "Set of 4 chairs") == "set of 2 chairs"
 
@@ -172,17 +179,18 @@ def test_catalog_near_misses_are_preferred_and_exclude_known_positives(dataset: 
     assert list(frame.columns) == [*SAMPLE_COLUMNS, "product_text"]
     # The query names color, material and type; they take turns. color -> s02 (red; s04 green
     # is a judged positive, s07 also has a style, s08's navy blue shares "blue"), material ->
-    # s03 (leather), type -> the armchair or the loveseat; then color again: no catalog product
-    # is left, so a rule rewrite.
+    # s03 (leather); no other type among the Sofas (the armchair is another category), so no
+    # type swap; then color and material again, now as rule rewrites.
     assert list(frame["product_id"][:2]) == ["s02", "s03"]
-    assert frame["product_id"][2] in {"s09", "s10"}
-    assert frame["product_id"][3].startswith("s01~color=")
-    assert list(frame["source"]) == ["catalog", "catalog", "catalog", "rule"]
-    assert frame["product_text"][:3].isna().all() and frame["product_text"][3].endswith("Sofas")
+    assert frame["product_id"][2].startswith("s01~color=")
+    assert frame["product_id"][3].startswith("s01~material=")
+    assert list(frame["source"]) == ["catalog", "catalog", "rule", "rule"]
+    assert frame["product_text"][:2].isna().all()
+    assert frame["product_text"][2].endswith("velvet sofa Furniture Sofas")
     assert set(frame["label"]) == {0} and set(frame["kind"]) == {"negative"}
     assert set(frame["method"]) == {"near-miss"} and set(frame["query"]) == {"blue velvet sofa"}
-    assert (stats.made, stats.from_catalog, stats.rewritten, stats.pairs) == (4, 3, 1, 1)
-    assert stats.by_attribute == {"color": 2, "material": 1, "type": 1}
+    assert (stats.made, stats.from_catalog, stats.rewritten, stats.pairs) == (4, 2, 2, 1)
+    assert stats.by_attribute == {"color": 2, "material": 2}
 
 
 def test_without_catalog_preference_every_variant_is_a_rewrite(dataset: Dataset) -> None:
@@ -222,6 +230,15 @@ def test_every_variant_differs_in_exactly_one_attribute_and_is_no_positive(
         assert len(changed) == 1, (product_id, before, after)
 
 
+def test_a_catalog_product_is_a_negative_once_per_query(dataset: Dataset) -> None:
+    config = NearMissConfig(attributes=("color",), per_positive=1)
+    frame, stats = near_miss_negatives(dataset, {"q2": {"r01", "r08"}}, config)
+    # black wool area rug (r03) is the only catalog near miss of both; the second gets a rewrite.
+    first, second = frame["product_id"]
+    assert first == "r03" and second.startswith("r08~color=")
+    assert (stats.from_catalog, stats.rewritten) == (1, 1)
+
+
 def test_swaps_an_attribute_the_query_names(dataset: Dataset) -> None:
     frame, _ = near_miss_negatives(
         dataset, {"q3": {"c01"}, "q5": {"d01"}}, NearMissConfig(prefer_catalog=False)
@@ -234,10 +251,13 @@ def test_swaps_an_attribute_the_query_names(dataset: Dataset) -> None:
 
 def test_falls_back_to_the_type_when_the_query_names_no_attribute(dataset: Dataset) -> None:
     frame, _ = near_miss_negatives(dataset, {"q4": {"d04"}}, NearMissConfig(per_positive=1))
-    (product_id,) = frame["product_id"]
-    assert product_id.startswith("d04~type=")
-    new_type = product_id.split("=")[1]
-    assert frame["product_text"][0].startswith(f"farmhouse pine {new_type}")
+    assert list(frame["product_id"]) == ["d05"]  # the farmhouse pine daybed
+    rewritten, _ = near_miss_negatives(
+        dataset, {"q4": {"d04"}}, NearMissConfig(per_positive=1, prefer_catalog=False)
+    )
+    # A new type comes from the same category: daybed (a Bed), not a rug or a lamp.
+    assert list(rewritten["product_id"]) == ["d04~type=daybed"]
+    assert list(rewritten["product_text"]) == ["farmhouse pine daybed Bedroom Beds"]
 
 
 def test_a_bad_generator_rewrite_is_rejected_and_the_rule_used(dataset: Dataset) -> None:
@@ -286,7 +306,7 @@ def test_validation_can_be_turned_off(dataset: Dataset) -> None:
 
 def test_variant_problem_names_what_is_wrong(vocabulary: AttributeVocabulary) -> None:
     original = vocabulary.extract(PRODUCTS[0])
-    good = rewrite_product(PRODUCTS[0], "color", "blue", "red", vocabulary)
+    good = rewrite_product(PRODUCTS[0], "color", "blue", "red")
     assert good.id == "s01~color=red" and good.title == "red velvet sofa"
     assert variant_problem(vocabulary, original, good, "color", "blue", "red") is None
     both = Product("v", "blue red velvet sofa", category=SOFAS)

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shopaug.data.records import Product
-from shopaug.encoders.base import tokenize
 from shopaug.llm.template import STOPWORDS, naming_words
 
 #: Attributes read from titles with the seed lexicon, in the order they claim words.
@@ -71,9 +70,17 @@ _COUNT = re.compile(r"\bset of (\d+)\b|\b(\d+) (piece|pc|pcs|pack|count)\b")
 _MAX_VALUE_WORDS = 3
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words (letters in any script, digits): ``"Wall Décor"`` -> wall, décor."""
+    return _WORD.findall(text.lower())
+
+
 def normalize_value(value: str) -> str:
     """Lower-case words joined by single spaces: ``"Mid-Century"`` -> ``"mid century"``."""
-    return " ".join(tokenize(value))
+    return " ".join(words_of(value))
 
 
 def normalize_key(key: str) -> str:
@@ -84,11 +91,11 @@ def normalize_key(key: str) -> str:
 def value_pattern(value: str) -> re.Pattern[str]:
     """A case-insensitive regex for ``value`` as whole words in raw text, any punctuation
     between its words: ``"mid century"`` matches ``"Mid-Century"``."""
-    words = tokenize(value)
+    words = words_of(value)
     if not words:
         raise ValueError(f"attribute value {value!r} has no words")
-    body = r"[^a-z0-9]+".join(re.escape(word) for word in words)
-    return re.compile(rf"(?<![a-z0-9]){body}(?![a-z0-9])", re.IGNORECASE)
+    body = r"[\W_]+".join(re.escape(word) for word in words)
+    return re.compile(rf"(?<![^\W_]){body}(?![^\W_])", re.IGNORECASE)
 
 
 def _count_form(value: str) -> str:
@@ -124,8 +131,18 @@ class AttributeVocabulary:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     #: attribute -> values matched in titles (seed lexicon + structured values), longest first.
     title_values: dict[str, list[str]] = field(default_factory=dict)
-    #: product type -> its most common category path.
-    type_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: (attribute, value) -> category path -> number of products with both.
+    categories: dict[tuple[str, str], Counter[tuple[str, ...]]] = field(default_factory=dict)
+    #: attribute -> first word -> values starting with it (longest first); built lazily.
+    _by_first_word: dict[str, dict[str, list[list[str]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _value_words_cache: frozenset[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _alternatives: dict[tuple[str, str, tuple[str, ...] | None], list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_products(cls, products: Iterable[Product]) -> AttributeVocabulary:
@@ -152,22 +169,54 @@ class AttributeVocabulary:
                 for key, values in sorted(title_values.items())
             }
         )
-        categories: dict[str, Counter[tuple[str, ...]]] = {}
         for product in products:
             for key, value in vocabulary.extract(product).items():
                 vocabulary.counts.setdefault(key, Counter())[value] += 1
-                if key == "type" and product.category:
-                    categories.setdefault(value, Counter())[tuple(product.category)] += 1
-        vocabulary.type_categories = {
-            value: min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
-            for value, counter in categories.items()
-        }
+                if product.category:
+                    vocabulary.categories.setdefault((key, value), Counter())[
+                        tuple(product.category)
+                    ] += 1
         return vocabulary
+
+    @property
+    def _value_words(self) -> frozenset[str]:
+        """One-word values of every title attribute: a second color is no product type."""
+        if self._value_words_cache is None:
+            self._value_words_cache = frozenset(
+                value
+                for values in self.title_values.values()
+                for value in values
+                if " " not in value
+            )
+        return self._value_words_cache
 
     @property
     def attributes(self) -> list[str]:
         """Attributes seen in the catalog, sorted."""
         return sorted(self.counts)
+
+    def _title_match(
+        self, key: str, tokens: list[str], claimed: list[bool]
+    ) -> tuple[str, tuple[int, int]] | None:
+        """The longest (then alphabetically first) value of ``key`` found in unclaimed
+        ``tokens``, and its first span."""
+        index = self._by_first_word.get(key)
+        if index is None:
+            index = {}
+            for value in self.title_values[key]:  # already longest first, then alphabetical
+                words = value.split()
+                index.setdefault(words[0], []).append(words)
+            self._by_first_word[key] = index
+        best: tuple[tuple[int, str], str, tuple[int, int]] | None = None
+        for start, token in enumerate(tokens):
+            for words in index.get(token, ()):
+                end = start + len(words)
+                if tokens[start:end] == words and not any(claimed[start:end]):
+                    value = " ".join(words)
+                    rank = (-len(words), value)
+                    if best is None or rank < best[0]:
+                        best = (rank, value, (start, end))
+        return None if best is None else (best[1], best[2])
 
     def extract(self, product: Product) -> dict[str, str]:
         """Attribute -> normalized value of ``product``, keys sorted.
@@ -176,7 +225,7 @@ class AttributeVocabulary:
         materials, styles, other attributes with values learned from the catalog, and the type.
         """
         found: dict[str, str] = {}
-        tokens = tokenize(product.title)
+        tokens = words_of(product.title)
         claimed = [False] * len(tokens)
 
         def claim(span: tuple[int, int] | None) -> None:
@@ -200,33 +249,42 @@ class AttributeVocabulary:
         ordered = [k for k in LEXICON_ATTRIBUTES if k in self.title_values]
         ordered += [k for k in self.title_values if k not in LEXICON_ATTRIBUTES]
         for key in ordered:
-            if key in found:
-                continue
-            for value in self.title_values[key]:
-                span = _find(tokens, claimed, value)
-                if span is not None:
-                    found[key] = value
-                    claim(span)
-                    break
+            if key not in found:
+                matched = self._title_match(key, tokens, claimed)
+                if matched is not None:
+                    found[key] = matched[0]
+                    claim(matched[1])
         if "type" not in found:
             naming = len(naming_words(tokens))
             for position in range(naming - 1, -1, -1):
                 token = tokens[position]
-                if not claimed[position] and token.isalpha() and token not in STOPWORDS:
+                if (
+                    not claimed[position]
+                    and token.isalpha()
+                    and token not in STOPWORDS
+                    and token not in self._value_words
+                ):
                     found["type"] = token
                     break
         return dict(sorted(found.items()))
 
-    def alternatives(self, attribute: str, value: str) -> list[str]:
+    def alternatives(
+        self, attribute: str, value: str, *, category: Sequence[str] | None = None
+    ) -> list[str]:
         """Other values of ``attribute`` seen in the catalog, most common first (ties by value).
 
         Values sharing a content word (not a number or stopword) with ``value`` ("navy blue"
         for "blue") or naming the same thing ("grey" for "gray") are left out: swapping them
-        would not change the attribute. For
-        ``count``, values of the same form come first ("set of 2" before "3 piece" for
-        "set of 4").
+        would not change the attribute. For ``count``, values of the same form come first
+        ("set of 2" before "3 piece" for "set of 4"). With ``category``, only values seen on
+        products of that category ("runner" for a rug, not "hive").
         """
         value = normalize_value(value)
+        wanted = None if category is None else tuple(category)
+        cache_key = (attribute, value, wanted)
+        cached = self._alternatives.get(cache_key)
+        if cached is not None:
+            return list(cached)
         words = _content_words(value)
         same = {value}
         for group in SYNONYMS:
@@ -234,10 +292,14 @@ class AttributeVocabulary:
                 same |= group
         counter = self.counts.get(attribute, Counter())
         others = [
-            other for other in counter if other not in same and not words & _content_words(other)
+            other
+            for other in counter
+            if other not in same
+            and not words & _content_words(other)
+            and (wanted is None or self.categories.get((attribute, other), Counter())[wanted] > 0)
         ]
         form = _count_form(value)
-        return sorted(
+        result = sorted(
             others,
             key=lambda other: (
                 attribute == "count" and _count_form(other) != form,
@@ -245,10 +307,15 @@ class AttributeVocabulary:
                 other,
             ),
         )
+        self._alternatives[cache_key] = result
+        return list(result)
 
     def category_for_type(self, product_type: str) -> tuple[str, ...] | None:
         """The most common category of products of type ``product_type``, or None."""
-        return self.type_categories.get(product_type)
+        counter = self.categories.get(("type", product_type))
+        if not counter:
+            return None
+        return min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
 def differing_attributes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:

