@@ -144,3 +144,83 @@ def test_cross_encoder_reranks_trains_and_round_trips(tmp_path: Path) -> None:
     assert np.allclose(reloaded.score(pairs), model.score(pairs), atol=1e-6)
     assert reloaded.id == model.id
     assert (result.model_dir / "head.safetensors").is_file()
+
+
+# --- LoRA ------------------------------------------------------------------------------------
+
+
+class TinyAttention(nn.Module):
+    """Linear layers named like BERT's attention, so LoRA's default targets match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(4, 4)
+        self.value = nn.Linear(4, 4)
+        self.output = nn.Linear(4, 2)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.output(self.query(inputs) + self.value(inputs))
+
+
+def test_lora_trains_only_adapters_and_merges_to_the_same_function() -> None:
+    pytest.importorskip("peft")
+    from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
+
+    torch.manual_seed(0)
+    module = TinyAttention()
+    inputs = torch.randn(3, 4)
+    before = module(inputs)
+    trainable = inject_lora(module, LoraSettings(r=2, dropout=0.0))
+    assert trainable == 2 * (2 * 4 + 4 * 2)  # A (2x4) and B (4x2) for query and value
+    assert sorted(n for n, p in module.named_parameters() if p.requires_grad) == [
+        "query.lora_A.default.weight",
+        "query.lora_B.default.weight",
+        "value.lora_A.default.weight",
+        "value.lora_B.default.weight",
+    ]
+    assert torch.allclose(module(inputs), before)  # B starts at zero
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)
+    adapted = module(inputs)
+    assert not torch.allclose(adapted, before)
+    merged = merged_copy(module)
+    assert not has_lora(merged) and has_lora(module)
+    assert sorted(merged.state_dict()) == sorted(TinyAttention().state_dict())
+    assert torch.allclose(merged(inputs), adapted, atol=1e-6)
+    with pytest.raises(ValueError, match="target_modules"):
+        inject_lora(TinyAttention(), LoraSettings(target_modules=("key",)))
+
+
+def test_lora_without_peft_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from shopaug.errors import MissingExtraError
+    from shopaug.models.lora import LoraSettings, inject_lora
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'shopaug\[train\]'"):
+        inject_lora(TinyAttention(), LoraSettings())
+
+
+@pytest.mark.slow
+def test_bi_encoder_with_lora_trains_adapters_and_saves_merged(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from shopaug.models import BiEncoder, LoraSettings
+
+    model = BiEncoder(lora=LoraSettings(r=4))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < 0.02 * sum(p.numel() for p in model.parameters())
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    config = TrainConfig(lr=1e-3, batch_size=10, epochs=1, warmup_ratio=0.0, seed=0)
+    result = fit(model, toy_catalog_examples(), config, run_dir=tmp_path, show_progress=False)
+    assert result.steps == 2
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter, frozen[name]), name
+    texts = ["red sofa", "lamp in blue"]
+    reloaded = BiEncoder.load(result.model_dir)  # plain weights: no peft needed to read them
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())
+    assert np.allclose(reloaded.encode(texts), model.encode(texts), atol=1e-5)
+    assert not np.allclose(BiEncoder().encode(texts), model.encode(texts), atol=1e-4)  # it learnt

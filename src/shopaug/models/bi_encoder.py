@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from shopaug.encoders.dense import minilm_path
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
+from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class BiEncoder(nn.Module):
         max_seq_length: Longer inputs are truncated (titles + class fit in 64 tokens).
         device: Torch device.
         name: Prefix of :attr:`id`; default ``minilm-l6-v2`` or the folder's name.
+        lora: Train LoRA adapters (needs ``peft``) instead of every weight; :meth:`save`
+            writes the merged weights, a plain sentence-transformers folder.
 
     Raises:
         FileNotFoundError: If ``model_dir`` is not a folder.
@@ -51,6 +55,7 @@ class BiEncoder(nn.Module):
         max_seq_length: int = 128,
         device: str = "cpu",
         name: str | None = None,
+        lora: LoraSettings | None = None,
     ) -> None:
         super().__init__()
         path = minilm_path() if model_dir is None else Path(model_dir)
@@ -65,6 +70,9 @@ class BiEncoder(nn.Module):
         self.model.max_seq_length = max_seq_length
         self.source = path
         self.name = name or ("minilm-l6-v2" if model_dir is None else path.name)
+        if lora is not None:
+            trainable = inject_lora(self.model[0], lora)
+            logger.info("LoRA r=%d: %d trainable parameters", lora.r, trainable)
         self._fingerprint = WeightsFingerprint(self)
         self.eval()  # like a loaded Hugging Face model; fit() switches to train mode
 
@@ -127,7 +135,8 @@ class BiEncoder(nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save(str(directory), safe_serialization=True)
+        model: Any = merged_copy(self.model) if has_lora(self.model) else self.model
+        model.save(str(directory), safe_serialization=True)  # a SentenceTransformer
         if not (directory / "model.safetensors").is_file():
             raise RuntimeError(f"sentence-transformers wrote no model.safetensors in {directory}")
         logger.info("bi-encoder saved to %s", directory)

@@ -17,6 +17,7 @@ from torch import nn
 from shopaug.encoders.dense import minilm_path
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
+from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,12 @@ class CrossEncoderReranker(nn.Module):
         max_length: Pair length in tokens; longer pairs lose the end of the product text.
         seed: Seeds the head initialisation (when the folder has no trained head).
         device: Torch device.
+        lora: Train LoRA adapters in the transformer (needs ``peft``) and the head, instead
+            of every weight; :meth:`save` writes the merged weights.
 
     Raises:
         FileNotFoundError: If ``model_dir`` is not a folder.
-        MissingExtraError: If transformers is not installed.
+        MissingExtraError: If transformers (or, with ``lora``, peft) is not installed.
 
     Example:
         >>> reranker = CrossEncoderReranker()  # doctest: +SKIP
@@ -60,6 +63,7 @@ class CrossEncoderReranker(nn.Module):
         max_length: int = 128,
         seed: int = 0,
         device: str = "cpu",
+        lora: LoraSettings | None = None,
     ) -> None:
         super().__init__()
         path = minilm_path() if model_dir is None else Path(model_dir)
@@ -88,6 +92,9 @@ class CrossEncoderReranker(nn.Module):
             with torch.no_grad():
                 self.head.weight.normal_(0.0, 0.02, generator=generator)
                 self.head.bias.zero_()
+        if lora is not None:
+            trainable = inject_lora(self.transformer, lora)
+            logger.info("LoRA r=%d: %d trainable transformer parameters", lora.r, trainable)
         self.pooling: Pooling = pooling
         self.max_length = max_length
         self.to(device)
@@ -168,7 +175,10 @@ class CrossEncoderReranker(nn.Module):
         """Write transformer (safetensors), tokenizer, head (safetensors) and settings."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(str(directory), safe_serialization=True)
+        transformer = self.transformer
+        if has_lora(transformer):
+            transformer = merged_copy(transformer)
+        transformer.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
         head = {
             key: value.detach().contiguous().cpu() for key, value in self.head.state_dict().items()
