@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from results_file import write_section
-
 from shopaug.data import load_dataset
 from shopaug.encoders.dense import SentenceTransformerEncoder
 from shopaug.eval.runner import EvalConfig, evaluate_retriever
@@ -54,22 +53,30 @@ def main() -> None:
             for retriever in args.retrievers.split(","):
                 out = args.out / data / choice / retriever
                 result = evaluate_retriever(
-                    EvalConfig(data=data, retriever=retriever, folds=args.folds, text_fields=fields,
-                               show_progress=False),
+                    EvalConfig(
+                        data=data,
+                        retriever=retriever,
+                        folds=args.folds,
+                        text_fields=fields,
+                        show_progress=False,
+                    ),
                     out,
                     command="benchmarks/relevance.py",
                 )
                 m, j = result["metrics"], result["judged_only"]
                 rows.append((data, choice, retriever, m, j, result.get("exact_only")))
-                print(f"{data:<13} {choice:<24} {retriever:<7} ndcg@10 {m['ndcg@10']['mean']:.4f}",
-                      flush=True)
+                print(
+                    f"{data:<13} {choice:<24} {retriever:<7} ndcg@10 {m['ndcg@10']['mean']:.4f}",
+                    flush=True,
+                )
     lines = [
         "## Zero-shot baselines (full-catalog ranking, unjudged = irrelevant)",
         "",
         f"{args.folds}-fold query-level CV (seed 0); mean over folds with the 95 % t-interval. "
         "Gains Exact 2 / Partial 1. `judged` = judged-only variant; `exact` = Exact-only gains.",
         "",
-        "| data | text | retriever | NDCG@10 | 95% CI | Recall@100 | MRR@10 | MAP@100 | NDCG@10 judged | NDCG@10 exact |",
+        "| data | text | retriever | NDCG@10 | 95% CI | Recall@100 | MRR@10 | MAP@100 "
+        "| NDCG@10 judged | NDCG@10 exact |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data, choice, retriever, m, j, e in rows:
@@ -89,10 +96,14 @@ def main() -> None:
         + ", ".join(f"{choice} {speed:.0f} products/s" for choice, speed in speeds.items())
         + ".",
     ]
-    (args.out / "summary.json").write_text(json.dumps({"rows": [r[:3] for r in rows],
-                                                       "speeds": speeds}, indent=1))
-    write_section("relevance", "python benchmarks/" + " ".join(
-        [Path(sys.argv[0]).name, *sys.argv[1:]]), "\n".join(lines))
+    (args.out / "summary.json").write_text(
+        json.dumps({"rows": [r[:3] for r in rows], "speeds": speeds}, indent=1)
+    )
+    write_section(
+        "relevance",
+        "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "\n".join(lines),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections as they are."""
+"""Write one benchmark's section of benchmarks/RESULTS.md; other sections stay as they are."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def write_section(name: str, command: str, body: str) -> Path:
         f"_Command:_ `{command}`  \n_Date:_ {stamp}  \n_Machine:_ {machine()}\n{end}"
     )
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + section + "\n"
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section + "\n")
     )
     RESULTS.write_text(text, "utf-8")
     return RESULTS

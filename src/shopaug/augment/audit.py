@@ -37,7 +37,7 @@ def _band(rank: int) -> str:
 def head_products(dataset: Dataset, head_share: float = HEAD_SHARE) -> tuple[set[str], str]:
     """The most popular ``head_share`` of the catalog (ties broken by id) and the count source."""
     counts, origin = popularity_counts(dataset)
-    n_head = max(1, int(round(len(counts) * head_share)))
+    n_head = max(1, round(len(counts) * head_share))
     ids = np.array([p.id for p in dataset.products])
     order = np.lexsort((ids, -counts))
     return set(ids[order[:n_head]].tolist()), origin
@@ -63,13 +63,20 @@ class AuditReport:
         """Rows (method, negatives, judged, false-negative rate, tail share) for the terminal."""
 
         def fmt(value: object) -> str:
-            return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+            return (
+                "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+            )
 
         rows = []
         for method, values in self.payload["by_method"].items():
             rows.append(
-                (method, fmt(values["negatives"]), fmt(values["judged"]),
-                 fmt(values["false_negative_rate"]), fmt(values["tail_share"]))
+                (
+                    method,
+                    fmt(values["negatives"]),
+                    fmt(values["judged"]),
+                    fmt(values["false_negative_rate"]),
+                    fmt(values["tail_share"]),
+                )
             )
         return rows
 
@@ -89,9 +96,7 @@ def audit_samples(
     negatives["head"] = negatives["product_id"].isin(head)
     negatives["band"] = [_band(int(r)) for r in negatives["rank"]]
 
-    by_method = {
-        method: _rate(group) for method, group in negatives.groupby("method", sort=True)
-    }
+    by_method = {method: _rate(group) for method, group in negatives.groupby("method", sort=True)}
     by_band: dict[str, dict[str, dict[str, float | int | None]]] = {}
     for (method, band), group in negatives.groupby(["method", "band"], sort=True):
         by_band.setdefault(str(method), {})[str(band)] = _rate(group)
@@ -106,7 +111,9 @@ def audit_samples(
     if test_query_ids is not None:
         test_ids = set(test_query_ids)
         test_texts = {
-            dataset.query_by_id[q].text.strip().lower() for q in test_ids if q in dataset.query_by_id
+            dataset.query_by_id[q].text.strip().lower()
+            for q in test_ids
+            if q in dataset.query_by_id
         }
         by_id = samples["query_id"].isin(test_ids)
         by_text = samples["query"].str.strip().str.lower().isin(test_texts)

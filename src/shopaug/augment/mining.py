@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,7 +145,7 @@ def visible_qrels(
     for qid in sorted(qrels):
         judged = qrels[qid]
         relevant = sorted(pid for pid, gain in judged.items() if gain > 0)
-        n_keep = max(1, int(round(len(relevant) * label_fraction))) if relevant else 0
+        n_keep = max(1, round(len(relevant) * label_fraction)) if relevant else 0
         keep = set(rng.choice(relevant, size=n_keep, replace=False).tolist()) if relevant else set()
         visible[qid] = {pid: g for pid, g in judged.items() if g == 0 or pid in keep}
     return visible
@@ -186,9 +187,16 @@ def _positive_frame_rows(
         for pid, gain in products:
             rows.append(
                 {
-                    "query_id": qid, "query": text, "product_id": pid, "label": 1,
-                    "kind": "positive", "method": "judged", "source": f"labels:gain={gain}",
-                    "seed": seed, "score": float("nan"), "rank": -1,
+                    "query_id": qid,
+                    "query": text,
+                    "product_id": pid,
+                    "label": 1,
+                    "kind": "positive",
+                    "method": "judged",
+                    "source": f"labels:gain={gain}",
+                    "seed": seed,
+                    "score": float("nan"),
+                    "rank": -1,
                 }
             )
     return rows
@@ -204,7 +212,8 @@ def _reference_scores(
 ) -> np.ndarray:
     """Per query, the reference positive score. Dense: exact cosine of each positive; others:
     its score in the retrieved list, or the list's lowest score when it was not retrieved."""
-    reduce = {"mean": np.mean, "min": np.min, "max": np.max}[how]
+    reducers: dict[str, Callable[..., Any]] = {"mean": np.mean, "min": np.min, "max": np.max}
+    reduce = reducers[how]
     out = np.zeros(len(positive_product_rows))
     for q, positive in enumerate(positive_product_rows):
         if isinstance(retriever, DenseRetriever) and query_vectors is not None:
@@ -236,8 +245,11 @@ def mine_hard_negatives(
     retriever = retriever or build_retriever(
         dataset,
         RetrieverConfig(
-            kind=config.method, model=config.model, text_fields=config.text_fields,
-            cache_dir=config.cache_dir, show_progress=config.show_progress,
+            kind=config.method,
+            model=config.model,
+            text_fields=config.text_fields,
+            cache_dir=config.cache_dir,
+            show_progress=config.show_progress,
         ),
     )
     positives = positive_rows(dataset, query_ids, config)
@@ -275,8 +287,18 @@ def mine_hard_negatives(
         for q, qid in enumerate(batch):
             negative_rows.extend(
                 _select_negatives(
-                    qid, query_texts[q], rows[q], scores[q], set(known[q].tolist()),
-                    reference[q], config, rng, stats, dataset, cross_encoder, texts,
+                    qid,
+                    query_texts[q],
+                    rows[q],
+                    scores[q],
+                    set(known[q].tolist()),
+                    reference[q],
+                    config,
+                    rng,
+                    stats,
+                    dataset,
+                    cross_encoder,
+                    texts,
                     retriever.id,
                 )
             )
@@ -323,7 +345,9 @@ def _select_negatives(
             continue
         candidates.append((rank, row, score))
     if cross_encoder is not None and candidates:
-        probabilities = np.asarray(cross_encoder([(query_text, texts[r]) for _, r, _ in candidates]))
+        probabilities = np.asarray(
+            cross_encoder([(query_text, texts[r]) for _, r, _ in candidates])
+        )
         keep = probabilities <= config.cross_encoder_threshold
         stats.filtered_by_cross_encoder += int((~keep).sum())
         candidates = [c for c, k in zip(candidates, keep) if k]
@@ -337,9 +361,16 @@ def _select_negatives(
         chosen = candidates[:n]
     return [
         {
-            "query_id": qid, "query": query_text, "product_id": dataset.products[row].id,
-            "label": 0, "kind": "negative", "method": config.method, "source": source,
-            "seed": config.seed, "score": float(score), "rank": int(rank),
+            "query_id": qid,
+            "query": query_text,
+            "product_id": dataset.products[row].id,
+            "label": 0,
+            "kind": "negative",
+            "method": config.method,
+            "source": source,
+            "seed": config.seed,
+            "score": float(score),
+            "rank": int(rank),
         }
         for rank, row, score in chosen
     ]
@@ -367,7 +398,9 @@ def sample_baseline_negatives(
     """Random (uniform) or popularity^alpha negatives: the baselines mined negatives must beat."""
     config.validate()
     if config.method not in BASELINE_METHODS:
-        raise ConfigError(f"baseline negatives: method must be random or popular, got {config.method!r}")
+        raise ConfigError(
+            f"baseline negatives: method must be random or popular, got {config.method!r}"
+        )
     start = time.perf_counter()
     positives = positive_rows(dataset, query_ids, config)
     relevant = _known_relevant(dataset, positives, config)
@@ -395,14 +428,22 @@ def sample_baseline_negatives(
         for item in drawn.items[q].tolist():
             negatives.append(
                 {
-                    "query_id": qid, "query": dataset.query_by_id[qid].text,
-                    "product_id": dataset.products[item].id, "label": 0, "kind": "negative",
-                    "method": config.method, "source": source, "seed": config.seed,
-                    "score": float("nan"), "rank": -1,
+                    "query_id": qid,
+                    "query": dataset.query_by_id[qid].text,
+                    "product_id": dataset.products[item].id,
+                    "label": 0,
+                    "kind": "negative",
+                    "method": config.method,
+                    "source": source,
+                    "seed": config.seed,
+                    "score": float("nan"),
+                    "rank": -1,
                 }
             )
     stats = MiningStats(
-        method=config.method, queries=len(ordered), negatives=len(negatives),
+        method=config.method,
+        queries=len(ordered),
+        negatives=len(negatives),
         positives=sum(len(p) for p in positives.values()),
         seconds=time.perf_counter() - start,
     )

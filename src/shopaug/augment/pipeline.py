@@ -50,7 +50,9 @@ def augment(
     """Run ``method`` on ``query_ids`` (the train queries) and return (samples, summary)."""
     config = config or AugmentConfig()
     if method not in AUGMENT_METHODS:
-        raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(AUGMENT_METHODS)}")
+        raise ConfigError(
+            f"unknown method {method!r}; expected one of {', '.join(AUGMENT_METHODS)}"
+        )
     start = time.perf_counter()
     mining = from_mapping(MiningConfig, {"seed": seed, **config.mining}, section="mining")
     mining.show_progress = show_progress
@@ -63,14 +65,20 @@ def augment(
         frame, details = _near_miss(dataset, query_ids, mining, config, seed)
     else:
         frame, details = _synthetic_queries(dataset, query_ids, mining, config, seed)
-    counts = frame.groupby(["kind", "method"]).size()
+    counts = {
+        f"{kind}/{name}": int(n)
+        for kind, name, n in frame.groupby(["kind", "method"])
+        .size()
+        .reset_index()
+        .itertuples(index=False)
+    }
     summary = {
         "dataset": dataset.name,
         "method": method,
         "seed": seed,
         "train_queries": len(query_ids),
         "rows": len(frame),
-        "counts": {f"{kind}/{m}": int(n) for (kind, m), n in counts.items()},
+        "counts": counts,
         "details": details,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -88,7 +96,9 @@ def _near_miss(
     from shopaug.augment.near_miss import NearMissConfig, near_miss_negatives
     from shopaug.augment.samples import samples_frame
 
-    near_config = from_mapping(NearMissConfig, {"seed": seed, **config.near_miss}, section="near_miss")
+    near_config = from_mapping(
+        NearMissConfig, {"seed": seed, **config.near_miss}, section="near_miss"
+    )
     if config.generator:
         from shopaug.llm.registry import GeneratorConfig, build_generator
 
@@ -96,14 +106,12 @@ def _near_miss(
             from_mapping(GeneratorConfig, config.generator, section="generator")
         )
     positives = positive_rows(dataset, query_ids, mining)
-    result = near_miss_negatives(
+    frame, stats = near_miss_negatives(
         dataset, {q: {p for p, _ in ps} for q, ps in positives.items()}, near_config
     )
-    frame, stats = result if isinstance(result, tuple) else (result, None)
     positive_frame = samples_frame(_positive_frame_rows(dataset, positives, seed))
     combined = _order(pd.concat([positive_frame, frame], ignore_index=True))
-    details = asdict(stats) if stats is not None and hasattr(stats, "__dataclass_fields__") else {}
-    return combined, details
+    return combined, asdict(stats)
 
 
 def _synthetic_queries(
@@ -120,7 +128,9 @@ def _synthetic_queries(
     from shopaug.retrieval.retrievers import RetrieverConfig, build_retriever
 
     synth_config = from_mapping(
-        SyntheticQueryConfig, {"seed": seed, **config.synthetic_queries}, section="synthetic_queries"
+        SyntheticQueryConfig,
+        {"seed": seed, **config.synthetic_queries},
+        section="synthetic_queries",
     )
     generator = build_generator(
         from_mapping(GeneratorConfig, {"seed": seed, **config.generator}, section="generator")
@@ -142,5 +152,4 @@ def _synthetic_queries(
 
     train = dataset.subset(query_ids)  # few-shot examples come from train queries only
     frame, stats = synthetic_queries(train, generator, round_trip, synth_config)
-    details = asdict(stats) if hasattr(stats, "__dataclass_fields__") else dict(stats)
-    return frame, details
+    return frame, asdict(stats)

@@ -16,7 +16,10 @@ SAMPLE_SCHEMA = pa.schema(
         ("product_id", pa.string()),
         ("label", pa.int8()),  # 1 positive, 0 negative
         ("kind", pa.string()),  # "positive" | "negative"
-        ("method", pa.string()),  # random, popular, bm25, dense, hybrid, near-miss, synthetic-queries, judged
+        (
+            "method",
+            pa.string(),
+        ),  # random, popular, bm25, dense, hybrid, near-miss, synthetic-queries, judged
         ("source", pa.string()),  # the model or rule that made the row
         ("seed", pa.int64()),
         ("score", pa.float64()),  # retriever score when there is one, else NaN

@@ -45,9 +45,7 @@ def load_dataset(
             data_dir, products_path=products_path, skip_bad_rows=skip_bad_rows
         )
     if name_or_path == "esci":
-        return loaders.load_esci(
-            data_dir, products_path=products_path, skip_bad_rows=skip_bad_rows
-        )
+        return loaders.load_esci(data_dir, products_path=products_path, skip_bad_rows=skip_bad_rows)
     return loaders.load_folder(name_or_path, skip_bad_rows=skip_bad_rows)
 
 

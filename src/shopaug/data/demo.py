@@ -25,9 +25,17 @@ from shopaug.data.records import Dataset, Interaction, Judgment, Product, Query
 #: type -> (category path, related-type group, allowed materials)
 PRODUCT_TYPES: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
     "sofa": (("Furniture", "Living Room", "Sofas"), "seating", ("velvet", "leather", "linen")),
-    "armchair": (("Furniture", "Living Room", "Chairs"), "seating", ("velvet", "leather", "linen", "rattan")),
+    "armchair": (
+        ("Furniture", "Living Room", "Chairs"),
+        "seating",
+        ("velvet", "leather", "linen", "rattan"),
+    ),
     "ottoman": (("Furniture", "Living Room", "Ottomans"), "seating", ("velvet", "leather", "wool")),
-    "coffee table": (("Furniture", "Living Room", "Tables"), "table", ("wood", "glass", "marble", "metal")),
+    "coffee table": (
+        ("Furniture", "Living Room", "Tables"),
+        "table",
+        ("wood", "glass", "marble", "metal"),
+    ),
     "dining table": (("Furniture", "Dining Room", "Tables"), "table", ("wood", "glass", "marble")),
     "desk": (("Furniture", "Office", "Desks"), "table", ("wood", "metal", "glass")),
     "bookshelf": (("Furniture", "Storage", "Shelving"), "storage", ("wood", "metal")),
@@ -156,15 +164,15 @@ def generate_demo(
     )
 
 
-def _grade_all(
-    kind: str, named: dict[str, str], attributes: list[dict[str, str]]
-) -> list[str]:
+def _grade_all(kind: str, named: dict[str, str], attributes: list[dict[str, str]]) -> list[str]:
     group = PRODUCT_TYPES[kind][1]
     labels = []
     for attrs in attributes:
         mismatches = sum(attrs[key] != value for key, value in named.items())
         if attrs["type"] == kind:
-            labels.append("Exact" if mismatches == 0 else "Partial" if mismatches == 1 else "Irrelevant")
+            labels.append(
+                "Exact" if mismatches == 0 else "Partial" if mismatches == 1 else "Irrelevant"
+            )
         elif PRODUCT_TYPES[attrs["type"]][1] == group and mismatches == 0 and named:
             labels.append("Partial")
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shopaug.data.records import Dataset, Interaction, Judgment, Product, Query, EVENTS
+from shopaug.data.records import EVENTS, Dataset, Interaction, Judgment, Product, Query
 from shopaug.data.tables import (
     RowProblems,
     find_table,
@@ -57,7 +57,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 
 def verify_checksum(path: Path, expected: str | None, *, strict: bool = False) -> str:
-    """Compute ``path``'s sha256; warn (or raise when ``strict``) when it differs from ``expected``."""
+    """Compute ``path``'s sha256; warn (raise when ``strict``) if it differs from ``expected``."""
     actual = sha256_of(path)
     if expected is not None and actual != expected:
         message = (
@@ -105,9 +105,7 @@ def _read_wands_labels(
 ) -> tuple[list[Judgment], int]:
     """Judgments of ``label.csv``; with ``product_ids`` given, labels of other products are
     outside the catalog (counted, not errors)."""
-    frame = require_columns(
-        read_table(path, sep="\t"), path, ["query_id", "product_id", "label"]
-    )
+    frame = require_columns(read_table(path, sep="\t"), path, ["query_id", "product_id", "label"])
     judgments: list[Judgment] = []
     outside = 0
     for row, (qid, pid, label) in enumerate(
@@ -175,7 +173,8 @@ def _products_from_frame(
         category: tuple[str, ...] = ()
         if category_column and values.get(category_column):
             category = tuple(
-                part.strip() for part in str(values[category_column]).split(category_sep)
+                part.strip()
+                for part in str(values[category_column]).split(category_sep)
                 if part.strip()
             )
         attributes: dict[str, str] = {}
@@ -212,7 +211,9 @@ def _products_from_frame(
 def _finish(dataset: Dataset, problems: RowProblems) -> Dataset:
     dataset.skipped = dict(problems.skipped)
     if problems.total:
-        logger.warning("%s: skipped %d bad rows: %s", dataset.name, problems.total, problems.skipped)
+        logger.warning(
+            "%s: skipped %d bad rows: %s", dataset.name, problems.total, problems.skipped
+        )
     return dataset
 
 
@@ -436,7 +437,9 @@ def load_folder(path: str | Path, *, skip_bad_rows: bool = False) -> Dataset:
     """A user's own data in the generic schema (see :data:`GENERIC_SCHEMA`)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise DataError(f"not a folder and not a known data set name.\n{GENERIC_SCHEMA}", path=folder)
+        raise DataError(
+            f"not a folder and not a known data set name.\n{GENERIC_SCHEMA}", path=folder
+        )
     problems = RowProblems(skip=skip_bad_rows)
     tables: dict[str, Path] = {}
     for stem in ("products", "queries", "judgments"):
@@ -465,7 +468,9 @@ def load_folder(path: str | Path, *, skip_bad_rows: bool = False) -> Dataset:
         attributes_column="attributes" if "attributes" in product_frame.columns else None,
     )
     query_frame = require_columns(
-        read_table(tables["queries"]), tables["queries"], ["query_id", "query"],
+        read_table(tables["queries"]),
+        tables["queries"],
+        ["query_id", "query"],
         aliases={"id": "query_id", "text": "query"},
     )
     queries: list[Query] = []
@@ -501,7 +506,9 @@ def _generic_judgments(
     path: Path, problems: RowProblems, products: Iterable[Product], queries: Iterable[Query]
 ) -> list[Judgment]:
     frame = require_columns(
-        read_table(path), path, ["query_id", "product_id", "grade"],
+        read_table(path),
+        path,
+        ["query_id", "product_id", "grade"],
         aliases={"label": "grade", "relevance": "grade"},
     )
     product_ids = {p.id for p in products}
@@ -515,9 +522,7 @@ def _generic_judgments(
         try:
             value = int(float(grade))
         except ValueError:
-            problems.report(
-                f"grade {grade!r} is not a number", path=path, row=row, field="grade"
-            )
+            problems.report(f"grade {grade!r} is not a number", path=path, row=row, field="grade")
             continue
         if value < 0:
             problems.report(f"grade {value} is negative", path=path, row=row, field="grade")
@@ -526,9 +531,7 @@ def _generic_judgments(
         elif pid not in product_ids:
             problems.report(f"unknown product_id {pid!r}", path=path, row=row, field="product_id")
         elif (qid, pid) in seen:
-            problems.report(
-                f"duplicate judgment for ({qid!r}, {pid!r})", path=path, row=row
-            )
+            problems.report(f"duplicate judgment for ({qid!r}, {pid!r})", path=path, row=row)
         else:
             seen.add((qid, pid))
             judgments.append(Judgment(query_id=qid, product_id=pid, label=str(value)))
@@ -551,7 +554,9 @@ def _generic_interactions(
         if event not in EVENTS:
             problems.report(
                 f"unknown event {event!r}; expected one of {', '.join(EVENTS)}",
-                path=path, row=row, field="event",
+                path=path,
+                row=row,
+                field="event",
             )
             continue
         if pid not in product_ids:

@@ -1,4 +1,4 @@
-"""Reading user tables (CSV, TSV, Parquet, JSONL) with errors that name the file, line and column."""
+"""Reading user tables (CSV, TSV, Parquet, JSONL); errors name the file, line and column."""
 
 from __future__ import annotations
 
@@ -98,7 +98,11 @@ def read_table(path: str | Path, *, sep: str | None = None) -> pd.DataFrame:
 
 
 def require_columns(
-    frame: pd.DataFrame, path: Path, required: Sequence[str], *, aliases: dict[str, str] | None = None
+    frame: pd.DataFrame,
+    path: Path,
+    required: Sequence[str],
+    *,
+    aliases: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rename known aliases and fail with the missing column names and the columns found."""
     if aliases:
@@ -107,7 +111,8 @@ def require_columns(
     if missing:
         found = ", ".join(map(str, frame.columns)) or "(none)"
         raise DataError(
-            f"missing column(s) {', '.join(missing)}; expected {', '.join(required)}, found {found}",
+            f"missing column(s) {', '.join(missing)}; "
+            f"expected {', '.join(required)}, found {found}",
             path=path,
         )
     return frame

@@ -1,4 +1,4 @@
-"""BM25 over product texts through ``bm25s`` (Lucene variant, English stop words, Snowball stems)."""
+"""BM25 over product texts through ``bm25s`` (Lucene variant, English stop words, stems)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _stemmer():  # noqa: ANN202 - PyStemmer object or None
+def _stemmer():
     try:
         import Stemmer  # PyStemmer
 
@@ -53,7 +53,10 @@ class BM25Index:
         if not queries or k_eff == 0:
             return rows, scores
         tokens = self._bm25s.tokenize(
-            list(queries), stopwords="en", stemmer=self._stemmer, show_progress=False,
+            list(queries),
+            stopwords="en",
+            stemmer=self._stemmer,
+            show_progress=False,
             return_ids=False,
         )
         found_rows, found_scores = self._model.retrieve(

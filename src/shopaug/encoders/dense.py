@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,14 +59,14 @@ class SentenceTransformerEncoder:
         self.max_seq_length = max_seq_length
         name = "all-MiniLM-L6-v2" if str(model) == DEFAULT_MODEL else self.path.name
         self._id = f"{name}@{model_fingerprint(self.path)}:{max_seq_length}"
-        self._model = None
+        self._model: Any = None
 
     @property
     def id(self) -> str:
         return self._id
 
     @property
-    def model(self):  # noqa: ANN201 - SentenceTransformer, imported lazily
+    def model(self):
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer

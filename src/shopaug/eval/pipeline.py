@@ -68,9 +68,7 @@ def evaluate_folds(
     per_fold: dict[str, list[float]] = {m: [] for m in metrics}
     for fold in folds:
         test = [qid for qid in fold.test if qid in qrels]
-        values = evaluate_run(
-            run, qrels, metrics=metrics, judged_only=judged_only, query_ids=test
-        )
+        values = evaluate_run(run, qrels, metrics=metrics, judged_only=judged_only, query_ids=test)
         for metric in metrics:
             per_fold[metric].append(float(np.mean(values[metric])) if len(test) else 0.0)
             per_query[metric].update(zip(test, map(float, values[metric])))

@@ -60,7 +60,10 @@ def evaluate_retriever(config: EvalConfig, out: str | Path, *, command: str = ""
     timings["index"] = time.perf_counter() - start
     start = time.perf_counter()
     run = retrieve_run(
-        dataset, retriever, [q.id for q in dataset.queries], depth=config.depth,
+        dataset,
+        retriever,
+        [q.id for q in dataset.queries],
+        depth=config.depth,
         show_progress=config.show_progress,
     )
     timings["retrieve"] = time.perf_counter() - start

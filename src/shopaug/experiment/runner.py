@@ -58,15 +58,29 @@ class Stages:
     def samples(
         self, dataset: Dataset, method: str, train_ids: list[str], config: RunConfig
     ) -> pd.DataFrame:
-        key = content_hash("samples", self.data_key, method, train_ids, config.augment,
-                           config.text_fields, config.seed, config.model)
+        key = content_hash(
+            "samples",
+            self.data_key,
+            method,
+            train_ids,
+            config.augment,
+            config.text_fields,
+            config.seed,
+            config.model,
+        )
         path = self.root / "samples" / f"{method}-{key}.parquet"
         if path.exists():
             return read_samples(path)
         augment_config = config.augment_config
         augment_config.mining = {"text_fields": config.text_fields, **augment_config.mining}
-        frame, summary = augment(dataset, method, train_ids, config=augment_config,
-                                 seed=config.seed, show_progress=config.show_progress)
+        frame, summary = augment(
+            dataset,
+            method,
+            train_ids,
+            config=augment_config,
+            seed=config.seed,
+            show_progress=config.show_progress,
+        )
         write_samples(frame, path)
         write_json(path.with_suffix(".summary.json"), summary)
         return frame
@@ -92,8 +106,9 @@ def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> 
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(_config_mapping(config), sort_keys=False), "utf-8"
     )
-    dataset = load_dataset(config.data, data_dir=config.data_dir, products_path=config.products,
-                           seed=config.seed)
+    dataset = load_dataset(
+        config.data, data_dir=config.data_dir, products_path=config.products, seed=config.seed
+    )
     data_key = content_hash(dataset.name, dataset.checksums or dataset.summary())
     stages = Stages(run_dir, data_key)
     qrels = dataset.qrels()
@@ -107,16 +122,23 @@ def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> 
     baselines: dict[str, dict[str, dict[str, float]]] = {}
     all_ids = [q.id for q in dataset.queries]
     for name, kind in (("bm25", "bm25"), ("zero-shot", "dense")):
-        retriever = build_retriever(dataset, RetrieverConfig(
-            kind=kind, model=config.model, text_fields=config.text_fields,
-            show_progress=config.show_progress))
+        retriever = build_retriever(
+            dataset,
+            RetrieverConfig(
+                kind=kind,
+                model=config.model,
+                text_fields=config.text_fields,
+                show_progress=config.show_progress,
+            ),
+        )
         run = retrieve_run(dataset, retriever, all_ids, depth=config.depth)
         test_ids = [q for f in trained_folds for q in _fold_queries(qrels, f.test)]
         baselines[name] = _per_query(run, qrels, test_ids)
     timings["baselines"] = time.perf_counter() - start
 
-    rows: dict[str, dict[str, dict[str, float]]] = {row.name: {m: {} for m in HEADLINE_METRICS}
-                                                    for row in config.ablation}
+    rows: dict[str, dict[str, dict[str, float]]] = {
+        row.name: {m: {} for m in HEADLINE_METRICS} for row in config.ablation
+    }
     curves: dict[str, list[dict[str, Any]]] = {}
     train_seconds: dict[str, list[float]] = {row.name: [] for row in config.ablation}
     best_models: dict[tuple[str, int], Path] = {}
@@ -127,11 +149,23 @@ def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> 
         )
         test_ids = _fold_queries(qrels, fold.test)
         samples = {m: stages.samples(dataset, m, train_ids, config) for m in config.methods()}
-        validate = validation_metric(dataset, valid_ids, text_fields=config.text_fields,
-                                     seed=config.seed)
+        validate = validation_metric(
+            dataset, valid_ids, text_fields=config.text_fields, seed=config.seed
+        )
         for row in config.ablation:
-            outcome = _train_and_score(dataset, config, stages, fold.index, row, samples,
-                                       train_ids, test_ids, validate, run_dir, best_models)
+            outcome = _train_and_score(
+                dataset,
+                config,
+                stages,
+                fold.index,
+                row,
+                samples,
+                train_ids,
+                test_ids,
+                validate,
+                run_dir,
+                best_models,
+            )
             for metric, values in outcome["per_query"].items():
                 rows[row.name][metric].update(values)
             train_seconds[row.name].append(outcome["seconds"])
@@ -146,8 +180,9 @@ def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> 
 
     if config.reranker.enabled:
         start = time.perf_counter()
-        systems["reranker"] = _rerank(dataset, config, stages, trained_folds, best_row,
-                                      best_models, run_dir)
+        systems["reranker"] = _rerank(
+            dataset, config, stages, trained_folds, best_row, best_models, run_dir
+        )
         timings["reranker"] = time.perf_counter() - start
 
     summaries = {name: _summaries(values, fold_tests) for name, values in systems.items()}
@@ -223,13 +258,16 @@ def _summaries(values: dict[str, dict[str, float]], fold_tests: list[list[str]])
     for metric, per_query in values.items():
         per_fold = [
             float(np.mean([per_query[q] for q in test if q in per_query]))
-            for test in fold_tests if any(q in per_query for q in test)
+            for test in fold_tests
+            if any(q in per_query for q in test)
         ]
         out[metric] = fold_summary(per_fold)
     return out
 
 
-def _p_value(system: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> float | None:
+def _p_value(
+    system: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]
+) -> float | None:
     common = sorted(set(system["ndcg@10"]) & set(baseline["ndcg@10"]))
     if len(common) < 2:
         return None
@@ -253,9 +291,16 @@ def _train_and_score(
 ) -> dict[str, Any]:
     train_config = TrainConfig(**{"seed": config.seed, **config.train})
     pooled = pool_samples([samples[m] for m in row.methods])
-    key_parts = ("row", asdict(row), config.train, config.negatives_per_example,
-                 asdict(config.dynamic) if row.dynamic else None,
-                 pd.util.hash_pandas_object(pooled, index=False).sum(), test_ids, config.model)
+    key_parts = (
+        "row",
+        asdict(row),
+        config.train,
+        config.negatives_per_example,
+        asdict(config.dynamic) if row.dynamic else None,
+        pd.util.hash_pandas_object(pooled, index=False).sum(),
+        test_ids,
+        config.model,
+    )
     cached = stages.result_path(*key_parts)
     row_dir = run_dir / "training" / f"fold-{fold}" / row.name.replace(" ", "-")
     if cached.exists():
@@ -263,30 +308,52 @@ def _train_and_score(
         if (row_dir / "model").exists():
             best_models[(row.name, fold)] = row_dir / "model"
         return outcome
-    examples = build_examples(pooled, dataset, text_fields=config.text_fields,
-                              negatives_per_example=config.negatives_per_example, seed=config.seed)
+    examples = build_examples(
+        pooled,
+        dataset,
+        text_fields=config.text_fields,
+        negatives_per_example=config.negatives_per_example,
+        seed=config.seed,
+    )
     dynamic = None
     if row.dynamic:
         positives = pooled[pooled["kind"] == "positive"]
         groups = [
-            (q, p, dataset.product(p).render(config.text_fields))
+            (str(q), str(p), dataset.product(p).render(config.text_fields))
             for q, p in zip(positives["query_id"], positives["product_id"])
         ]
-        known = {q: set(g["product_id"]) for q, g in positives.groupby("query_id")}
+        known: dict[str, set[str]] = {
+            str(q): set(g["product_id"]) for q, g in positives.groupby("query_id")
+        }
         known_all = dataset.positives(query_ids=list(known))
-        dynamic = (DynamicRound(config.dynamic.temperature, config.dynamic.candidates),
-                   config.dynamic.rounds, groups, {q: known_all.get(q, set()) for q in known})
+        dynamic = (
+            DynamicRound(config.dynamic.temperature, config.dynamic.candidates),
+            config.dynamic.rounds,
+            groups,
+            {q: known_all.get(q, set()) for q in known},
+        )
     if row_dir.exists():
         shutil.rmtree(row_dir)  # a stale, unfinished row: start it over
     model, curve, seconds = train_row(
-        dataset, examples, train_config, model_path=config.model, run_dir=row_dir,
-        validate=validate, show_progress=config.show_progress, dynamic=dynamic,
-        text_fields=config.text_fields, negatives_per_example=config.negatives_per_example,
+        dataset,
+        examples,
+        train_config,
+        model_path=config.model,
+        run_dir=row_dir,
+        validate=validate,
+        show_progress=config.show_progress,
+        dynamic=dynamic,
+        text_fields=config.text_fields,
+        negatives_per_example=config.negatives_per_example,
     )
     run = dense_run(model, dataset, test_ids, text_fields=config.text_fields, depth=config.depth)
     qrels = dataset.qrels()
-    outcome = {"per_query": _per_query(run, qrels, test_ids), "curve": curve,
-               "seconds": seconds, "examples": len(examples)}
+    outcome = {
+        "per_query": _per_query(run, qrels, test_ids),
+        "curve": curve,
+        "seconds": seconds,
+        "examples": len(examples),
+    }
     final = row_dir / "model"
     if not final.exists():
         model.save(final)
@@ -315,44 +382,67 @@ def _rerank(
     per_query: dict[str, dict[str, float]] = {m: {} for m in HEADLINE_METRICS}
     row = next(r for r in config.ablation if r.name == best_row)
     for fold in folds:
-        train_ids, _ = validation_split(fold.train, fraction=config.validation_fraction,
-                                        seed=config.seed)
+        train_ids, _ = validation_split(
+            fold.train, fraction=config.validation_fraction, seed=config.seed
+        )
         test_ids = _fold_queries(qrels, fold.test)
-        cached = stages.result_path("reranker", asdict(settings), best_row, fold.index,
-                                    test_ids, config.train)
+        cached = stages.result_path(
+            "reranker", asdict(settings), best_row, fold.index, test_ids, config.train
+        )
         if cached.exists():
             values = json.loads(cached.read_text())
         else:
-            pooled = pool_samples([stages.samples(dataset, m, train_ids, config) for m in row.methods])
-            examples = build_examples(pooled, dataset, text_fields=config.text_fields,
-                                      negatives_per_example=settings.negatives_per_example,
-                                      seed=config.seed)
+            pooled = pool_samples(
+                [stages.samples(dataset, m, train_ids, config) for m in row.methods]
+            )
+            examples = build_examples(
+                pooled,
+                dataset,
+                text_fields=config.text_fields,
+                negatives_per_example=settings.negatives_per_example,
+                seed=config.seed,
+            )
             reranker = CrossEncoderReranker(seed=config.seed)
             train_config = TrainConfig(
-                seed=config.seed, batch_size=settings.batch_size, max_steps=settings.max_steps,
-                lr=settings.lr, loss="infonce", temperature=1.0, in_batch_negatives=False,
-                epochs=max(1, settings.max_steps * settings.batch_size // max(1, len(examples)) + 1),
+                seed=config.seed,
+                batch_size=settings.batch_size,
+                max_steps=settings.max_steps,
+                lr=settings.lr,
+                loss="infonce",
+                temperature=1.0,
+                in_batch_negatives=False,
+                epochs=max(
+                    1, settings.max_steps * settings.batch_size // max(1, len(examples)) + 1
+                ),
             )
             rerank_dir = run_dir / "training" / f"fold-{fold.index}" / "reranker"
             if rerank_dir.exists():
                 shutil.rmtree(rerank_dir)
-            fit(reranker, examples, train_config, run_dir=rerank_dir,
-                show_progress=config.show_progress)
+            fit(
+                reranker,
+                examples,
+                train_config,
+                run_dir=rerank_dir,
+                show_progress=config.show_progress,
+            )
             first_model = best_models.get((best_row, fold.index))
             if first_model is None or not first_model.exists():
                 logger.warning("no %s model for fold %d: reranker skipped", best_row, fold.index)
                 continue
             first_stage = BiEncoder(first_model)
-            run = dense_run(first_stage, dataset, test_ids, text_fields=config.text_fields,
-                            depth=config.depth)
+            run = dense_run(
+                first_stage, dataset, test_ids, text_fields=config.text_fields, depth=config.depth
+            )
             reranked: Run = {}
             for qid in test_ids:
                 head = run[qid][: settings.top_k]
-                candidates = [(pid, dataset.product(pid).render(config.text_fields))
-                              for pid, _ in head]
-                top = reranker.rerank(dataset.query_by_id[qid].text, candidates,
-                                      top_k=settings.top_k)
-                reranked[qid] = [(pid, float(s)) for pid, s in top] + run[qid][settings.top_k:]
+                candidates = [
+                    (pid, dataset.product(pid).render(config.text_fields)) for pid, _ in head
+                ]
+                top = reranker.rerank(
+                    dataset.query_by_id[qid].text, candidates, top_k=settings.top_k
+                )
+                reranked[qid] = [(pid, float(s)) for pid, s in top] + run[qid][settings.top_k :]
             values = _per_query(reranked, qrels, test_ids)
             shutil.rmtree(rerank_dir / "checkpoints", ignore_errors=True)
             write_json(cached, values)
@@ -370,7 +460,8 @@ def _segments(dataset: Dataset, systems: dict, best_row: str) -> dict[str, dict[
     positives = dataset.positives()
     segment_of = {
         qid: "head" if np.mean([p in head for p in products]) >= 0.5 else "tail"
-        for qid, products in positives.items() if products
+        for qid, products in positives.items()
+        if products
     }
     out: dict[str, dict[str, float]] = {}
     for segment in ("head", "tail"):
@@ -378,7 +469,9 @@ def _segments(dataset: Dataset, systems: dict, best_row: str) -> dict[str, dict[
         for name in ("bm25", "zero-shot", best_row, "reranker"):
             if name not in systems:
                 continue
-            values = [v for q, v in systems[name]["ndcg@10"].items() if segment_of.get(q) == segment]
+            values = [
+                v for q, v in systems[name]["ndcg@10"].items() if segment_of.get(q) == segment
+            ]
             if values:
                 out[segment][f"{name} ndcg@10"] = float(np.mean(values))
         out[segment]["queries"] = float(sum(1 for s in segment_of.values() if s == segment))

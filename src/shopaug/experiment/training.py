@@ -55,19 +55,25 @@ def dense_run(
 
 def validation_metric(
     dataset: Dataset, query_ids: Sequence[str], *, text_fields: Sequence[str], seed: int
-):  # noqa: ANN201 - returns Callable[[model], float]
+):
     """NDCG@10 on validation queries over their judged products plus random distractors."""
     qrels = dataset.qrels(query_ids=query_ids)
     judged = {pid for judgments in qrels.values() for pid in judgments}
     index = dataset.product_index
     rng = np.random.default_rng(seed)
     others = rng.permutation(len(dataset.products))[: VALIDATION_DISTRACTORS + len(judged)]
-    rows = np.array(sorted({index[p] for p in judged} | set(others[:VALIDATION_DISTRACTORS].tolist())))
+    rows = np.array(
+        sorted({index[p] for p in judged} | set(others[:VALIDATION_DISTRACTORS].tolist()))
+    )
     scored = [q for q in query_ids if any(g > 0 for g in qrels.get(q, {}).values())]
 
     def validate(model: Any) -> float:
-        run = dense_run(model, dataset, scored, text_fields=text_fields, depth=10, product_rows=rows)
-        return float(np.mean(evaluate_run(run, qrels, metrics=["ndcg@10"], query_ids=scored)["ndcg@10"]))
+        run = dense_run(
+            model, dataset, scored, text_fields=text_fields, depth=10, product_rows=rows
+        )
+        return float(
+            np.mean(evaluate_run(run, qrels, metrics=["ndcg@10"], query_ids=scored)["ndcg@10"])
+        )
 
     return validate
 
@@ -142,7 +148,8 @@ def train_row(
     run_dir: Path,
     validate: Any,
     show_progress: bool,
-    dynamic: tuple[DynamicRound, int, list[tuple[str, str, str]], dict[str, set[str]]] | None = None,
+    dynamic: tuple[DynamicRound, int, list[tuple[str, str, str]], dict[str, set[str]]]
+    | None = None,
     text_fields: Sequence[str] = (),
     negatives_per_example: int = 3,
 ) -> tuple[Any, list[dict[str, Any]], float]:
@@ -157,8 +164,14 @@ def train_row(
     curve: list[dict[str, Any]] = []
     seconds = 0.0
     if dynamic is None:
-        result = fit(model, examples, train_config, run_dir=run_dir, validate=validate,
-                     show_progress=show_progress)
+        result = fit(
+            model,
+            examples,
+            train_config,
+            run_dir=run_dir,
+            validate=validate,
+            show_progress=show_progress,
+        )
         curve, seconds = list(result.curve), float(result.elapsed_seconds)
     else:
         settings, rounds, groups, positives = dynamic
@@ -166,13 +179,24 @@ def train_row(
         per_round = max(1, budget // rounds)
         for number in range(rounds):
             round_examples = dynamic_examples(
-                model, dataset, groups, positives, text_fields=text_fields,
-                negatives_per_example=negatives_per_example, settings=settings,
+                model,
+                dataset,
+                groups,
+                positives,
+                text_fields=text_fields,
+                negatives_per_example=negatives_per_example,
+                settings=settings,
                 seed=train_config.seed + number,
             )
             config = train_config.model_copy(update={"max_steps": per_round})
-            result = fit(model, round_examples, config, run_dir=run_dir / f"round-{number}",
-                         validate=validate, show_progress=show_progress)
+            result = fit(
+                model,
+                round_examples,
+                config,
+                run_dir=run_dir / f"round-{number}",
+                validate=validate,
+                show_progress=show_progress,
+            )
             offset = number * per_round
             curve += [{**point, "step": point["step"] + offset} for point in result.curve]
             seconds += float(result.elapsed_seconds)

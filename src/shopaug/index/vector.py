@@ -12,7 +12,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _faiss():  # noqa: ANN202 - module or None
+def _faiss():
     try:
         import faiss
 
@@ -70,9 +70,7 @@ class VectorIndex:
         return rows, scores
 
 
-def _numpy_top_k(
-    vectors: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _numpy_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     similarity = queries @ vectors.T  # (chunk, n_items)
     if k < similarity.shape[1]:
         part = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
