@@ -321,10 +321,10 @@ def run_command(
     typer.echo(f"{'system':<22} {'ndcg@10':>8}  95% CI            p vs zero-shot  p vs bm25")
     for entry in result["ablation"]:
         ndcg = entry["metrics"]["ndcg@10"]
-        lo, hi = ndcg["ci95"]
+        interval = "[-, -]" if None in ndcg["ci95"] else "[{:.3f}, {:.3f}]".format(*ndcg["ci95"])
         p0, p1 = entry.get("p_value_vs_zero_shot"), entry.get("p_value_vs_bm25")
         typer.echo(
-            f"{entry['name']:<22} {ndcg['mean']:>8.4f}  [{lo:.3f}, {hi:.3f}]  "
+            f"{entry['name']:<22} {ndcg['mean']:>8.4f}  {interval:<14}  "
             f"{'-' if p0 is None else f'{p0:.3g}':>14}  {'-' if p1 is None else f'{p1:.3g}':>9}"
         )
     typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
