@@ -330,6 +330,115 @@ def run_command(
     typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
 
 
+RunDirArgument = Annotated[
+    Path, typer.Argument(help="Run directory (config.yaml, model/ or current, folds.json).")
+]
+
+
+@app.command("serve")
+def serve_command(
+    run_dir: RunDirArgument,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+) -> None:
+    """Serve search, recommendations and feedback for a run (admin token: $SHOPAUG_ADMIN_TOKEN)."""
+    from shopaug.serve import run as serve_run
+    from shopaug.serve.catalog_backend import make_catalog_loader
+
+    try:
+        loader = make_catalog_loader(run_dir)
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    serve_run(run_dir, host, port, loader=loader)
+
+
+def _online_options(tolerance: float, steps: int, seed: int):
+    from shopaug.online.retrain import OnlineConfig
+
+    return OnlineConfig(tolerance=tolerance, steps=steps, seed=seed)
+
+
+ToleranceOption = Annotated[
+    float, typer.Option("--tolerance", help="Largest accepted NDCG@10 loss of the challenger.")
+]
+StepsOption = Annotated[int, typer.Option("--steps", help="Fine-tuning steps per round.")]
+
+
+@app.command("online")
+def online_command(
+    run_dir: RunDirArgument,
+    tolerance: ToleranceOption = 0.005,
+    steps: StepsOption = 20,
+    service_url: Annotated[
+        str | None,
+        typer.Option("--service-url", help="Running service to reload after a promotion."),
+    ] = None,
+    seed: SeedOption = 0,
+) -> None:
+    """One online round: new feedback -> samples -> fine-tune -> champion/challenger gate."""
+    from shopaug.online.retrain import run_online_round
+
+    try:
+        report = run_online_round(
+            run_dir,
+            _online_options(tolerance, steps, seed),
+            service_url=service_url,
+            admin_token=os.environ.get("SHOPAUG_ADMIN_TOKEN"),
+        )
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(
+        f"round {report.round}: {report.events} events, {report.positives} clicks, "
+        f"{report.examples} training groups ({report.mined_negatives} mined negatives)"
+    )
+    if report.champion_ndcg is not None and report.challenger_ndcg is not None:
+        typer.echo(
+            f"ndcg@10 on {len(report.held_out_queries)} held-out queries: champion "
+            f"{report.champion_ndcg:.4f}, challenger {report.challenger_ndcg:.4f}"
+        )
+    typer.echo(("promoted: " if report.promoted else "") + report.reason)
+
+
+@app.command("simulate")
+def simulate_command(
+    run_dir: RunDirArgument,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds of feedback.")] = 3,
+    queries_per_round: Annotated[
+        int, typer.Option("--queries-per-round", help="Simulated sessions per round.")
+    ] = 50,
+    port: Annotated[int, typer.Option("--port", help="Service port; 0 picks a free one.")] = 0,
+    tolerance: ToleranceOption = 0.005,
+    steps: StepsOption = 20,
+    seed: SeedOption = 0,
+) -> None:
+    """Serve the run, play simulated users, run an online round after each round of feedback."""
+    from shopaug.online.runner import SimulationConfig, simulate
+
+    def show(result) -> None:
+        typer.echo(
+            f"round {result.round}: {result.sessions} sessions, {result.clicks} clicks, "
+            f"{result.decision}; served ndcg@10 {result.served_ndcg:.4f} ({result.reason})"
+        )
+
+    try:
+        config = SimulationConfig(
+            rounds=rounds,
+            queries_per_round=queries_per_round,
+            seed=seed,
+            online=_online_options(tolerance, steps, seed),
+        )
+        payload = simulate(run_dir, config, port=port, on_round=show)
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(
+        f"ndcg@10 on {len(payload['held_out_queries'])} held-out queries: "
+        f"{payload['initial_ndcg_at_10']:.4f} before, "
+        + ", ".join(f"{value:.4f}" for value in payload["ndcg_at_10"])
+        + " after each round"
+    )
+    typer.echo(f"wrote {run_dir / 'simulation.json'}")
+
+
 def run() -> None:  # pragma: no cover - console entry alias
     start = time.time()
     app()

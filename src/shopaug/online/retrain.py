@@ -1,0 +1,447 @@
+"""One round of the online loop: new feedback -> samples -> fine-tuned challenger -> gate.
+
+:func:`run_online_round` does, in order:
+
+1. **Read** the events the ``online`` consumer has not consumed (:func:`collect_feedback`) and
+   turn them into samples: clicks are positives weighted ``1 / propensity(position)``
+   (inverse propensity weights, clipped), products shown above the lowest click and not
+   clicked are negatives (skip-above), as :func:`shopaug.online.clicks.click_samples` does.
+2. **Augment** the same queries with mined negatives from the current model (the champion):
+   its ranking of the catalog for the query, ranks ``[mining_range_min, mining_range_max)``
+   (by default below the ten results users were shown, which they never examined), without
+   any product clicked for the query and only candidates scoring clearly below the clicks
+   (relative ``mining_margin`` under their mean score), the same false-negative guard as
+   :mod:`shopaug.augment.mining`. ``mined_negatives_per_query`` are drawn at random (seeded).
+3. **Fine-tune** a copy of the champion for a few steps (:func:`shopaug.train.fit`; one
+   training group per click, its weight the click's IPW weight) into
+   ``RUN_DIR/online/round-NNNN/challenger``. The champion's directory is never written.
+4. **Evaluate** champion and challenger per query (NDCG@10 over the whole catalog, with the
+   same backend the service uses) on the **held-out queries**: the judged queries of the
+   run's first test fold (``folds.json``; the served model was trained on that fold's train
+   queries) with at least one relevant product, minus every query that appears anywhere in
+   the feedback log (by id or by text), so the gate never scores a query the challenger was
+   trained on.
+5. **Gate** (:func:`gate_and_promote`): promote unless the challenger's mean is lower by more
+   than ``tolerance``; promotion copies the challenger under ``RUN_DIR/models/`` and swaps the
+   ``current`` pointer atomically (earlier models are kept), then asks a running service to
+   ``POST /admin/reload`` when its URL and admin token are given.
+6. **Mark** the events consumed (only now: a crash before this replays them next round) and
+   write ``round.json`` beside the challenger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shopaug.data import Dataset, kfold_queries, load_dataset
+from shopaug.errors import ConfigError
+from shopaug.eval.metrics import evaluate_run
+from shopaug.online.clicks import PositionBiasModel, query_key
+from shopaug.online.gate import Decision
+from shopaug.online.loop import collect_feedback, gate_and_promote
+from shopaug.online.model_dir import is_hashing_model, load_trainable
+from shopaug.online.registry import CURRENT, resolve_model_dir
+from shopaug.online.store import FeedbackStore
+from shopaug.serve.catalog_backend import CatalogBackend, CatalogLoader, CatalogSource
+from shopaug.train import TrainConfig, TrainingExample, fit
+
+logger = logging.getLogger(__name__)
+
+#: Cursor name of the online loop in the feedback store.
+ONLINE_CONSUMER = "online"
+#: Folder of the rounds inside a run directory.
+ONLINE_DIR = "online"
+FEEDBACK_DB = "feedback.sqlite"
+METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Settings of one online round (see the module docstring for each step).
+
+    Attributes:
+        tolerance: the gate's largest accepted loss of mean NDCG@10.
+        steps: optimizer steps of the fine-tune.
+        batch_size: training groups per step.
+        lr: learning rate; None: 2e-5 for a sentence-transformers model, 5e-4 for a hashing one.
+        negatives_per_example: negatives in each training group (besides in-batch ones).
+        mined_negatives_per_query: mined negatives added per feedback query.
+        mining_range_min: first champion rank (0-based) mined.
+        mining_range_max: rank (exclusive) mined up to.
+        mining_margin: a mined candidate must score below ``mean click score * (1 - margin)``.
+        max_weight: clip of the inverse propensity weights.
+        propensity_eta: exponent of the ``1/k**eta`` examination model behind the weights.
+        seed: seeds the mining draws and the fine-tune.
+    """
+
+    tolerance: float = 0.005
+    steps: int = 20
+    batch_size: int = 16
+    lr: float | None = None
+    negatives_per_example: int = 3
+    mined_negatives_per_query: int = 5
+    mining_range_min: int = 10
+    mining_range_max: int = 50
+    mining_margin: float = 0.05
+    max_weight: float = 10.0
+    propensity_eta: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.tolerance >= 0, f"tolerance is {self.tolerance}; expected 0 or more"),
+            (self.steps >= 1, f"steps is {self.steps}; expected 1 or more"),
+            (self.batch_size >= 1, f"batch_size is {self.batch_size}; expected 1 or more"),
+            (self.lr is None or self.lr > 0, f"lr is {self.lr}; expected a positive number"),
+            (
+                0 <= self.mining_range_min < self.mining_range_max,
+                f"mining range [{self.mining_range_min}, {self.mining_range_max}) is empty",
+            ),
+            (self.mined_negatives_per_query >= 0, "mined_negatives_per_query must be >= 0"),
+            (self.negatives_per_example >= 0, "negatives_per_example must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"online config: {message}")
+
+
+@dataclass
+class RoundReport:
+    """What one round did and decided (also written as ``round.json``)."""
+
+    round: int
+    events: int
+    first_event_id: int | None
+    last_event_id: int | None
+    samples: int
+    positives: int
+    mined_negatives: int
+    examples: int
+    champion_dir: str
+    champion_version: str
+    challenger_dir: str | None = None
+    challenger_version: str | None = None
+    held_out_queries: list[str] = field(default_factory=list)
+    champion_ndcg: float | None = None
+    challenger_ndcg: float | None = None
+    promoted: bool = False
+    promoted_dir: str | None = None
+    reason: str = ""
+    mean_delta: float | None = None
+    p_value: float | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feedback_database_url(run_dir: str | Path) -> str:
+    """The default feedback store of a run: ``sqlite:///RUN_DIR/feedback.sqlite`` (as the
+    service's :class:`~shopaug.serve.settings.Settings`)."""
+    path = (Path(run_dir) / FEEDBACK_DB).resolve()
+    return f"sqlite:///{path.as_posix()}"
+
+
+def logged_query_keys(store: FeedbackStore) -> set[str]:
+    """Every query id and normalised query text (:func:`query_key`) in the whole log."""
+    keys: set[str] = set()
+    for event in store.read_new(after_id=0):
+        if event.query_id:
+            keys.add(event.query_id)
+        if event.query:
+            keys.add(query_key(event.query))
+    return keys
+
+
+def held_out_queries(run_dir: str | Path, dataset: Dataset, logged: set[str]) -> list[str]:
+    """The gate's evaluation queries (see step 4 of the module docstring), sorted.
+
+    The first fold of ``RUN_DIR/folds.json`` is used; a run without that file gets the folds
+    ``shopaug run`` would have written (5 folds, the config's seed).
+
+    Raises:
+        ConfigError: no held-out query is left (every test query was used for feedback).
+    """
+    path = Path(run_dir) / "folds.json"
+    if path.is_file():
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        test = [str(q) for q in payload["folds"][0]["test"]]
+    else:
+        seed = CatalogSource.from_run_dir(run_dir).seed
+        test = list(kfold_queries([q.id for q in dataset.queries], n_folds=5, seed=seed)[0].test)
+    positives = dataset.positives(query_ids=test)
+    held = sorted(
+        qid
+        for qid in test
+        if positives.get(qid)
+        and qid in dataset.query_by_id
+        and qid not in logged
+        and query_key(dataset.query_by_id[qid].text) not in logged
+    )
+    if not held:
+        raise ConfigError(
+            f"no held-out query is left in the test fold of {run_dir} ({len(test)} queries): "
+            "every one appears in the feedback log"
+        )
+    return held
+
+
+def per_query_ndcg(
+    backend: CatalogBackend, dataset: Dataset, query_ids: Sequence[str]
+) -> np.ndarray:
+    """NDCG@10 of ``backend``'s search over the whole catalog, one value per query."""
+    run = {
+        qid: [
+            (hit.product_id, hit.score) for hit in backend.search(dataset.query_by_id[qid].text, 10)
+        ]
+        for qid in query_ids
+    }
+    return evaluate_run(
+        run, dataset.qrels(query_ids=query_ids), metrics=[METRIC], query_ids=list(query_ids)
+    )[METRIC]
+
+
+def mine_negatives(
+    samples: pd.DataFrame,
+    champion: CatalogBackend,
+    config: OnlineConfig,
+) -> dict[str, list[str]]:
+    """query id -> product ids mined from the champion's ranking (step 2 of the module doc)."""
+    rng = np.random.default_rng(config.seed)
+    mined: dict[str, list[str]] = {}
+    if config.mined_negatives_per_query == 0:
+        return mined
+    for query_id, group in samples.groupby("query_id", sort=True):
+        clicked = set(group.loc[group["label"] == 1, "product_id"])
+        if not clicked:
+            continue
+        hits = champion.search(str(group["query"].iloc[0]), config.mining_range_max)
+        score_of = {hit.product_id: hit.score for hit in hits}
+        clicked_scores = [score_of[p] for p in clicked if p in score_of]
+        ceiling = math.inf
+        if clicked_scores:
+            ceiling = float(np.mean(clicked_scores)) * (1.0 - config.mining_margin)
+        candidates = [
+            hit.product_id
+            for hit in hits[config.mining_range_min :]
+            if hit.product_id not in clicked and hit.score < ceiling
+        ]
+        size = min(config.mined_negatives_per_query, len(candidates))
+        if size:
+            picks = sorted(rng.choice(len(candidates), size=size, replace=False))
+            mined[str(query_id)] = [candidates[i] for i in picks]
+    return mined
+
+
+def training_examples(
+    samples: pd.DataFrame,
+    mined: dict[str, list[str]],
+    texts: dict[str, str],
+    config: OnlineConfig,
+) -> list[TrainingExample]:
+    """One group per clicked (query, product): its IPW weight, negatives drawn (seeded) from
+    the query's skip-above and mined negatives, never a product clicked for the query."""
+    rng = np.random.default_rng(config.seed + 1)
+    examples: list[TrainingExample] = []
+    for query_id, group in samples.groupby("query_id", sort=True):
+        query = str(group["query"].iloc[0])
+        positives = group[(group["label"] == 1) & group["product_id"].isin(texts)]
+        clicked = set(positives["product_id"])
+        skipped = [p for p in group.loc[group["label"] == 0, "product_id"] if p not in clicked]
+        pool = [p for p in dict.fromkeys([*skipped, *mined.get(str(query_id), [])]) if p in texts]
+        pool = [p for p in pool if p not in clicked]
+        for product_id, weight in zip(positives["product_id"], positives["weight"]):
+            chosen: list[str] = []
+            if pool and config.negatives_per_example:
+                size = min(config.negatives_per_example, len(pool))
+                chosen = [pool[i] for i in sorted(rng.choice(len(pool), size=size, replace=False))]
+            examples.append(
+                TrainingExample(
+                    query=query,
+                    positive=texts[product_id],
+                    negatives=[texts[p] for p in chosen],
+                    weight=float(weight),
+                )
+            )
+    return examples
+
+
+def fine_tune(
+    champion_dir: Path,
+    examples: Sequence[TrainingExample],
+    out_dir: Path,
+    config: OnlineConfig,
+) -> Path:
+    """Fine-tune a copy of the champion for ``config.steps`` steps; return the challenger dir."""
+    model = load_trainable(champion_dir)
+    hashing = is_hashing_model(champion_dir)
+    lr = config.lr if config.lr is not None else (5e-4 if hashing else 2e-5)
+    batches_per_epoch = max(1, math.ceil(len(examples) / config.batch_size))
+    train_config = TrainConfig(
+        lr=lr,
+        batch_size=config.batch_size,
+        max_steps=config.steps,
+        epochs=max(1, math.ceil(config.steps / batches_per_epoch)),
+        warmup_ratio=0.1,
+        loss="infonce",
+        temperature=0.05,
+        seed=config.seed,
+        log_every=max(1, config.steps // 5),
+    )
+    work = out_dir / "train"
+    fit(model, examples, train_config, run_dir=work, resume=False, show_progress=False)
+    challenger = out_dir / "challenger"
+    if challenger.exists():
+        shutil.rmtree(challenger)
+    (work / "model").rename(challenger)
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # optimizer state: not needed
+    return challenger
+
+
+def next_round(run_dir: Path) -> int:
+    """1 + the highest round number under ``RUN_DIR/online``."""
+    numbers = [
+        int(path.name.split("-", 1)[1])
+        for path in (run_dir / ONLINE_DIR).glob("round-*")
+        if path.name.split("-", 1)[1].isdigit()
+    ]
+    return max(numbers, default=0) + 1
+
+
+def run_online_round(
+    run_dir: str | Path,
+    config: OnlineConfig | None = None,
+    *,
+    database_url: str | None = None,
+    service_url: str | None = None,
+    admin_token: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> RoundReport:
+    """Run one round of the online loop on ``run_dir`` (see the module docstring).
+
+    Args:
+        run_dir: a run directory (config.yaml, model/ or current, folds.json).
+        config: round settings.
+        database_url: the feedback store; default ``RUN_DIR/feedback.sqlite``.
+        service_url: base URL of the running service to reload after a promotion.
+        admin_token: that service's admin token.
+        cache_dir: embedding cache folder.
+
+    Returns:
+        The :class:`RoundReport`; also written to ``RUN_DIR/online/round-NNNN/round.json``.
+    """
+    started = time.perf_counter()
+    config = config or OnlineConfig()
+    run_dir = Path(run_dir)
+    champion_dir = resolve_model_dir(run_dir / CURRENT)
+    store = FeedbackStore(database_url or feedback_database_url(run_dir))
+    try:
+        batch = collect_feedback(
+            store,
+            position_model=PositionBiasModel.power_law(config.propensity_eta),
+            max_weight=config.max_weight,
+            consumer=ONLINE_CONSUMER,
+        )
+        number = next_round(run_dir)
+        round_dir = run_dir / ONLINE_DIR / f"round-{number:04d}"
+        source = CatalogSource.from_run_dir(run_dir)
+        dataset = load_dataset(source.data, data_dir=source.data_dir, seed=source.seed)
+        loader = CatalogLoader(run_dir, cache_dir=cache_dir, dataset=dataset)
+        champion = loader(champion_dir)
+        samples = batch.samples
+        report = RoundReport(
+            round=number,
+            events=batch.events,
+            first_event_id=batch.first_id,
+            last_event_id=batch.last_id,
+            samples=len(samples),
+            positives=int((samples["label"] == 1).sum()) if len(samples) else 0,
+            mined_negatives=0,
+            examples=0,
+            champion_dir=str(champion_dir),
+            champion_version=champion.version,
+        )
+        if report.positives == 0:
+            report.reason = f"no clicks in {batch.events} new events: nothing to train"
+        else:
+            _train_and_gate(
+                report,
+                run_dir,
+                round_dir,
+                dataset,
+                loader,
+                champion,
+                samples,
+                store,
+                config,
+                service_url=service_url,
+                admin_token=admin_token,
+            )
+        if batch.last_id is not None:
+            store.mark_consumed(batch.last_id, consumer=ONLINE_CONSUMER)
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - started
+    round_dir.mkdir(parents=True, exist_ok=True)
+    (round_dir / "round.json").write_text(json.dumps(report.to_dict(), indent=1), "utf-8")
+    logger.info("online round %d: %s", report.round, report.reason)
+    return report
+
+
+def _train_and_gate(
+    report: RoundReport,
+    run_dir: Path,
+    round_dir: Path,
+    dataset: Dataset,
+    loader: CatalogLoader,
+    champion: CatalogBackend,
+    samples: pd.DataFrame,
+    store: FeedbackStore,
+    config: OnlineConfig,
+    *,
+    service_url: str | None,
+    admin_token: str | None,
+) -> None:
+    texts = dict(
+        zip((p.id for p in dataset.products), dataset.product_texts(loader.source.text_fields))
+    )
+    mined = mine_negatives(samples, champion, config)
+    examples = training_examples(samples, mined, texts, config)
+    report.mined_negatives = sum(len(v) for v in mined.values())
+    report.examples = len(examples)
+    held = held_out_queries(run_dir, dataset, logged_query_keys(store))
+    report.held_out_queries = held
+    challenger_dir = fine_tune(Path(report.champion_dir), examples, round_dir, config)
+    challenger = loader(challenger_dir)
+    report.challenger_dir = str(challenger_dir)
+    report.challenger_version = challenger.version
+    champion_metric = per_query_ndcg(champion, dataset, held)
+    challenger_metric = per_query_ndcg(challenger, dataset, held)
+    report.champion_ndcg = float(champion_metric.mean())
+    report.challenger_ndcg = float(challenger_metric.mean())
+    decision: Decision = gate_and_promote(
+        run_dir,
+        challenger_dir,
+        champion_metric,
+        challenger_metric,
+        tolerance=config.tolerance,
+        service_url=service_url,
+        admin_token=admin_token,
+    )
+    report.promoted = decision.promote
+    report.reason = decision.reason
+    report.mean_delta = decision.mean_delta
+    report.p_value = decision.p_value
+    if decision.promote:
+        report.promoted_dir = str(resolve_model_dir(run_dir / CURRENT))

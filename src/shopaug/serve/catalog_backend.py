@@ -1,0 +1,338 @@
+"""The real search backend: a run's catalog embedded by its model, in an exact vector index.
+
+:func:`make_catalog_loader` (what ``shopaug serve`` uses) and :func:`load_catalog_backend` are
+:data:`~shopaug.serve.backend.BackendLoader` s. A loader reads the run's ``config.yaml`` (data
+set name, ``data_dir``, ``text_fields``), loads the catalog once, and for every model
+directory it is given encodes the catalog through the embedding cache
+(:class:`~shopaug.encoders.cache.CachedEncoder`, keyed by the model's weights hash, so a
+promoted copy of a model costs no re-encoding) into a :class:`~shopaug.index.vector.VectorIndex`.
+
+* ``search`` encodes the query (a bounded in-memory LRU cache keeps recent query vectors) and
+  ranks the whole catalog by cosine similarity. The one filter is ``category``: a product
+  matches when any level of its category path equals the value, case-insensitively.
+* ``recommend`` is content-based: the mean of the history items' vectors, renormalised, ranks
+  the catalog and the history is left out. Items without any interaction are reachable.
+
+A :class:`CatalogBackend` never changes after it is built; the query cache is the only shared
+mutable state and sits behind a lock, so any number of request threads may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from shopaug.data import Dataset, load_dataset
+from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
+from shopaug.encoders.base import Encoder
+from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
+from shopaug.errors import ConfigError
+from shopaug.index.vector import VectorIndex
+from shopaug.online.model_dir import load_encoder, model_version
+from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
+
+logger = logging.getLogger(__name__)
+
+#: Filter fields :meth:`CatalogBackend.search` understands.
+FILTER_FIELDS = ("category",)
+#: Query vectors kept by default.
+DEFAULT_QUERY_CACHE_SIZE = 4096
+RUN_CONFIG = "config.yaml"
+#: How many directories above a model directory are searched for the run's config.yaml
+#: (run/model, run/models/v0001-x and run/online/round-0001/model are all found).
+_CONFIG_SEARCH_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class CatalogSource:
+    """Where a run's catalog comes from (the ``data``, ``data_dir``, ``text_fields`` and
+    ``seed`` of its config.yaml)."""
+
+    data: str
+    data_dir: str | None
+    text_fields: tuple[str, ...]
+    seed: int = 0
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> CatalogSource:
+        """Read ``run_dir/config.yaml``.
+
+        Raises:
+            ConfigError: the file is missing or has no ``data`` field; the message names it.
+        """
+        path = Path(run_dir) / RUN_CONFIG
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; expected the run's config.yaml")
+        payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(payload, dict) or not payload.get("data"):
+            raise ConfigError(f"{path}: field 'data' (data set name or folder) is missing")
+        fields = payload.get("text_fields") or DEFAULT_TEXT_FIELDS
+        data_dir = payload.get("data_dir")
+        return cls(
+            data=str(payload["data"]),
+            data_dir=None if data_dir in (None, "") else str(data_dir),
+            text_fields=tuple(str(f) for f in fields),
+            seed=int(payload.get("seed", 0) or 0),
+        )
+
+
+def find_run_dir(model_dir: str | Path) -> Path:
+    """The nearest directory at or above ``model_dir`` that holds a config.yaml.
+
+    Raises:
+        ConfigError: none within a few levels.
+    """
+    start = Path(model_dir).resolve()
+    for candidate in [start, *start.parents][: _CONFIG_SEARCH_DEPTH + 1]:
+        if (candidate / RUN_CONFIG).is_file():
+            return candidate
+    raise ConfigError(
+        f"no {RUN_CONFIG} at or up to {_CONFIG_SEARCH_DEPTH} levels above {model_dir}; "
+        "expected a model directory inside a run directory"
+    )
+
+
+class QueryVectorCache:
+    """A bounded, thread-safe LRU map from query text to its (read-only) vector."""
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 0:
+            raise ValueError(f"query cache size is {max_size}; expected 0 or more")
+        self.max_size = max_size
+        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, query: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._entries.get(query)
+            if vector is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(query)
+            self.hits += 1
+            return vector
+
+    def put(self, query: str, vector: np.ndarray) -> None:
+        if self.max_size == 0:
+            return
+        vector.setflags(write=False)
+        with self._lock:
+            self._entries[query] = vector
+            self._entries.move_to_end(query)
+            while len(self._entries) > self.max_size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class CatalogBackend:
+    """Dense search and content-based recommendations over a catalog (see module docstring).
+
+    Args:
+        version: the model version shown in responses.
+        products: the catalog, in the row order of ``item_vectors``.
+        item_vectors: L2-normalised item embeddings ``(len(products), dim)``.
+        query_encoder: encodes query texts into the same space.
+        query_cache_size: query vectors kept (0 disables the cache).
+    """
+
+    def __init__(
+        self,
+        version: str,
+        products: Sequence[Product],
+        item_vectors: np.ndarray,
+        query_encoder: Encoder,
+        *,
+        query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE,
+    ) -> None:
+        if item_vectors.shape[0] != len(products):
+            raise ValueError(
+                f"{item_vectors.shape[0]} item vectors for {len(products)} products; "
+                "expected one per product"
+            )
+        self.version = version
+        self._products = tuple(products)
+        self._row = {product.id: row for row, product in enumerate(self._products)}
+        vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        vectors.setflags(write=False)
+        self._vectors = vectors  # (n_items, dim)
+        self._index = VectorIndex(vectors)
+        self._encoder = query_encoder
+        self.query_cache = QueryVectorCache(query_cache_size)
+        # lower-cased category levels of each product, for the category filter
+        self._categories = tuple(
+            frozenset(level.strip().lower() for level in product.category)
+            for product in self._products
+        )
+
+    @property
+    def size(self) -> int:
+        """Number of products."""
+        return len(self._products)
+
+    def has_product(self, product_id: str) -> bool:
+        return product_id in self._row
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding ``(dim,)``, from the LRU cache when seen recently."""
+        cached = self.query_cache.get(query)
+        if cached is not None:
+            return cached
+        vector = np.asarray(self._encoder.encode([query])[0], dtype=np.float32)
+        self.query_cache.put(query, vector)
+        return vector
+
+    def search(self, query: str, k: int, filters: Mapping[str, str] | None = None) -> list[Hit]:
+        """The top ``k`` products for ``query``, best first (see module docstring).
+
+        Raises:
+            UnsupportedFilterError: a filter field other than ``category``.
+        """
+        allowed = self._filter_rows(filters)
+        vector = self.query_vector(query)
+        if allowed is None:
+            rows, scores = self._index.search(vector[None, :], k)
+            return self._hits(rows[0], scores[0])
+        return self._ranked_subset(vector, allowed, k)
+
+    def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
+        """``k`` products closest to the mean embedding of ``history``, history excluded.
+
+        Raises:
+            UnknownProductError: ids of ``history`` that are not in the catalog.
+        """
+        unknown = [pid for pid in dict.fromkeys(history) if pid not in self._row]
+        if unknown:
+            raise UnknownProductError(unknown)
+        rows = sorted({self._row[pid] for pid in history})
+        profile = self._vectors[rows].mean(axis=0)  # (dim,)
+        norm = float(np.linalg.norm(profile))
+        if norm > 0:
+            profile = profile / norm
+        found, scores = self._index.search(profile[None, :], min(k + len(rows), self.size))
+        excluded = set(rows)
+        keep = [(r, s) for r, s in zip(found[0], scores[0]) if r >= 0 and int(r) not in excluded]
+        return [self._hit(int(r), float(s)) for r, s in keep[:k]]
+
+    def _filter_rows(self, filters: Mapping[str, str] | None) -> np.ndarray | None:
+        if not filters:
+            return None
+        for field in filters:
+            if field not in FILTER_FIELDS:
+                raise UnsupportedFilterError(
+                    f"filter field {field!r} is not supported; expected one of {FILTER_FIELDS}"
+                )
+        wanted = str(filters["category"]).strip().lower()
+        return np.array(
+            [row for row, levels in enumerate(self._categories) if wanted in levels],
+            dtype=np.int64,
+        )
+
+    def _ranked_subset(self, vector: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
+        if rows.size == 0:
+            return []
+        scores = self._vectors[rows] @ vector  # (n_allowed,)
+        top = min(k, rows.size)
+        part = np.argpartition(-scores, top - 1)[:top]
+        order = part[np.lexsort((rows[part], -scores[part]))]  # ties: catalog order
+        return [self._hit(int(rows[i]), float(scores[i])) for i in order]
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        return [self._hit(int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
+
+    def _hit(self, row: int, score: float) -> Hit:
+        product = self._products[row]
+        return Hit(product.id, score, product.title)
+
+
+class CatalogLoader:
+    """A :data:`~shopaug.serve.backend.BackendLoader` bound to one run directory.
+
+    The catalog is loaded on the first call and reused for every model loaded afterwards
+    (reloads and promotions change the model, not the catalog).
+
+    Args:
+        run_dir: the run directory (its config.yaml names the catalog).
+        cache_dir: embedding cache folder (default ``$SHOPAUG_CACHE_DIR`` or ~/.cache/shopaug).
+        query_cache_size: query vectors kept per backend.
+        dataset: the run's data set when the caller has it loaded already.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        cache_dir: str | Path | None = None,
+        query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE,
+        dataset: Dataset | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.source = CatalogSource.from_run_dir(self.run_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.query_cache_size = query_cache_size
+        self._catalog: tuple[tuple[Product, ...], list[str]] | None = None
+        self._lock = threading.Lock()
+        if dataset is not None:
+            self._catalog = self._from_dataset(dataset)
+
+    def _from_dataset(self, dataset: Dataset) -> tuple[tuple[Product, ...], list[str]]:
+        if not dataset.has_text:
+            raise ConfigError(
+                f"data set {dataset.name!r} has no product text; nothing can be served"
+            )
+        texts = dataset.product_texts(self.source.text_fields)
+        logger.info("catalog %s: %d products", dataset.name, len(texts))
+        return tuple(dataset.products), texts
+
+    def catalog(self) -> tuple[tuple[Product, ...], list[str]]:
+        """The products and their rendered texts (loaded once)."""
+        with self._lock:
+            if self._catalog is None:
+                dataset = load_dataset(
+                    self.source.data, data_dir=self.source.data_dir, seed=self.source.seed
+                )
+                self._catalog = self._from_dataset(dataset)
+            return self._catalog
+
+    def __call__(self, model_dir: Path) -> CatalogBackend:
+        products, texts = self.catalog()
+        encoder = load_encoder(model_dir)
+        cache_root = self.cache_dir if self.cache_dir is not None else default_cache_dir()
+        cache = EmbeddingCache(cache_root / "embeddings.sqlite")
+        try:
+            item_vectors = CachedEncoder(encoder, cache).encode(texts)
+        finally:
+            cache.close()
+        return CatalogBackend(
+            model_version(model_dir),
+            products,
+            item_vectors,
+            encoder,
+            query_cache_size=self.query_cache_size,
+        )
+
+
+def make_catalog_loader(run_dir: str | Path, **options: Any) -> BackendLoader:
+    """A loader for the models of ``run_dir`` (options: those of :class:`CatalogLoader`)."""
+    return CatalogLoader(run_dir, **options)
+
+
+def load_catalog_backend(model_dir: Path) -> CatalogBackend:
+    """Build the backend of ``model_dir``; the run's config.yaml is found above it.
+
+    A :data:`~shopaug.serve.backend.BackendLoader` for one-off use; a service should use
+    :func:`make_catalog_loader`, which loads the catalog only once.
+    """
+    return CatalogLoader(find_run_dir(model_dir))(Path(model_dir))
