@@ -330,6 +330,155 @@ def run_command(
     typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
 
 
+@app.command("tune")
+def tune_command(
+    config: Annotated[str, typer.Argument(help="Profile (quick, full) or a YAML config file.")],
+    out: Annotated[Path, typer.Option("--out", help="Tuning folder (resumed if it exists).")],
+    trials: Annotated[
+        int, typer.Option("--trials", help="Trials the study should hold when done (total).")
+    ] = 20,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Start no new trial after S seconds.")
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Metric to maximise.")] = "ndcg@10",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="validation (held out from train queries) or test (optimistic: tunes on the "
+            "test folds).",
+        ),
+    ] = "validation",
+    tune_folds: Annotated[
+        int | None, typer.Option("--tune-folds", help="Train only the first N folds per trial.")
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="YAML search space (see docs/tuning.md).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default shopaug-<config name>).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Override the config's data set.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+) -> None:
+    """Optuna search over a run config: one `shopaug run` per trial, resumable."""
+    import optuna
+
+    from shopaug.config import read_yaml
+    from shopaug.experiment.config import load_run_config
+    from shopaug.tune import SearchSpace, TrialReport, TuneSettings, parse_search_space, tune
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def report(trial: TrialReport) -> None:
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+        )
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        test = "-" if trial.test_metric is None else f"{trial.test_metric:.4f}"
+        best = "-" if trial.best_value is None else f"{trial.best_number} ({trial.best_value:.4f})"
+        typer.echo(
+            f"trial {trial.number:>3} {trial.state:<8} {settings.objective_name} {value}  "
+            f"test_{metric} {test}  {trial.seconds:.0f}s  best: {best}\n    {params}"
+        )
+        if trial.error:
+            typer.secho(f"    failed: {trial.error}", fg=typer.colors.YELLOW)
+
+    try:
+        run_config = load_run_config(config)
+        overrides = {
+            "data": data,
+            "data_dir": str(data_dir) if data_dir else None,
+            "products": str(products) if products else None,
+        }
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(run_config, key, value)
+        search_space = (
+            parse_search_space(read_yaml(space), source=str(space)) if space else SearchSpace()
+        )
+        settings = TuneSettings(
+            trials=trials,
+            timeout=timeout,
+            metric=metric,
+            split=split,
+            tune_folds=tune_folds,
+            seed=seed,
+            study_name=study,
+            space=search_space,
+        )
+        if split == "test":
+            typer.secho(
+                "tuning on the test folds: the best trial's test numbers are optimistic",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+        result = tune(run_config, out, settings, on_trial=report)
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    if result.timed_out:
+        typer.echo(f"timeout: stopped after {result.new_trials} new trial(s)")
+    typer.echo(f"study {result.study_name}: {result.trials} trial(s) in {result.storage}")
+    if result.best_number is None:
+        typer.secho("no trial completed", fg=typer.colors.YELLOW)
+        return
+    typer.echo(
+        f"best trial {result.best_number}: {settings.objective_name} {result.best_value:.4f}"
+    )
+    typer.echo(f"wrote {result.best_config}, {result.trials_csv}")
+
+
+@app.command("train")
+def train_command(
+    samples: Annotated[
+        Path, typer.Option("--samples", help="samples.parquet from `shopaug augment`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    data: DataOption = "demo",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="Profile or run-config YAML: its train section, text_fields, "
+            "negatives_per_example and model are used.",
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the seed.")] = None,
+    data_dir: DataDirOption = None,
+    products: ProductsOption = None,
+) -> None:
+    """Fine-tune the bi-encoder (MiniLM) on a samples file into a model folder."""
+    from shopaug.experiment.config import RunConfig, load_run_config
+    from shopaug.tune import finetune_from_samples
+
+    try:
+        run_config = load_run_config(config) if config else RunConfig()
+        dataset = _load(data, data_dir, products, False, run_config.seed)
+        result = finetune_from_samples(
+            samples,
+            dataset,
+            out,
+            config=run_config,
+            max_steps=steps,
+            seed=seed,
+            command=" ".join(sys.argv),
+        )
+    except (ShopaugError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    losses = [p["loss"] for p in result.curve if p.get("loss") is not None]
+    last = f", last loss {losses[-1]:.4f}" if losses else ""
+    typer.echo(
+        f"trained {result.steps} steps on {result.examples:,} groups in {result.seconds:.1f}s{last}"
+    )
+    typer.echo(f"wrote {result.model_dir} (safetensors) and {result.record}")
+
+
 RunDirArgument = Annotated[
     Path, typer.Argument(help="Run directory (config.yaml, model/ or current, folds.json).")
 ]
