@@ -219,7 +219,7 @@ def test_promoted_model_dirs_find_the_run_config(run_dir: Path, backend) -> None
 
 def test_missing_config_and_bad_descriptor_are_named(tmp_path: Path) -> None:
     model = write_hashing_model(tmp_path / "lonely" / "model")
-    with pytest.raises(ConfigError, match="config.yaml"):
+    with pytest.raises(ConfigError, match=r"config\.yaml"):
         load_catalog_backend(model)
     (model / MODEL_DESCRIPTOR).write_text('{"kind": "word2vec"}', encoding="utf-8")
     with pytest.raises(ConfigError, match="'kind'"):
