@@ -31,6 +31,9 @@ PACKAGES = (
     "llama-cpp-python",
 )
 MANIFEST = "manifest.json"
+#: Written when shopaug first creates a run directory, so an interrupted run can be resumed
+#: into the same folder before it has a manifest.
+RUN_MARKER = ".shopaug-run"
 
 
 def package_versions() -> dict[str, str]:
@@ -52,12 +55,14 @@ def prepare_run_dir(path: str | Path) -> Path:
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"--out {path} is a file, not a folder")
-        if any(path.iterdir()) and not (path / MANIFEST).exists():
+        ours = (path / MANIFEST).exists() or (path / RUN_MARKER).exists()
+        if any(path.iterdir()) and not ours:
             raise ConfigError(
                 f"--out {path} already holds files that shopaug did not write "
                 f"(no {MANIFEST}); choose an empty or new folder"
             )
     path.mkdir(parents=True, exist_ok=True)
+    (path / RUN_MARKER).touch()
     return path
 
 

@@ -152,10 +152,13 @@ def visible_qrels(
 
 
 def positive_rows(
-    dataset: Dataset, query_ids: Sequence[str], config: MiningConfig
+    dataset: Dataset,
+    query_ids: Sequence[str],
+    config: MiningConfig,
+    visible: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
     """query id -> [(product id, gain)] of its visible positives, highest gain first, capped."""
-    qrels = visible_qrels(dataset, query_ids, config.label_fraction, config.seed)
+    qrels = visible or visible_qrels(dataset, query_ids, config.label_fraction, config.seed)
     result: dict[str, list[tuple[str, int]]] = {}
     for qid in query_ids:
         judged = qrels.get(qid, {})
@@ -170,12 +173,15 @@ def positive_rows(
     return result
 
 
-def _known_relevant(
-    dataset: Dataset, positives: Mapping[str, list[tuple[str, int]]], config: MiningConfig
-) -> dict[str, set[str]]:
-    """Per query, every relevant product the miner may see: never a negative."""
-    visible = visible_qrels(dataset, list(positives), config.label_fraction, config.seed)
-    return {qid: {pid for pid, g in visible.get(qid, {}).items() if g > 0} for qid in positives}
+def _visible_positives(
+    dataset: Dataset, query_ids: Sequence[str], config: MiningConfig
+) -> tuple[dict[str, list[tuple[str, int]]], dict[str, set[str]]]:
+    """The positive rows to write, and per query every relevant product the miner may see
+    (never a negative), from one pass over the visible labels."""
+    visible = visible_qrels(dataset, query_ids, config.label_fraction, config.seed)
+    positives = positive_rows(dataset, query_ids, config, visible)
+    known = {qid: {pid for pid, g in visible.get(qid, {}).items() if g > 0} for qid in positives}
+    return positives, known
 
 
 def _positive_frame_rows(
@@ -252,8 +258,7 @@ def mine_hard_negatives(
             show_progress=config.show_progress,
         ),
     )
-    positives = positive_rows(dataset, query_ids, config)
-    all_relevant = _known_relevant(dataset, positives, config)
+    positives, all_relevant = _visible_positives(dataset, query_ids, config)
     index = dataset.product_index
     stats = MiningStats(method=config.method, queries=len(positives))
     rng = np.random.default_rng(config.seed)
@@ -402,8 +407,7 @@ def sample_baseline_negatives(
             f"baseline negatives: method must be random or popular, got {config.method!r}"
         )
     start = time.perf_counter()
-    positives = positive_rows(dataset, query_ids, config)
-    relevant = _known_relevant(dataset, positives, config)
+    positives, relevant = _visible_positives(dataset, query_ids, config)
     index = dataset.product_index
     n_items = len(dataset.products)
     if config.method == "random":

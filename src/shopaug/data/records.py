@@ -117,7 +117,10 @@ class Dataset:
         self, gains: Mapping[str, int] | None = None, query_ids: Iterable[str] | None = None
     ) -> dict[str, dict[str, int]]:
         """query id -> {product id: gain}, every judged pair (gain 0 included)."""
-        gains = self.gains if gains is None else gains
+        if gains is None:  # the common case: served from one cached table
+            table = self._qrels_table
+            ids = table.keys() if query_ids is None else [q for q in query_ids if q in table]
+            return {qid: dict(table[qid]) for qid in ids}
         keep = None if query_ids is None else set(query_ids)
         qrels: dict[str, dict[str, int]] = {}
         for judgment in self.judgments:
@@ -127,6 +130,15 @@ class Dataset:
                 gains.get(judgment.label, 0)
             )
         return qrels
+
+    @cached_property
+    def _qrels_table(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for judgment in self.judgments:
+            table.setdefault(judgment.query_id, {})[judgment.product_id] = int(
+                self.gains.get(judgment.label, 0)
+            )
+        return table
 
     def positives(self, query_ids: Iterable[str] | None = None) -> dict[str, set[str]]:
         """query id -> products with a gain above 0."""

@@ -27,10 +27,14 @@ def content_key(encoder_id: str, text: str) -> bytes:
 
 
 class EmbeddingCache:
-    """Vectors stored in SQLite by content key. Safe to share between processes (SQLite locks);
-    a lost cache only costs time, never correctness."""
+    """Vectors stored in SQLite by content key, with an in-process memory layer in front.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    Safe to share between processes (SQLite locks); a lost cache only costs time, never
+    correctness. ``memory=False`` reads every lookup from disk (benchmarks of a new process).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, memory: bool = True) -> None:
+        self._memory: dict[bytes, np.ndarray] | None = {} if memory else None
         self.path = Path(path) if path is not None else default_cache_dir() / "embeddings.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -43,6 +47,9 @@ class EmbeddingCache:
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
+        if self._memory is not None:
+            found = {key: self._memory[key] for key in keys if key in self._memory}
+            keys = [key for key in keys if key not in found]
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
@@ -52,9 +59,13 @@ class EmbeddingCache:
                 ).fetchall()
                 for key, blob in rows:
                     found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+        if self._memory is not None:
+            self._memory.update(found)
         return found
 
     def put_many(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+        if self._memory is not None:
+            self._memory.update(items)
         with self._lock:
             self._connection.executemany(
                 "INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -22,12 +23,23 @@ def minilm_path() -> Path:
 
 
 def model_fingerprint(path: Path) -> str:
-    """sha256 prefix of the model weights: changes when a fine-tune changes the weights."""
-    digest = hashlib.sha256()
+    """sha256 prefix of the model weights: changes when a fine-tune changes the weights.
+
+    Hashing 90 MB takes a noticeable fraction of a second, so the result is remembered per
+    (file, size, modification time) for the life of the process.
+    """
     weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not weights:
         raise FileNotFoundError(f"{path} holds no model weights (*.safetensors)")
-    for file in weights:
+    stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in weights)
+    return _hash_files(stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        file = Path(name)
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
