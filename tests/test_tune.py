@@ -319,6 +319,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_tune_writes_study_best_config_and_csv_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "tune"
     base = base_config()
+    base.reranker.enabled = True
     run = FakeRun()
     first = tune(base, out, TuneSettings(trials=2, tune_folds=2), run=run)
     assert first.trials == 2 and first.new_trials == 2 and not first.timed_out
@@ -345,6 +346,7 @@ def test_tune_writes_study_best_config_and_csv_and_resumes(tmp_path: Path) -> No
         (r.name, tuple(r.methods), r.dynamic) for r in ran.ablation
     ]
     assert best_config.negatives_per_example == ran.negatives_per_example
+    assert not ran.reranker.enabled and best_config.reranker.enabled  # the base's setting
     # fold weights are dropped; only the best trial keeps its served model/
     assert not list((out / "trials").glob("*/training/fold-*/*/model"))
     assert [p.parent.name for p in (out / "trials").glob("*/model")] == [str(best)]

@@ -109,7 +109,11 @@ def train_config_for(
     try:
         return TrainConfig(**values)
     except pydantic.ValidationError as error:
-        raise ConfigError(f"config section 'train': {error}") from error
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(section)'}: {e['msg']} (got {e.get('input')!r})"
+            for e in error.errors()
+        )
+        raise ConfigError(f"config section 'train': {problems}") from error
 
 
 def examples_from_samples(

@@ -348,6 +348,8 @@ def _write_best(
         return None
     choice = suggest_choice(optuna.trial.FixedTrial(best.params), settings.space, base)
     config = _trial_config(base, choice, best.number, settings)
+    # Trials switch these off for speed; they do not change the bi-encoder's results.
+    config.reranker, config.show_progress = base.reranker, base.show_progress
     path = out / "best.yaml"
     header = (
         f"# shopaug tune: best of {len(study.trials)} trials: trial {best.number}, "
