@@ -276,6 +276,16 @@ def _p_value(
     return float(paired_test(a, b).p_value)
 
 
+def equal_budget(train_config: TrainConfig, n_examples: int) -> TrainConfig:
+    """Enough epochs that every row runs exactly ``max_steps`` steps, however many training
+    groups its sources produced (the ablation compares sources at the same budget)."""
+    if train_config.max_steps is None or n_examples == 0:
+        return train_config
+    steps_per_epoch = -(-n_examples // train_config.batch_size)
+    epochs = max(train_config.epochs, -(-train_config.max_steps // steps_per_epoch))
+    return train_config.model_copy(update={"epochs": epochs})
+
+
 def _train_and_score(
     dataset: Dataset,
     config: RunConfig,
@@ -315,6 +325,7 @@ def _train_and_score(
         negatives_per_example=config.negatives_per_example,
         seed=config.seed,
     )
+    train_config = equal_budget(train_config, len(examples))
     dynamic = None
     if row.dynamic:
         positives = pooled[pooled["kind"] == "positive"]
