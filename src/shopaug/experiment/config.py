@@ -30,6 +30,9 @@ class AblationRow:
     methods: tuple[str, ...]
     dynamic: bool = False
 
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)  # YAML gives lists
+
 
 @dataclass
 class DynamicConfig:
