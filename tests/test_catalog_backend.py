@@ -242,3 +242,46 @@ def test_minilm_run_dir_serves_sensible_results(tmp_path: Path) -> None:
     assert all("lamp" in hit.title.lower() for hit in hits)
     recommended = backend.recommend([hits[0].product_id], 3)
     assert hits[0].product_id not in {h.product_id for h in recommended}
+
+
+class SlowEncoder:
+    """Records every batch it is asked for; takes a while, so that requests pile up."""
+
+    id = "slow"
+    dim = 2
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts, *, show_progress=False):
+        import time
+
+        self.batches.append(list(texts))
+        time.sleep(0.05)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_query_batcher_encodes_concurrent_new_queries_together() -> None:
+    from shopaug.serve.catalog_backend import QueryBatcher
+
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=32)
+    texts = [f"query {'x' * i}" for i in range(12)] + ["query "] * 4  # one text asked 5 times
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(len(texts))
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        results[index] = batcher.encode(texts[index])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, text in enumerate(texts):
+        np.testing.assert_array_equal(results[index], [len(text), 1.0])
+    encoded = [t for batch in encoder.batches for t in batch]
+    assert set(encoded) == set(texts)
+    # requests that overlap share batches (and a text asked while pending is encoded once)
+    assert len(encoder.batches) < len(set(texts)) and len(encoded) < len(texts)

@@ -7,8 +7,9 @@ directory it is given encodes the catalog through the embedding cache
 (:class:`~shopaug.encoders.cache.CachedEncoder`, keyed by the model's weights hash, so a
 promoted copy of a model costs no re-encoding) into a :class:`~shopaug.index.vector.VectorIndex`.
 
-* ``search`` encodes the query (a bounded in-memory LRU cache keeps recent query vectors) and
-  ranks the whole catalog by cosine similarity. The one filter is ``category``: a product
+* ``search`` encodes the query (a bounded in-memory LRU cache keeps recent query vectors; new
+  queries that arrive together are encoded in one batch) and ranks the whole catalog by
+  cosine similarity. The one filter is ``category``: a product
   matches when any level of its category path equals the value, case-insensitively.
 * ``recommend`` is content-based: the mean of the history items' vectors, renormalised, ranks
   the catalog and the history is left out. Items without any interaction are reachable.
@@ -23,6 +24,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,58 @@ class QueryVectorCache:
             return len(self._entries)
 
 
+class QueryBatcher:
+    """Encodes query texts for many request threads, one batch at a time.
+
+    A thread that needs a vector while another batch is being encoded waits; when that batch
+    is done, one waiting thread encodes every text queued meanwhile (up to ``max_batch``) in
+    one call, so the model runs once for a burst of new queries instead of once per query.
+    Several requests for the same new text share one encoding.
+    """
+
+    def __init__(self, encoder: Encoder, max_batch: int = 32) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch is {max_batch}; expected 1 or more")
+        self._encoder = encoder
+        self.max_batch = max_batch
+        self._condition = threading.Condition()
+        self._pending: dict[str, Future[np.ndarray]] = {}
+        self._busy = False
+        self.batches = 0
+
+    def encode(self, text: str) -> np.ndarray:
+        """The vector ``(dim,)`` of ``text``."""
+        with self._condition:
+            future = self._pending.get(text)
+            if future is None:
+                future = Future()
+                self._pending[text] = future
+            while not future.done():
+                if not self._busy:
+                    self._busy = True
+                    others = [t for t in self._pending if t != text][: self.max_batch - 1]
+                    texts = [text, *others]
+                    futures = [self._pending.pop(t) for t in texts]
+                    break
+                self._condition.wait()
+            else:
+                return future.result()
+        try:
+            vectors = self._encoder.encode(texts)
+        except BaseException as error:
+            for waiting in futures:
+                waiting.set_exception(error)
+        else:
+            for waiting, vector in zip(futures, vectors):
+                waiting.set_result(np.asarray(vector, dtype=np.float32))
+        finally:
+            with self._condition:
+                self._busy = False
+                self.batches += 1
+                self._condition.notify_all()
+        return future.result()
+
+
 class CatalogBackend:
     """Dense search and content-based recommendations over a catalog (see module docstring).
 
@@ -170,6 +224,7 @@ class CatalogBackend:
         self._vectors = vectors  # (n_items, dim)
         self._index = VectorIndex(vectors)
         self._encoder = query_encoder
+        self._batcher = QueryBatcher(query_encoder)
         self.query_cache = QueryVectorCache(query_cache_size)
         # lower-cased category levels of each product, for the category filter
         self._categories = tuple(
@@ -190,7 +245,7 @@ class CatalogBackend:
         cached = self.query_cache.get(query)
         if cached is not None:
             return cached
-        vector = np.asarray(self._encoder.encode([query])[0], dtype=np.float32)
+        vector = self._batcher.encode(query)
         self.query_cache.put(query, vector)
         return vector
 
