@@ -178,6 +178,7 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",")]
 
     results = []
+    load_before = os.getloadavg()[0]
     minilm_run = make_run_dir(args.out, args.data_dir.resolve(), "minilm")
     for rate in rates:
         startup, cold, warm = measure(minilm_run, cache_dir, queries, rate, args.seconds, args.seed)
@@ -199,6 +200,7 @@ def main() -> None:
         }
     )
     print(json.dumps(results[-1]), flush=True)
+    load_after = os.getloadavg()[0]
     (args.out / "latency.json").write_text(json.dumps(results, indent=1), "utf-8")
 
     baseline = results[-1]
@@ -238,6 +240,12 @@ def main() -> None:
             f"{top['warm']['p99_ms'] / baseline['warm']['p99_ms']:.2f}. Server start-up "
             f"(catalog embeddings from the cache): {top['startup_s']:.1f} s.",
         ]
+    lines += [
+        "",
+        f"1-minute load average at the start and end of the run: {load_before:.1f} and "
+        f"{load_after:.1f} on 2 cores (above 2 means other jobs shared the CPUs with the "
+        "server and the load generator, which inflates the tails).",
+    ]
     command = "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:])
     write_section("serve-latency", command.strip(), "\n".join(lines))
     print("wrote the serve-latency section of benchmarks/RESULTS.md")
