@@ -485,7 +485,8 @@ def _segments(dataset: Dataset, systems: dict, best_row: str) -> dict[str, dict[
             ]
             if values:
                 out[segment][f"{name} ndcg@10"] = float(np.mean(values))
-        out[segment]["queries"] = float(sum(1 for s in segment_of.values() if s == segment))
+        measured = systems[best_row]["ndcg@10"]
+        out[segment]["queries"] = float(sum(segment_of.get(q) == segment for q in measured))
     return out
 
 
