@@ -82,21 +82,26 @@ def _wands_folder(root: Path) -> Path:
     return folder
 
 
-def _read_wands_queries(path: Path, problems: RowProblems) -> list[Query]:
-    frame = require_columns(read_table(path, sep="\t"), path, ["query_id", "query"])
+def _read_queries(path: Path, problems: RowProblems, *, sep: str | None = None) -> list[Query]:
+    """Queries of a table with ``query_id`` and ``query`` (optional ``query_class``)."""
+    frame = require_columns(
+        read_table(path, sep=sep),
+        path,
+        ["query_id", "query"],
+        aliases={"id": "query_id", "text": "query"},
+    )
+    classes = frame["query_class"] if "query_class" in frame.columns else [""] * len(frame)
     queries: list[Query] = []
     seen: set[str] = set()
-    for row, (qid, text, qclass) in enumerate(
-        zip(frame["query_id"], frame["query"], frame.get("query_class", [""] * len(frame)))
-    ):
-        if not str(text).strip():
+    for row, (qid, text, qclass) in enumerate(zip(frame["query_id"], frame["query"], classes)):
+        qid, text = str(qid).strip(), str(text).strip()
+        if not text:
             problems.report("empty query text", path=path, row=row, field="query")
-            continue
-        if qid in seen:
+        elif qid in seen:
             problems.report(f"duplicate query_id {qid!r}", path=path, row=row, field="query_id")
-            continue
-        seen.add(qid)
-        queries.append(Query(id=str(qid), text=str(text).strip(), query_class=str(qclass)))
+        else:
+            seen.add(qid)
+            queries.append(Query(id=qid, text=text, query_class=str(qclass)))
     return queries
 
 
@@ -259,7 +264,7 @@ def load_wands(
     # The class is the most specific category: append it when the hierarchy lacks it.
     classes = dict(zip(frame["product_id"].astype(str), frame["product_class"].astype(str)))
     products = [_with_class(p, classes.get(p.id, "")) for p in products]
-    queries = _read_wands_queries(folder / "query.csv", problems)
+    queries = _read_queries(folder / "query.csv", problems, sep="\t")
     judgments, _ = _read_wands_labels(
         folder / "label.csv", problems, {p.id for p in products}, {q.id for q in queries}
     )
@@ -324,7 +329,7 @@ def load_wands_subset(
         category_column="product_class",
         category_sep="|",
     )
-    queries = _read_wands_queries(folder / "query.csv", problems)
+    queries = _read_queries(folder / "query.csv", problems, sep="\t")
     judgments, outside = _read_wands_labels(
         folder / "label.csv", problems, {p.id for p in products}, {q.id for q in queries}
     )
@@ -467,25 +472,7 @@ def load_folder(path: str | Path, *, skip_bad_rows: bool = False) -> Dataset:
         category_sep=">",
         attributes_column="attributes" if "attributes" in product_frame.columns else None,
     )
-    query_frame = require_columns(
-        read_table(tables["queries"]),
-        tables["queries"],
-        ["query_id", "query"],
-        aliases={"id": "query_id", "text": "query"},
-    )
-    queries: list[Query] = []
-    seen: set[str] = set()
-    for row, (qid, text) in enumerate(zip(query_frame["query_id"], query_frame["query"])):
-        qid, text = str(qid).strip(), str(text).strip()
-        if not text:
-            problems.report("empty query text", path=tables["queries"], row=row, field="query")
-        elif qid in seen:
-            problems.report(
-                f"duplicate query_id {qid!r}", path=tables["queries"], row=row, field="query_id"
-            )
-        else:
-            seen.add(qid)
-            queries.append(Query(id=qid, text=text))
+    queries = _read_queries(tables["queries"], problems)
     judgments = _generic_judgments(tables["judgments"], problems, products, queries)
     grades = sorted({int(j.label) for j in judgments})
     interactions = _generic_interactions(folder, problems, products, queries)
