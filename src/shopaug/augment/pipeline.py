@@ -85,6 +85,12 @@ def augment(
     return frame, summary
 
 
+def _sampling_settings(config: AugmentConfig) -> dict[str, Any]:
+    """``temperature`` and ``max_tokens`` given in the generator section apply to the method
+    that calls the generator, unless its own section sets them."""
+    return {k: config.generator[k] for k in ("temperature", "max_tokens") if k in config.generator}
+
+
 def _near_miss(
     dataset: Dataset,
     query_ids: Sequence[str],
@@ -97,7 +103,9 @@ def _near_miss(
     from shopaug.augment.samples import samples_frame
 
     near_config = from_mapping(
-        NearMissConfig, {"seed": seed, **config.near_miss}, section="near_miss"
+        NearMissConfig,
+        {"seed": seed, **_sampling_settings(config), **config.near_miss},
+        section="near_miss",
     )
     if config.generator:
         from shopaug.llm.registry import GeneratorConfig, build_generator
@@ -129,7 +137,7 @@ def _synthetic_queries(
 
     synth_config = from_mapping(
         SyntheticQueryConfig,
-        {"seed": seed, **config.synthetic_queries},
+        {"seed": seed, **_sampling_settings(config), **config.synthetic_queries},
         section="synthetic_queries",
     )
     generator = build_generator(
