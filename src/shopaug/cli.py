@@ -489,6 +489,14 @@ def serve_command(
     run_dir: RunDirArgument,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Feedback store, e.g. postgresql+psycopg://user@host/db "
+            "(default: SQLite in the run directory).",
+        ),
+    ] = None,
 ) -> None:
     """Serve search, recommendations and feedback for a run (admin token: $SHOPAUG_ADMIN_TOKEN)."""
     from shopaug.serve import run as serve_run
@@ -498,7 +506,8 @@ def serve_command(
         loader = make_catalog_loader(run_dir)
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
-    serve_run(run_dir, host, port, loader=loader)
+    settings = {"database_url": database_url} if database_url else {}
+    serve_run(run_dir, host, port, loader=loader, **settings)
 
 
 def _online_options(tolerance: float, steps: int, seed: int):

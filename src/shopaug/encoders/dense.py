@@ -93,7 +93,10 @@ class SentenceTransformerEncoder:
 
     @property
     def dim(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
+        getter = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        dim = getter()
         return int(dim) if dim is not None else 384
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
