@@ -55,10 +55,9 @@ class Stages:
         self.data_key = data_key
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def samples(
-        self, dataset: Dataset, method: str, train_ids: list[str], config: RunConfig
-    ) -> pd.DataFrame:
-        key = content_hash(
+    def samples_key(self, method: str, train_ids: list[str], config: RunConfig) -> str:
+        """Content hash of everything one method's samples depend on."""
+        return content_hash(
             "samples",
             self.data_key,
             method,
@@ -68,6 +67,11 @@ class Stages:
             config.seed,
             config.model,
         )
+
+    def samples(
+        self, dataset: Dataset, method: str, train_ids: list[str], config: RunConfig
+    ) -> pd.DataFrame:
+        key = self.samples_key(method, train_ids, config)
         path = self.root / "samples" / f"{method}-{key}.parquet"
         if path.exists():
             return read_samples(path)
@@ -307,7 +311,8 @@ def _train_and_score(
         config.train,
         config.negatives_per_example,
         asdict(config.dynamic) if row.dynamic else None,
-        pd.util.hash_pandas_object(pooled, index=False).sum(),
+        # the samples' own content keys: the same whether the frames were just made or read back
+        sorted(stages.samples_key(m, train_ids, config) for m in row.methods),
         test_ids,
         config.model,
     )
