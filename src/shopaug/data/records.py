@@ -117,28 +117,22 @@ class Dataset:
         self, gains: Mapping[str, int] | None = None, query_ids: Iterable[str] | None = None
     ) -> dict[str, dict[str, int]]:
         """query id -> {product id: gain}, every judged pair (gain 0 included)."""
-        if gains is None:  # the common case: served from one cached table
-            table = self._qrels_table
-            ids = table.keys() if query_ids is None else [q for q in query_ids if q in table]
-            return {qid: dict(table[qid]) for qid in ids}
-        keep = None if query_ids is None else set(query_ids)
-        qrels: dict[str, dict[str, int]] = {}
-        for judgment in self.judgments:
-            if keep is not None and judgment.query_id not in keep:
-                continue
-            qrels.setdefault(judgment.query_id, {})[judgment.product_id] = int(
-                gains.get(judgment.label, 0)
-            )
-        return qrels
+        # The dataset's own gains are the common case: one table, built once.
+        table = self._qrels_table if gains is None else self._gain_table(gains)
+        ids = table.keys() if query_ids is None else [q for q in query_ids if q in table]
+        return {qid: dict(table[qid]) for qid in ids}
 
-    @cached_property
-    def _qrels_table(self) -> dict[str, dict[str, int]]:
+    def _gain_table(self, gains: Mapping[str, int]) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
         for judgment in self.judgments:
             table.setdefault(judgment.query_id, {})[judgment.product_id] = int(
-                self.gains.get(judgment.label, 0)
+                gains.get(judgment.label, 0)
             )
         return table
+
+    @cached_property
+    def _qrels_table(self) -> dict[str, dict[str, int]]:
+        return self._gain_table(self.gains)
 
     def positives(self, query_ids: Iterable[str] | None = None) -> dict[str, set[str]]:
         """query id -> products with a gain above 0."""
