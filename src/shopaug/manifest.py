@@ -3,6 +3,7 @@ timings and metrics, so that every run can be reproduced and audited."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import time
@@ -29,11 +30,35 @@ PACKAGES = (
     "fastapi",
     "sqlalchemy",
     "llama-cpp-python",
+    "PyStemmer",
 )
 MANIFEST = "manifest.json"
 #: Written when shopaug first creates a run directory, so an interrupted run can be resumed
 #: into the same folder before it has a manifest.
 RUN_MARKER = ".shopaug-run"
+
+
+#: Optional parts that change results when present: manifest key -> importable module.
+#: PyStemmer stems BM25 tokens, FAISS replaces the exact numpy index (approximate search and
+#: float summation order), llama.cpp runs the local LLM instead of the template generator.
+OPTIONAL_COMPONENTS = {
+    "pystemmer": "Stemmer",
+    "faiss": "faiss",
+    "llama_cpp": "llama_cpp",
+}
+
+
+def optional_components() -> dict[str, bool]:
+    """Which optional parts that change results are importable in this environment.
+
+    Recorded in every manifest under ``"optional"`` so two runs with different numbers can be
+    told apart by their install, e.g. ``{"pystemmer": True, "faiss": True, "llama_cpp": False}``.
+    Only checks that the module can be found; nothing is imported.
+    """
+    return {
+        name: importlib.util.find_spec(module) is not None
+        for name, module in OPTIONAL_COMPONENTS.items()
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -96,6 +121,7 @@ def write_manifest(
             "cpu_count": __import__("os").cpu_count(),
         },
         "versions": package_versions(),
+        "optional": optional_components(),
         "config": dict(config),
         "data": dict(data),
         "models": dict(models or {}),

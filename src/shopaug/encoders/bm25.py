@@ -10,13 +10,24 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+_warned_no_stemmer = False
+
+
 def _stemmer():
+    """The English Snowball stemmer, or ``None`` (warned once) when PyStemmer is missing."""
+    global _warned_no_stemmer
     try:
         import Stemmer  # PyStemmer
 
         return Stemmer.Stemmer("english")
     except ImportError:
-        logger.info("PyStemmer not installed: BM25 runs without stemming")
+        if not _warned_no_stemmer:
+            logger.warning(
+                "PyStemmer is not installed: BM25 runs without stemming, so its rankings and "
+                "every result built on them (NDCG, mined negatives, audits) change; "
+                "run `pip install PyStemmer` to match the documented results"
+            )
+            _warned_no_stemmer = True
         return None
 
 
