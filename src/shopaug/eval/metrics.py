@@ -33,6 +33,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -234,6 +235,28 @@ def parse_metric_name(metric: str) -> tuple[str, int]:
     return name, int(cutoff)
 
 
+_Judgments = TypeVar("_Judgments", bound=Mapping[str, float])
+
+
+def queries_with_relevant(qrels: Mapping[str, _Judgments]) -> dict[str, _Judgments]:
+    """The judgments of the queries that have at least one product of gain > 0.
+
+    A query without a relevant product scores 0 on every metric whatever the ranking, so it
+    cannot tell rankers apart; restrict ``qrels`` with this before scoring a variant whose
+    gains leave many queries without one (e.g. WANDS Exact-only, where about half the queries
+    have no Exact product).
+
+    Example:
+        >>> sorted(queries_with_relevant({"q1": {"p1": 1}, "q2": {"p2": 0}}))
+        ['q1']
+    """
+    return {
+        query_id: judgments
+        for query_id, judgments in qrels.items()
+        if any(float(gain) > 0 for gain in judgments.values())
+    }
+
+
 def _gains_of(query_id: str, judgments: Mapping[str, float]) -> dict[str, float]:
     gains: dict[str, float] = {}
     for product_id, gain in judgments.items():
@@ -322,11 +345,7 @@ def evaluate_run(
         raise ValueError("metrics is empty; name at least one, e.g. 'ndcg@10'")
     depth = max(k for _, k in parsed)
     if query_ids is None:
-        query_ids = sorted(
-            query_id
-            for query_id, judgments in qrels.items()
-            if any(float(gain) > 0 for gain in judgments.values())
-        )
+        query_ids = sorted(queries_with_relevant(qrels))
     else:
         unknown = [query_id for query_id in query_ids if query_id not in qrels]
         if unknown:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from shopaug.data import kfold_queries, load_dataset, write_folds
 from shopaug.data.loaders import WANDS_EXACT_ONLY_GAINS
-from shopaug.data.records import DEFAULT_TEXT_FIELDS
+from shopaug.data.records import DEFAULT_TEXT_FIELDS, Dataset
+from shopaug.eval.metrics import queries_with_relevant
 from shopaug.eval.pipeline import HEADLINE_METRICS, evaluate_folds, retrieve_run
 from shopaug.eval.trec import write_trec_qrels, write_trec_run
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
@@ -30,11 +31,23 @@ class EvalConfig:
     show_progress: bool = True
 
 
+def exact_only_qrels(dataset: Dataset) -> dict[str, dict[str, int]]:
+    """WANDS Exact-only judgments (Exact 1, Partial and Irrelevant 0) of the queries that have
+    at least one Exact product.
+
+    The other queries (about half of wands-subset) would score 0 by construction and only pull
+    the mean down, so the Exact-only variant is reported over these queries alone.
+    """
+    return queries_with_relevant(dataset.qrels(gains=WANDS_EXACT_ONLY_GAINS))
+
+
 def evaluate_retriever(config: EvalConfig, out: str | Path, *, command: str = "") -> dict:
     """Load, retrieve for every query, score per fold, and write the run directory.
 
     Writes ``metrics.json`` (headline metrics, plus the judged-only and Exact-only variants),
-    ``run.trec``, ``qrels.trec``, ``folds.json`` and ``manifest.json``.
+    ``run.trec``, ``qrels.trec``, ``folds.json`` and ``manifest.json``. The Exact-only variant
+    (``exact_only``) is scored over the queries with at least one Exact product only; their
+    number is ``exact_only_queries`` (see :func:`exact_only_qrels`).
     """
     timings: dict[str, float] = {}
     run_dir = prepare_run_dir(out)
@@ -84,8 +97,9 @@ def evaluate_retriever(config: EvalConfig, out: str | Path, *, command: str = ""
         "judged_only": judged.summary,
     }
     if set(dataset.gains) >= {"Exact", "Partial"}:
-        exact = dataset.qrels(gains=WANDS_EXACT_ONLY_GAINS)
+        exact = exact_only_qrels(dataset)
         result["exact_only"] = evaluate_folds(run, exact, folds, metrics=HEADLINE_METRICS).summary
+        result["exact_only_queries"] = len(exact)
     write_json(run_dir / "metrics.json", result)
     write_trec_run(run, run_dir / "run.trec", tag=f"shopaug-{config.retriever}", depth=config.depth)
     write_trec_qrels(qrels, run_dir / "qrels.trec")
