@@ -170,3 +170,64 @@ def test_unknown_config_key_and_method(demo: Dataset) -> None:
         augment(demo, "bm25", ["q000"], config=AugmentConfig(mining={"range_maxx": 3}))
     with pytest.raises(ConfigError, match="unknown method"):
         augment(demo, "bm26", ["q000"])
+
+
+def _with_planted_test_query(dataset: Dataset, product_ids: list[str]) -> Dataset:
+    """``dataset`` plus one query, judged Exact on ``product_ids``, that no training sees."""
+    from dataclasses import replace
+
+    planted = Query(id="q_planted_test", text="planted test query")
+    judgments = [Judgment(planted.id, pid, "Exact") for pid in product_ids]
+    return replace(
+        dataset, queries=[*dataset.queries, planted], judgments=[*dataset.judgments, *judgments]
+    )
+
+
+def test_popularity_is_counted_on_the_training_queries_only(demo: Dataset) -> None:
+    from dataclasses import replace
+
+    from shopaug.augment.mining import popularity_counts
+
+    demo = replace(demo, interactions=[])  # popularity from judgments, as on WANDS
+    train = [q.id for q in demo.queries]
+    never_relevant = sorted(
+        {p.id for p in demo.products} - {p for ps in demo.positives().values() for p in ps}
+    )[:20]
+    planted = _with_planted_test_query(demo, never_relevant)
+    counts, origin = popularity_counts(demo, query_ids=train)
+    planted_counts, planted_origin = popularity_counts(planted, query_ids=train)
+    assert origin == planted_origin == "judgments"
+    np.testing.assert_array_equal(planted_counts, counts)
+    # Counted over the whole data set, the planted test judgments would show.
+    leaked, _ = popularity_counts(planted, query_ids=None)
+    rows = [planted.product_index[p] for p in never_relevant]
+    assert (leaked[rows] == 1).all() and (counts[rows] == 0).all()
+
+    config = MiningConfig(method="popular", popularity_alpha=1.0, show_progress=False)
+    frame, _ = sample_baseline_negatives(demo, train, config)
+    planted_frame, _ = sample_baseline_negatives(planted, train, config)
+    pd.testing.assert_frame_equal(planted_frame, frame)
+
+
+def test_popularity_counts_training_interactions_and_unattributed_ones() -> None:
+    from shopaug.augment.mining import popularity_counts
+    from shopaug.data.records import Interaction
+
+    products = [Product(id=f"p{i}", title=f"item {i}") for i in range(3)]
+    dataset = Dataset(
+        name="log",
+        products=products,
+        queries=[Query(id="train", text="a"), Query(id="test", text="b")],
+        judgments=[],
+        gains={"1": 1},
+        interactions=[
+            Interaction(user_id="u", product_id="p0", event="click", query_id="train"),
+            Interaction(user_id="u", product_id="p1", event="click", query_id="test"),
+            Interaction(user_id="u", product_id="p2", event="purchase"),  # no query: counts
+            Interaction(user_id="u", product_id="p2", event="impression", query_id="train"),
+        ],
+    )
+    counts, origin = popularity_counts(dataset, query_ids=["train"])
+    assert origin == "interactions"
+    assert counts.tolist() == [1.0, 0.0, 1.0]
+    assert popularity_counts(dataset, query_ids=None)[0].tolist() == [1.0, 1.0, 1.0]

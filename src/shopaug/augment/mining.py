@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,18 +381,41 @@ def _select_negatives(
     ]
 
 
-def popularity_counts(dataset: Dataset) -> tuple[np.ndarray, str]:
-    """Per catalog row, the number of interactions (clicks, carts, purchases), or, when the data
-    has none, of relevant judgments. Returns the counts and where they came from."""
+def popularity_counts(
+    dataset: Dataset, *, query_ids: Iterable[str] | None
+) -> tuple[np.ndarray, str]:
+    """Per catalog row, the number of interactions (clicks, carts, purchases), or, when there are
+    none, of relevant judgments. Returns the counts and where they came from.
+
+    Args:
+        dataset: The data set whose catalog rows are counted.
+        query_ids: Count only judgments and interactions of these queries (the training
+            queries), so that test judgments never shape what a sampler draws. Interactions
+            without a query id (a browsing log) always count. ``None`` counts the whole data
+            set: only for describing it (e.g. head/tail segments), never for training.
+
+    Returns:
+        ``(counts, origin)``: counts of shape ``(n_products,)`` and ``"interactions"`` or
+        ``"judgments"``.
+    """
+    keep = None if query_ids is None else set(query_ids)
+
+    def counted(query_id: str) -> bool:
+        return keep is None or query_id in keep
+
     counts = np.zeros(len(dataset.products))
     index = dataset.product_index
-    events = [i for i in dataset.interactions if i.event != "impression"]
+    events = [
+        i
+        for i in dataset.interactions
+        if i.event != "impression" and (not i.query_id or counted(i.query_id))
+    ]
     if events:
         for event in events:
             counts[index[event.product_id]] += 1
         return counts, "interactions"
     for judgment in dataset.judgments:
-        if dataset.gains.get(judgment.label, 0) > 0:
+        if counted(judgment.query_id) and dataset.gains.get(judgment.label, 0) > 0:
             counts[index[judgment.product_id]] += 1
     return counts, "judgments"
 
@@ -400,7 +423,11 @@ def popularity_counts(dataset: Dataset) -> tuple[np.ndarray, str]:
 def sample_baseline_negatives(
     dataset: Dataset, query_ids: Sequence[str], config: MiningConfig
 ) -> tuple[pd.DataFrame, MiningStats]:
-    """Random (uniform) or popularity^alpha negatives: the baselines mined negatives must beat."""
+    """Random (uniform) or popularity^alpha negatives: the baselines mined negatives must beat.
+
+    Popularity is counted over ``query_ids`` (the training queries) only, see
+    :func:`popularity_counts`.
+    """
     config.validate()
     if config.method not in BASELINE_METHODS:
         raise ConfigError(
@@ -414,7 +441,8 @@ def sample_baseline_negatives(
         sampler: UniformSampler | PopularitySampler = UniformSampler(n_items, replace=False)
         source = "uniform"
     else:
-        counts, origin = popularity_counts(dataset)
+        # Training queries only: test judgments must not shape the negatives.
+        counts, origin = popularity_counts(dataset, query_ids=query_ids)
         sampler = PopularitySampler(counts, alpha=config.popularity_alpha, replace=False)
         source = f"popularity^{config.popularity_alpha}:{origin}"
     ordered = list(positives)
