@@ -17,6 +17,7 @@ from shopaug.encoders.dense import minilm_path
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
 from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
+from shopaug.models.tokens import TokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,13 @@ class BiEncoder(nn.Module):
         sentence_transformers = require("sentence_transformers", "train")
         self.model = sentence_transformers.SentenceTransformer(str(path), device=device)
         self.model.max_seq_length = max_seq_length
+        # training tokenises through a cache (each text once) and pads per batch
+        self._tokens = TokenCache(self.model.tokenizer, max_length=max_seq_length)
+        self._feature_extras = {  # non-tensor entries the model's forward expects
+            key: value
+            for key, value in self._preprocess(["x"]).items()
+            if not isinstance(value, torch.Tensor)
+        }
         self.source = path
         self.name = name or ("minilm-l6-v2" if model_dir is None else path.name)
         if lora is not None:
@@ -117,16 +125,43 @@ class BiEncoder(nn.Module):
         return np.asarray(vectors, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Differentiable L2-normalised embeddings ``(len(texts), dim)`` for training."""
-        # sentence-transformers >= 6 calls it preprocess, older releases tokenize
-        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
-        features = preprocess(list(texts))
-        features = {
-            key: value.to(self.device) if isinstance(value, torch.Tensor) else value
-            for key, value in features.items()
+        """Differentiable L2-normalised embeddings ``(len(texts), dim)`` for training.
+
+        Token ids come from a per-model cache (a text is tokenised once, the first time it is
+        seen), truncated to :attr:`train_sequence_length` and padded to the batch's longest text.
+        """
+        features: dict[str, Any] = {
+            key: value.to(self.device) for key, value in self._tokens.batch(list(texts)).items()
         }
+        features.update(self._feature_extras)
         vectors = self.model(features)["sentence_embedding"]  # (batch, dim)
         return F.normalize(vectors, dim=-1)
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input :meth:`encode` reads (the constructor's ``max_seq_length``)."""
+        return int(self.model.max_seq_length)
+
+    @property
+    def train_sequence_length(self) -> int:
+        """The longest input :meth:`embed` reads, special tokens included."""
+        return self._tokens.max_length
+
+    def set_train_sequence_length(self, length: int) -> None:
+        """Truncate :meth:`embed`'s inputs at ``length`` tokens (at most
+        :attr:`max_sequence_length`); :meth:`encode` and the saved model keep theirs."""
+        if length < 1:
+            raise ValueError(f"train sequence length must be at least 1, got {length!r}")
+        self._tokens.max_length = min(length, self.max_sequence_length)
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text with special tokens, untruncated ``(len(texts),)``; fills the cache."""
+        return self._tokens.counts(list(texts))
+
+    def _preprocess(self, texts: list[str]) -> dict[str, Any]:
+        # sentence-transformers >= 6 calls it preprocess, older releases tokenize
+        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+        return dict(preprocess(texts))
 
     def save(self, directory: str | Path) -> None:
         """Write a sentence-transformers folder (``model.safetensors``, tokenizer, config).
