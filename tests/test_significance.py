@@ -10,8 +10,10 @@ from scipy import stats
 
 from shopaug.eval.significance import (
     PairedTestResult,
+    bootstrap_interval,
     confidence_interval,
     fold_summary,
+    paired_bootstrap,
     paired_test,
 )
 
@@ -149,3 +151,89 @@ def test_paired_test_errors() -> None:
         paired_test([0.1], [0.2])
     with pytest.raises(ValueError, match="unknown method 'z'"):
         paired_test([0.1, 0.2], [0.2, 0.3], method="z")  # type: ignore[arg-type]
+
+
+def _two_systems(n: int = 200, shift: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    b = rng.uniform(0, 1, n)
+    a = np.clip(b + shift + rng.normal(0, 0.15, n), 0, 1)
+    return a, b
+
+
+def test_bootstrap_interval_matches_scipy_percentile_bootstrap() -> None:
+    values, _ = _two_systems()
+    ours = bootstrap_interval(values, n_resamples=20_000, seed=1)
+    theirs = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=20_000,
+        method="percentile",
+        confidence_level=0.95,
+        rng=np.random.default_rng(2),
+    ).confidence_interval
+    assert ours.mean == pytest.approx(values.mean())
+    # Two Monte Carlo estimates of the same quantiles: equal up to resampling noise (~1e-3).
+    assert ours.low == pytest.approx(theirs.low, abs=0.004)
+    assert ours.high == pytest.approx(theirs.high, abs=0.004)
+    # The interval is about mean ± 1.96 standard errors for a mean over 200 queries.
+    half = 1.96 * values.std(ddof=1) / math.sqrt(values.size)
+    assert ours.high - ours.low == pytest.approx(2 * half, rel=0.05)
+
+
+def test_paired_bootstrap_matches_scipy_paired_percentile_bootstrap() -> None:
+    a, b = _two_systems()
+    ours = paired_bootstrap(a, b, n_resamples=20_000, seed=1)
+    theirs = stats.bootstrap(
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        paired=True,
+        n_resamples=20_000,
+        method="percentile",
+        confidence_level=0.95,
+        rng=np.random.default_rng(2),
+    ).confidence_interval
+    assert ours.mean_difference == pytest.approx(float(np.mean(a - b)))
+    assert ours.low == pytest.approx(theirs.low, abs=0.003)
+    assert ours.high == pytest.approx(theirs.high, abs=0.003)
+    assert ours.low > 0 and ours.p_value < 0.05  # a shift of 0.03 over 200 queries shows
+
+
+def test_paired_bootstrap_p_value_agrees_with_the_paired_t_test() -> None:
+    for shift in (0.0, 0.01, 0.03):
+        a, b = _two_systems(shift=shift)
+        boot = paired_bootstrap(a, b, n_resamples=20_000).p_value
+        t = paired_test(a, b).p_value
+        assert boot == pytest.approx(t, abs=0.02)  # large-sample equivalents
+
+
+def test_paired_bootstrap_is_seeded_antisymmetric_and_degenerate_cases() -> None:
+    a, b = _two_systems(n=50)
+    first = paired_bootstrap(a, b, n_resamples=500, seed=3)
+    assert first == paired_bootstrap(a, b, n_resamples=500, seed=3)
+    assert first != paired_bootstrap(a, b, n_resamples=500, seed=4)
+    mirrored = paired_bootstrap(b, a, n_resamples=500, seed=3)
+    assert mirrored.mean_difference == pytest.approx(-first.mean_difference)
+    assert (mirrored.low, mirrored.high) == pytest.approx((-first.high, -first.low))
+    assert mirrored.p_value == pytest.approx(first.p_value)
+
+    same = paired_bootstrap(a, a)
+    assert (same.mean_difference, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    # Constant differences: every resample has the same mean, so 0 is never reached.
+    constant = paired_bootstrap(b + 0.1, b, n_resamples=999)
+    assert constant.low == pytest.approx(0.1) and constant.high == pytest.approx(0.1)
+    assert constant.p_value == pytest.approx(1 / 1000)
+    flat = bootstrap_interval([0.3, 0.3, 0.3])
+    assert (flat.mean, flat.low, flat.high) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_bootstrap_errors() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap_interval([0.5])
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap([0.1, 0.2], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_bootstrap([0.1, math.nan], [0.1, 0.2])
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_interval([0.1, 0.2], n_resamples=0)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap([0.1, 0.2], [0.2, 0.1], confidence=1.0)
