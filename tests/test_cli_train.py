@@ -17,7 +17,7 @@ from shopaug.cli import app
 from shopaug.data import load_dataset
 from shopaug.errors import ConfigError
 from shopaug.experiment.config import RunConfig
-from shopaug.tune.finetune import train_config_for
+from shopaug.experiment.finetune import train_config_for
 
 runner = CliRunner()
 
@@ -140,6 +140,7 @@ def test_augment_then_train_writes_a_loadable_model(tmp_path: Path) -> None:
     assert record["samples"]["rows"] == len(frame) and "random" in set(frame["method"])
     assert record["data"]["name"] == "demo" and len(record["data"]["hash"]) == 16
     assert record["train"]["batch_size"] == 4 and record["train"]["seed"] == 1
+    assert record["run_config"]["seed"] == 1  # one seed: --seed is the run config's seed
     assert record["train"]["max_steps"] == 2 and record["negatives_per_example"] == 2
     assert [point["step"] for point in record["curve"]] == [1, 2]
     assert all(np.isfinite(point["loss"]) for point in record["curve"])

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shopaug.data import kfold_queries, load_dataset, validation_split
-from shopaug.data.demo import generate_demo
+from shopaug.data import (
+    check_fold_index,
+    kfold_queries,
+    load_dataset,
+    select_fold,
+    validation_split,
+)
+from shopaug.data.demo import DEMO_SEED, generate_demo
 from shopaug.data.loaders import load_wands, load_wands_subset
 from shopaug.errors import ConfigError, DataError
 
@@ -170,6 +176,28 @@ def test_demo_is_deterministic_and_graded_by_attributes() -> None:
             words = query.text.replace(query.query_class, "").split()
             assert all(word in values for word in words), (query.text, product)
             assert query.query_class in product.title
+
+
+def test_demo_data_does_not_depend_on_the_run_seed() -> None:
+    first, other = load_dataset("demo", seed=0), load_dataset("demo", seed=3)
+    assert first.products == other.products and first.queries == other.queries
+    assert first.judgments == other.judgments and first.interactions == other.interactions
+    assert first.name == "demo" and first.products == generate_demo(seed=DEMO_SEED).products
+    reseeded = load_dataset("demo", demo_seed=DEMO_SEED + 1)
+    assert reseeded.name == f"demo-seed{DEMO_SEED + 1}" and reseeded.products != first.products
+
+
+def test_select_fold_checks_the_range() -> None:
+    ids = [f"q{i}" for i in range(23)]
+    folds = kfold_queries(ids, n_folds=5, seed=1)
+    assert select_fold(ids, 4, n_folds=5, seed=1) == folds[4]
+    assert select_fold(ids, 0, n_folds=5, seed=1) == folds[0]
+    for bad in (5, 9, -1):
+        with pytest.raises(ConfigError, match=rf"--fold must be in 0\.\.4 .*got {bad}"):
+            select_fold(ids, bad, n_folds=5, seed=1, name="--fold")
+    with pytest.raises(ConfigError, match=r"fold must be in 0\.\.2 \(0-based, 3 folds\), got 3"):
+        check_fold_index(3, n_folds=3)
+    assert check_fold_index(2, n_folds=3) == 2
 
 
 def test_kfold_is_seeded_disjoint_and_complete() -> None:

@@ -11,6 +11,8 @@ import csv
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,17 @@ from shopaug.tune import (
 from shopaug.tune.search import _exclusive
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_importing_tune_does_not_load_torch() -> None:
+    code = "import shopaug.tune, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # and the training loop's names still resolve, on first use
+    code = "from shopaug.train import fit, TrainConfig; import sys; assert 'torch' in sys.modules"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
 
 ROWS = [
     AblationRow("random", ("random",)),

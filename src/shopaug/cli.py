@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +44,14 @@ ProductsOption = Annotated[
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
 
 
+class Device(StrEnum):
+    """The choices of ``--device``."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -64,12 +73,10 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _load(data: str, data_dir: Path | None, products: Path | None, skip: bool, seed: int = 0):
+def _load(data: str, data_dir: Path | None, products: Path | None, skip: bool = False):
     from shopaug.data import load_dataset
 
-    return load_dataset(
-        data, data_dir=data_dir, products_path=products, skip_bad_rows=skip, seed=seed
-    )
+    return load_dataset(data, data_dir=data_dir, products_path=products, skip_bad_rows=skip)
 
 
 @data_app.command("check")
@@ -84,7 +91,7 @@ def data_check(
 ) -> None:
     """Load and validate a data set; print products, queries and judgments per grade."""
     try:
-        dataset = _load(data, data_dir, products, skip_bad_rows)
+        dataset = _load(data, data_dir, products, skip=skip_bad_rows)
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
     summary = dataset.summary()
@@ -194,24 +201,22 @@ def augment_command(
     from shopaug.augment.pipeline import AugmentConfig, augment
     from shopaug.augment.samples import write_samples
     from shopaug.config import from_mapping, read_yaml
-    from shopaug.data import kfold_queries
+    from shopaug.data import select_fold
     from shopaug.manifest import write_json
+    from shopaug.rundir import check_output_file
 
     try:
-        if out.exists() and not force:
-            raise ShopaugError(f"{out} exists; pass --force to overwrite it")
+        check_output_file(out, force=force)
         augment_config = (
             from_mapping(AugmentConfig, read_yaml(config), section="(top level)")
             if config
             else AugmentConfig()
         )
-        dataset = _load(data, data_dir, products, False, seed)
+        dataset = _load(data, data_dir, products)
         query_ids = [q.id for q in dataset.queries]
         if fold is not None:
-            all_folds = kfold_queries(query_ids, n_folds=folds, seed=seed)
-            if not 0 <= fold < folds:
-                raise ShopaugError(f"--fold must be in 0..{folds - 1}, got {fold}")
-            query_ids = list(all_folds[fold].train)
+            chosen = select_fold(query_ids, fold, n_folds=folds, seed=seed, name="--fold")
+            query_ids = list(chosen.train)
         frame, summary = augment(dataset, method, query_ids, config=augment_config, seed=seed)
         summary["fold"] = fold
         write_samples(frame, out)
@@ -246,16 +251,17 @@ def audit_command(
 
     from shopaug.augment.audit import audit_samples
     from shopaug.augment.samples import read_samples
-    from shopaug.data import kfold_queries
+    from shopaug.data import select_fold
     from shopaug.manifest import write_json
 
     try:
         frame = read_samples(samples)
-        dataset = _load(data, data_dir, products, False, seed)
+        dataset = _load(data, data_dir, products)
         test_ids = None
         if fold is not None:
+            query_ids = [q.id for q in dataset.queries]
             test_ids = list(
-                kfold_queries([q.id for q in dataset.queries], n_folds=folds, seed=seed)[fold].test
+                select_fold(query_ids, fold, n_folds=folds, seed=seed, name="--fold").test
             )
         report = audit_samples(frame, dataset, test_query_ids=test_ids)
     except (ShopaugError, FileNotFoundError, ValueError) as error:
@@ -297,23 +303,33 @@ def run_command(
     train_folds: Annotated[
         int | None, typer.Option("--train-folds", help="Train only the first N folds.")
     ] = None,
+    device: Annotated[
+        Device | None,
+        typer.Option(
+            "--device",
+            help="Where to train and encode: cpu, cuda, or auto (cuda when available). "
+            "Default: the config's device (cpu unless it says otherwise).",
+        ),
+    ] = None,
 ) -> None:
     """Data -> augment -> train -> evaluate -> report, every stage cached by content hash."""
+    from shopaug.config import apply_overrides
     from shopaug.experiment.config import load_run_config
     from shopaug.experiment.runner import run_experiment
 
     try:
-        run_config = load_run_config(config)
-        overrides = {
-            "data": data,
-            "data_dir": str(data_dir) if data_dir else None,
-            "products": str(products) if products else None,
-            "seed": seed,
-            "train_folds": train_folds,
-        }
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(run_config, key, value)
+        run_config = apply_overrides(
+            load_run_config(config),
+            {
+                "data": data,
+                "data_dir": data_dir,
+                "products": products,
+                "seed": seed,
+                "train_folds": train_folds,
+                "device": device,
+            },
+            source="command line",
+        )
         result = run_experiment(run_config, out, command=" ".join(sys.argv))
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
@@ -368,7 +384,7 @@ def tune_command(
     """Optuna search over a run config: one `shopaug run` per trial, resumable."""
     import optuna
 
-    from shopaug.config import read_yaml
+    from shopaug.config import apply_overrides, read_yaml
     from shopaug.experiment.config import load_run_config
     from shopaug.tune import SearchSpace, TrialReport, TuneSettings, parse_search_space, tune
 
@@ -390,15 +406,11 @@ def tune_command(
             typer.secho(f"    failed: {trial.error}", fg=typer.colors.YELLOW)
 
     try:
-        run_config = load_run_config(config)
-        overrides = {
-            "data": data,
-            "data_dir": str(data_dir) if data_dir else None,
-            "products": str(products) if products else None,
-        }
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(run_config, key, value)
+        run_config = apply_overrides(
+            load_run_config(config),
+            {"data": data, "data_dir": data_dir, "products": products},
+            source="command line",
+        )
         search_space = (
             parse_search_space(read_yaml(space), source=str(space)) if space else SearchSpace()
         )
@@ -449,24 +461,29 @@ def train_command(
         ),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Override the config's seed (default 0).")
+    ] = None,
     data_dir: DataDirOption = None,
     products: ProductsOption = None,
 ) -> None:
     """Fine-tune the bi-encoder (MiniLM) on a samples file into a model folder."""
+    from shopaug.config import apply_overrides
     from shopaug.experiment.config import RunConfig, load_run_config
-    from shopaug.tune import finetune_from_samples
+    from shopaug.experiment.finetune import finetune_from_samples
 
     try:
-        run_config = load_run_config(config) if config else RunConfig()
-        dataset = _load(data, data_dir, products, False, run_config.seed)
+        run_config = apply_overrides(
+            load_run_config(config) if config else RunConfig(),
+            {"seed": seed},
+            source="command line",
+        )
         result = finetune_from_samples(
             samples,
-            dataset,
+            _load(data, data_dir, products),
             out,
             config=run_config,
             max_steps=steps,
-            seed=seed,
             command=" ".join(sys.argv),
         )
     except (ShopaugError, FileNotFoundError) as error:
@@ -570,7 +587,7 @@ def simulate_command(
     seed: SeedOption = 0,
 ) -> None:
     """Serve the run, play simulated users, run an online round after each round of feedback."""
-    from shopaug.online.runner import SimulationConfig, simulate
+    from shopaug.simulate.loop import SimulationConfig, simulate
 
     def show(result) -> None:
         typer.echo(

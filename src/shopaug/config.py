@@ -7,6 +7,7 @@ a default. Values are plain YAML; nothing is evaluated.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +57,47 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, *, section: str
         return cls(**converted)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"config section '{section}': {error}") from error
+
+
+def apply_overrides(config: T, overrides: Mapping[str, Any], *, source: str = "override") -> T:
+    """Set the fields of dataclass ``config`` named in ``overrides``; ``None`` values are skipped.
+
+    This is how command-line options override a loaded config: an option the user did not give
+    is ``None`` and leaves the config's value alone. Paths and enum members are stored as
+    text, as YAML would give them. ``config`` is changed in place and returned.
+
+    Args:
+        config: a dataclass instance.
+        overrides: field name -> new value (``None``: keep the config's value).
+        source: where the overrides come from, for errors.
+
+    Raises:
+        ConfigError: if a key with a value is not a field of ``config`` (naming the known
+            fields).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Run:
+        ...     seed: int = 0
+        ...     data: str = "demo"
+        >>> apply_overrides(Run(), {"seed": 3, "data": None})
+        Run(seed=3, data='demo')
+    """
+    fields = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    given = {key: value for key, value in overrides.items() if value is not None}
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting(s) {', '.join(unknown)} for {type(config).__name__}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    for key, value in given.items():
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, Path):
+            value = str(value)
+        setattr(config, key, value)
+    return config
 
 
 def to_mapping(config: Any) -> dict[str, Any]:

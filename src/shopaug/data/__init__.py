@@ -12,7 +12,14 @@ from shopaug.data.records import (
     Product,
     Query,
 )
-from shopaug.data.splits import Fold, kfold_queries, validation_split, write_folds
+from shopaug.data.splits import (
+    Fold,
+    check_fold_index,
+    kfold_queries,
+    select_fold,
+    validation_split,
+    write_folds,
+)
 
 BUILTIN_DATASETS = ("demo", "wands-subset", "wands", "esci")
 
@@ -23,7 +30,8 @@ def load_dataset(
     data_dir: str | Path | None = None,
     products_path: str | Path | None = None,
     skip_bad_rows: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
+    demo_seed: int | None = None,
 ) -> Dataset:
     """Load a built-in data set by name, or a folder in the generic schema by path.
 
@@ -32,12 +40,18 @@ def load_dataset(
         data_dir: where ``wands/`` and ``esci-subset/`` live (default ``$SHOPAUG_DATA_DIR``).
         products_path: a product file given on the command line (WANDS product.csv, ESCI text).
         skip_bad_rows: skip and count bad rows instead of stopping at the first.
-        seed: seed of the demo generator.
+        seed: the caller's run seed. Accepted so that a run config can be passed through, but
+            it never changes the data: a data set's identity does not depend on the run seed.
+            New code should not pass it.
+        demo_seed: seed of the demo catalog (default :data:`shopaug.data.demo.DEMO_SEED`, which
+            is the data set named ``demo``; another value gives a catalog named
+            ``demo-seed<N>``). Ignored for other data sets.
     """
     from shopaug.data import demo, loaders
 
+    del seed  # the run seed does not choose the data (see the docstring)
     if name_or_path == "demo":
-        return demo.generate_demo(seed=seed)
+        return demo.generate_demo(seed=demo.DEMO_SEED if demo_seed is None else demo_seed)
     if name_or_path == "wands-subset":
         return loaders.load_wands_subset(data_dir, skip_bad_rows=skip_bad_rows)
     if name_or_path == "wands":
@@ -58,8 +72,10 @@ __all__ = [
     "Judgment",
     "Product",
     "Query",
+    "check_fold_index",
     "kfold_queries",
     "load_dataset",
+    "select_fold",
     "validation_split",
     "write_folds",
 ]

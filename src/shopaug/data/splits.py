@@ -41,6 +41,44 @@ def kfold_queries(query_ids: Sequence[str], *, n_folds: int = 5, seed: int = 0) 
     return folds
 
 
+def check_fold_index(index: int, *, n_folds: int, name: str = "fold") -> int:
+    """``index`` if it is a valid 0-based fold number for ``n_folds`` folds.
+
+    Negative numbers are refused rather than counted from the end, so ``-1`` never silently
+    means the last fold.
+
+    Args:
+        index: the fold number to check.
+        n_folds: how many folds there are.
+        name: how the caller spells the setting (``--fold`` on the command line), for the error.
+
+    Raises:
+        ConfigError: naming ``name``, the valid range and the value given.
+    """
+    if n_folds < 2:
+        raise ConfigError(f"folds must be at least 2, got {n_folds}")
+    if not 0 <= index < n_folds:
+        raise ConfigError(
+            f"{name} must be in 0..{n_folds - 1} (0-based, {n_folds} folds), got {index}"
+        )
+    return index
+
+
+def select_fold(
+    query_ids: Sequence[str], index: int, *, n_folds: int = 5, seed: int = 0, name: str = "fold"
+) -> Fold:
+    """Fold ``index`` (0-based) of :func:`kfold_queries` over ``query_ids``, range-checked.
+
+    The index is checked (see :func:`check_fold_index`) before the split is made.
+
+    Example:
+        >>> select_fold([f"q{i}" for i in range(10)], 1, n_folds=5).index
+        1
+    """
+    check_fold_index(index, n_folds=n_folds, name=name)
+    return kfold_queries(query_ids, n_folds=n_folds, seed=seed)[index]
+
+
 def validation_split(
     train_ids: Sequence[str], *, fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[str], list[str]]:

@@ -1,13 +1,12 @@
-"""shopaug.tune: Optuna search over a run config (``shopaug tune``), and fine-tuning the
-bi-encoder on one samples file (``shopaug train``).
+"""shopaug.tune: Optuna search over a run config (``shopaug tune``).
 
 Every trial is a :func:`shopaug.experiment.runner.run_experiment` run; nothing here trains on
-its own beyond calling :func:`shopaug.train.fit`.
+its own. (``shopaug train``, fine-tuning on one samples file, is
+:mod:`shopaug.experiment.finetune`.) Importing this package does not load torch.
 """
 
 from __future__ import annotations
 
-from shopaug.tune.finetune import FinetuneResult, finetune_from_samples
 from shopaug.tune.search import (
     SPLITS,
     TrialReport,
@@ -28,13 +27,11 @@ from shopaug.tune.space import (
 __all__ = [
     "PARAMETERS",
     "SPLITS",
-    "FinetuneResult",
     "SearchSpace",
     "TrialChoice",
     "TrialReport",
     "TuneResult",
     "TuneSettings",
-    "finetune_from_samples",
     "parse_search_space",
     "read_objective",
     "suggest_choice",

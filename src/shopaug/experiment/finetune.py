@@ -171,7 +171,6 @@ def finetune_from_samples(
     *,
     config: RunConfig,
     max_steps: int | None = None,
-    seed: int | None = None,
     command: str = "",
 ) -> FinetuneResult:
     """Fine-tune the bi-encoder (``config.model``, MiniLM by default) on a samples file.
@@ -180,6 +179,8 @@ def finetune_from_samples(
     ``config.text_fields`` and ``config.negatives_per_example``; groups are built with
     :func:`shopaug.experiment.examples.build_examples` and trained with
     :func:`shopaug.train.fit` (no validation: the model of the last step is kept).
+    ``config.seed`` is the one seed of the groups' negatives, the data order and the weights'
+    RNG; the data set does not depend on it.
 
     Args:
         samples_path: a samples.parquet (from ``shopaug augment``).
@@ -187,8 +188,6 @@ def finetune_from_samples(
         out: the model folder to write; a non-empty folder without ``train.json`` is refused.
         config: run config whose train settings, text fields and model are used.
         max_steps: optimizer steps (``None``: ``config.train``'s ``max_steps``/``epochs``).
-        seed: seed of the groups' negatives, the data order and the weights' RNG
-            (``None``: ``config.seed``).
         command: the command line, for the record.
 
     Returns:
@@ -204,7 +203,7 @@ def finetune_from_samples(
 
     samples_path, out = Path(samples_path), Path(out)
     check_model_dir(out)
-    seed = config.seed if seed is None else seed
+    seed = config.seed
     examples, samples = examples_from_samples(samples_path, dataset, config, seed=seed)
     train_config = train_config_for(config, examples=len(examples), seed=seed, max_steps=max_steps)
     record: dict[str, Any] = {
