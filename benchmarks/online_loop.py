@@ -7,7 +7,7 @@ Usage:
 For each data set a run directory is made under ``benchmarks/out/online-loop/`` from the
 packaged all-MiniLM-L6-v2 (copied as ``model/``; the loop starts from the zero-shot model) and
 ``--folds`` query folds (3 by default, as the ``quick`` profile) written as ``shopaug run``
-would. Then :func:`shopaug.online.runner.simulate`
+would. Then :func:`shopaug.simulate.loop.simulate`
 serves it (uvicorn in a thread, on 127.0.0.1), and for each round simulated users issue
 feedback queries (half of the first test fold), click by the human labels with position bias
 (examination 1/rank, click probability Exact 0.9 / Partial 0.4 / Irrelevant 0.05), and one
@@ -31,9 +31,9 @@ from pathlib import Path
 from results_file import write_section
 from shopaug.data import kfold_queries, load_dataset, write_folds
 from shopaug.encoders.dense import minilm_path
-from shopaug.online.model_dir import write_hashing_model
+from shopaug.models.model_dir import write_hashing_model
 from shopaug.online.retrain import OnlineConfig
-from shopaug.online.runner import SimulationConfig, simulate
+from shopaug.simulate.loop import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -43,7 +43,7 @@ import numpy as np
 from results_file import write_section
 from shopaug.data import load_dataset
 from shopaug.encoders.dense import minilm_path
-from shopaug.online.model_dir import write_hashing_model
+from shopaug.models.model_dir import write_hashing_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

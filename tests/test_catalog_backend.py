@@ -12,8 +12,8 @@ import pytest
 from shopaug.data import load_dataset
 from shopaug.encoders.base import HashingEncoder
 from shopaug.errors import ConfigError
-from shopaug.online.hashing_model import HashingProjection
-from shopaug.online.model_dir import (
+from shopaug.models.hashing_model import HashingProjection
+from shopaug.models.model_dir import (
     MODEL_DESCRIPTOR,
     load_encoder,
     model_version,

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from shopaug.cli import app
 from shopaug.data import kfold_queries, load_dataset, write_folds
-from shopaug.online.hashing_model import HashingProjection
-from shopaug.online.model_dir import model_version, write_hashing_model
+from shopaug.feedback.store import FeedbackEvent, FeedbackStore
+from shopaug.models.hashing_model import HashingProjection
+from shopaug.models.model_dir import model_version, write_hashing_model
 from shopaug.online.retrain import feedback_database_url
-from shopaug.online.store import FeedbackEvent, FeedbackStore
 
 TOKEN = "test-admin-token"
 

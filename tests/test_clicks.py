@@ -12,6 +12,7 @@ import pytest
 
 from shopaug.augment.samples import SAMPLE_COLUMNS
 from shopaug.data.records import Judgment, Query
+from shopaug.feedback.store import FeedbackEvent, FeedbackStore
 from shopaug.online.clicks import (
     PositionBiasModel,
     click_samples,
@@ -19,13 +20,12 @@ from shopaug.online.clicks import (
     result_pages,
 )
 from shopaug.online.loop import collect_feedback
-from shopaug.online.simulate import (
+from shopaug.simulate.users import (
     ClickModel,
     ClickSimulator,
     labels_by_query,
     simulate_session,
 )
-from shopaug.online.store import FeedbackEvent, FeedbackStore
 
 
 def page(session: str, query: str, shown: str, clicked: dict[str, int]) -> list[dict[str, object]]:

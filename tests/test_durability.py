@@ -16,7 +16,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from shopaug.online.store import FeedbackStore  # noqa: E402
+from shopaug.feedback.store import FeedbackStore  # noqa: E402
 from shopaug.serve.testing import SMALL_CATALOG, write_fake_model  # noqa: E402
 
 pytestmark = [

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("sqlalchemy")
 import sqlalchemy
 
-from shopaug.online.store import (
+from shopaug.feedback.store import (
     FeedbackEvent,
     FeedbackStore,
     IdempotencyConflict,

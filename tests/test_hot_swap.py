@@ -12,7 +12,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from shopaug.online.registry import CURRENT, resolve_model_dir  # noqa: E402
+from shopaug.models.registry import CURRENT, resolve_model_dir  # noqa: E402
 from shopaug.serve import Settings, create_app  # noqa: E402
 from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model  # noqa: E402
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from shopaug.encoders.base import Encoder
+from shopaug.encoders.dense import minilm_path, model_id
 from shopaug.models.fingerprint import WeightsFingerprint
 from shopaug.train import TrainConfig, TrainingExample, build_candidates, fit, score_batch
 
@@ -85,7 +86,7 @@ def test_bi_encoder_fine_tunes_and_round_trips(tmp_path: Path) -> None:
     assert isinstance(model, Encoder)
     assert model.dim == 384
     start_id = model.id
-    assert start_id.startswith("minilm-l6-v2@")
+    assert start_id == model_id(minilm_path())  # the one id of these weights
     texts = ["red sofa", "sofa in red", "desk in white"]
     vectors = model.encode(texts)
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
@@ -105,7 +106,7 @@ def test_bi_encoder_fine_tunes_and_round_trips(tmp_path: Path) -> None:
     trained = model.encode(texts)
     reloaded = BiEncoder.load(saved)
     assert np.allclose(reloaded.encode(texts), trained, atol=1e-6)
-    assert reloaded.id.split("@")[1] == model.id.split("@")[1]
+    assert reloaded.id == model.id == model_id(saved)  # saved weights: the folder's id
     plain = SentenceTransformer(str(saved), device="cpu")
     assert np.allclose(plain.encode(texts, normalize_embeddings=True), trained, atol=1e-5)
 

@@ -13,20 +13,25 @@ from typer.testing import CliRunner
 from shopaug.cli import app
 from shopaug.data import kfold_queries, load_dataset, write_folds
 from shopaug.errors import ConfigError
-from shopaug.online.model_dir import model_version, write_hashing_model
-from shopaug.online.registry import CURRENT, resolve_model_dir
+from shopaug.feedback.store import FeedbackEvent, FeedbackStore
+from shopaug.models.model_dir import model_version, write_hashing_model
+from shopaug.models.registry import CURRENT, resolve_model_dir
+from shopaug.online import retrain
 from shopaug.online.retrain import (
     ONLINE_CONSUMER,
     OnlineConfig,
+    RankingModel,
     feedback_database_url,
+    gate_queries,
     held_out_queries,
     mine_negatives,
+    report_queries,
     run_online_round,
     training_examples,
 )
-from shopaug.online.simulate import ClickModel, simulate_session
-from shopaug.online.store import FeedbackEvent, FeedbackStore
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog
 from shopaug.serve.catalog_backend import load_catalog_backend
+from shopaug.simulate.users import ClickModel, simulate_session
 
 DIM = 256
 
@@ -189,9 +194,11 @@ def test_training_groups_carry_ipw_weights_and_never_a_clicked_negative() -> Non
 
 def test_mined_negatives_skip_the_shown_page_and_the_clicks(tmp_path: Path, demo) -> None:
     run = make_run_dir(tmp_path, demo)
-    backend = load_catalog_backend(run / "model")
-    hits = backend.search("floor lamp", 50, None)
-    ranking = [h.product_id for h in hits]
+    source = CatalogSource.from_run_dir(run)
+    catalog = RunCatalog.from_dataset(demo, source.text_fields)
+    champion = RankingModel.load(run / "model", catalog, tmp_path / "cache")
+    hits = champion.rank({"q": "floor lamp"}, 60)["q"]
+    ranking = [pid for pid, _ in hits]
     samples = pd.DataFrame(
         {
             "query_id": ["q"],
@@ -202,13 +209,48 @@ def test_mined_negatives_skip_the_shown_page_and_the_clicks(tmp_path: Path, demo
         }
     )
     config = OnlineConfig(mined_negatives_per_query=40, mining_margin=0.0)
-    mined = mine_negatives(samples, backend, config)["q"]
-    # ranks 10..49, not the click, and only what scores below the click (margin 0)
-    below = {h.product_id for h in hits[10:] if h.score < hits[12].score}
-    assert set(mined) == below and ranking[10] not in mined and ranking[12] not in mined
-    assert len(mined) >= 30
-    strict = mine_negatives(samples, backend, OnlineConfig(mining_margin=0.5))
-    assert strict == {}  # nothing in ranks 10-50 scores half below the click
+    mined = mine_negatives(samples, champion, catalog, config)["q"]
+    # ranks 11..50 counted without the click (augment.mining's window), never the click;
+    # margin 0 disables the false-negative filter
+    window = [pid for pid in ranking if pid != ranking[12]][10:50]
+    assert sorted(mined) == sorted(window) and ranking[12] not in mined
+    assert ranking[9] not in mined  # the shown page is never mined
+    below = OnlineConfig(mined_negatives_per_query=40, mining_margin=0.01)
+    click_score = hits[12][1]
+    kept = mine_negatives(samples, champion, catalog, below)["q"]
+    score_of = dict(hits)
+    assert kept and all(score_of[p] < click_score * 0.99 for p in kept)
+    strict = mine_negatives(samples, champion, catalog, OnlineConfig(mining_margin=0.5))
+    assert strict == {}  # nothing in ranks 11-50 scores half below the click
+
+
+def test_gate_and_report_queries_are_disjoint_halves() -> None:
+    held = [f"q{i:03d}" for i in range(200)]
+    gate, reported = gate_queries(held), report_queries(held)
+    assert set(gate).isdisjoint(reported) and sorted(gate + reported) == held
+    assert 60 < len(gate) < 140  # about half
+    # stable as the log grows: a query keeps its side whatever else is held out
+    assert gate_queries(held[::3]) == [q for q in held[::3] if q in set(gate)]
+    with pytest.raises(ConfigError, match="gate query"):
+        gate_queries(reported[:5])
+
+
+def test_round_gates_on_gate_queries_only(tmp_path: Path, demo, monkeypatch) -> None:
+    run = make_run_dir(tmp_path, demo)
+    log_sessions(run, demo, feedback_queries(run), repeats=1)
+    scored: list[list[str]] = []
+    original = retrain.per_query_ndcg
+
+    def spy(model, dataset, query_ids):
+        scored.append(list(query_ids))
+        return original(model, dataset, query_ids)
+
+    monkeypatch.setattr(retrain, "per_query_ndcg", spy)
+    report = run_online_round(run, OnlineConfig(steps=2, tolerance=1.0))
+    held = held_out_queries(run, demo, set())
+    assert len(scored) == 2 and scored[0] == scored[1] == report.held_out_queries
+    assert set(report.held_out_queries) <= set(gate_queries(held))
+    assert set(report.held_out_queries).isdisjoint(report_queries(held))
 
 
 def test_simulate_command_runs_three_rounds_and_writes_the_report(tmp_path: Path, demo) -> None:
@@ -233,6 +275,10 @@ def test_simulate_command_runs_three_rounds_and_writes_the_report(tmp_path: Path
     assert len(payload["ndcg_at_10"]) == 3 and len(payload["rounds"]) == 3
     assert all(0.0 <= value <= 1.0 for value in payload["ndcg_at_10"])
     assert set(payload["feedback_queries"]).isdisjoint(payload["held_out_queries"])
+    # the served NDCG is reported on queries the gate never reads
+    assert payload["held_out_queries"] and set(payload["held_out_queries"]).isdisjoint(
+        gate_queries(payload["held_out_queries"] + payload["gate_queries"])
+    )
     decisions = payload["decisions"]
     assert len(decisions) == 3 and set(decisions) <= {"promote", "keep", "no-training"}
     promotions = (run / "promotions.jsonl").read_text("utf-8").splitlines()

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from shopaug.errors import ConfigError
-from shopaug.online.gate import decide, promote_model
-from shopaug.online.loop import gate_and_promote
-from shopaug.online.registry import (
+from shopaug.models.registry import (
     CURRENT,
     activate_model,
     model_versions,
     resolve_model_dir,
 )
+from shopaug.online.gate import decide, promote_model
+from shopaug.online.loop import gate_and_promote
 
 
 def model(directory: Path, marker: str) -> Path:

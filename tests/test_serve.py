@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
-from shopaug.online.registry import CURRENT, resolve_model_dir
-from shopaug.online.store import FeedbackStore
+from shopaug.feedback.store import FeedbackStore
+from shopaug.models.registry import CURRENT, resolve_model_dir
 from shopaug.serve import Settings, create_app
 from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model
 

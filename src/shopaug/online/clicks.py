@@ -180,7 +180,7 @@ def result_pages(events: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         events: columns ``event, product_id, position, query, query_id, user_id, session_id``
-            (e.g. :func:`shopaug.online.store.events_frame`).
+            (e.g. :func:`shopaug.feedback.store.events_frame`).
 
     Returns:
         DataFrame with :data:`PAGE_COLUMNS`, sorted by page then position.

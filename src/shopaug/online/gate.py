@@ -10,7 +10,7 @@ model in service (champion) and the candidate (challenger) on the SAME queries:
   so a reader can tell a real gain from noise (1.0 when every delta is 0).
 
 :func:`promote_model` then swaps the run's ``current`` pointer atomically and keeps every
-previous version (see :mod:`shopaug.online.registry`).
+previous version (see :mod:`shopaug.models.registry`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from shopaug.online.registry import promote_model
+from shopaug.models.registry import promote_model
 
 __all__ = ["Decision", "decide", "promote_model"]
 

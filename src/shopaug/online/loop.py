@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from shopaug.errors import require
+from shopaug.feedback.store import DEFAULT_CONSUMER, FeedbackStore, events_frame
 from shopaug.online.clicks import PositionBiasModel, click_samples
 from shopaug.online.gate import Decision, decide, promote_model
-from shopaug.online.store import DEFAULT_CONSUMER, FeedbackStore, events_frame
 
 logger = logging.getLogger(__name__)
 

@@ -6,21 +6,26 @@
    turn them into samples: clicks are positives weighted ``1 / propensity(position)``
    (inverse propensity weights, clipped), products shown above the lowest click and not
    clicked are negatives (skip-above), as :func:`shopaug.online.clicks.click_samples` does.
-2. **Augment** the same queries with mined negatives from the current model (the champion):
-   its ranking of the catalog for the query, ranks ``[mining_range_min, mining_range_max)``
-   (by default below the ten results users were shown, which they never examined), without
-   any product clicked for the query and only candidates scoring clearly below the clicks
-   (relative ``mining_margin`` under their mean score), the same false-negative guard as
-   :mod:`shopaug.augment.mining`. ``mined_negatives_per_query`` are drawn at random (seeded).
+2. **Augment** the same queries with mined negatives from the current model (the champion),
+   by :func:`shopaug.augment.mining.mine_hard_negatives` with the clicks as the known
+   positives: the champion's ranking of the catalog, ranks ``(mining_range_min,
+   mining_range_max]`` counted without the clicked products (by default below the ten results
+   users were shown, which they never examined), only candidates scoring clearly below the
+   clicks (relative ``mining_margin`` under their mean cosine; 0 disables the filter), and
+   ``mined_negatives_per_query`` of them drawn at random (seeded).
 3. **Fine-tune** a copy of the champion for a few steps (:func:`shopaug.train.fit`; one
    training group per click, its weight the click's IPW weight) into
    ``RUN_DIR/online/round-NNNN/challenger``. The champion's directory is never written.
-4. **Evaluate** champion and challenger per query (NDCG@10 over the whole catalog, with the
-   same backend the service uses) on the **held-out queries**: the judged queries of the
-   run's first test fold (``folds.json``; the served model was trained on that fold's train
-   queries) with at least one relevant product, minus every query that appears anywhere in
-   the feedback log (by id or by text), so the gate never scores a query the challenger was
-   trained on.
+4. **Evaluate** champion and challenger per query (NDCG@10 over the whole catalog, ranked by
+   :mod:`shopaug.retrieval.ranking` as the service ranks it) on the **gate queries**. The
+   held-out queries are the judged queries of the run's first test fold (``folds.json``; the
+   served model was trained on that fold's train queries) with at least one relevant
+   product, minus every query that appears anywhere in the feedback log (by id or by text),
+   so the gate never scores a query the challenger was trained on. They are split in two by
+   a hash of the query id (:func:`is_gate_query`, stable as the log grows): the gate reads
+   only its half; the other half (:func:`report_queries`) is never used for a decision, so
+   a report of the served quality on it (``shopaug simulate``) is not the number the gate
+   selected on.
 5. **Gate** (:func:`gate_and_promote`): promote unless the challenger's mean is lower by more
    than ``tolerance``; promotion copies the challenger under ``RUN_DIR/models/`` and swaps the
    ``current`` pointer atomically (earlier models are kept), then asks a running service to
@@ -31,12 +36,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,16 +50,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopaug.data import Dataset, kfold_queries, load_dataset
+from shopaug.augment.mining import MiningConfig, mine_hard_negatives
+from shopaug.data import Dataset, kfold_queries
+from shopaug.data.records import Judgment, Query
+from shopaug.encoders.base import Encoder
 from shopaug.errors import ConfigError
 from shopaug.eval.metrics import evaluate_run
+from shopaug.feedback.store import FeedbackStore
+from shopaug.models.model_dir import is_hashing_model, load_encoder, load_trainable
+from shopaug.models.registry import CURRENT, resolve_model_dir
 from shopaug.online.clicks import PositionBiasModel, query_key
 from shopaug.online.gate import Decision
 from shopaug.online.loop import collect_feedback, gate_and_promote
-from shopaug.online.model_dir import is_hashing_model, load_trainable
-from shopaug.online.registry import CURRENT, resolve_model_dir
-from shopaug.online.store import FeedbackStore
-from shopaug.serve.catalog_backend import CatalogBackend, CatalogLoader, CatalogSource
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog, encode_catalog
+from shopaug.retrieval.ranking import CatalogRanker, Run
+from shopaug.retrieval.retrievers import DenseRetriever
 from shopaug.train import TrainConfig, TrainingExample, fit
 
 logger = logging.getLogger(__name__)
@@ -132,6 +143,7 @@ class RoundReport:
     champion_version: str
     challenger_dir: str | None = None
     challenger_version: str | None = None
+    #: the queries the gate scored (:func:`gate_queries`); never those of a report
     held_out_queries: list[str] = field(default_factory=list)
     champion_ndcg: float | None = None
     challenger_ndcg: float | None = None
@@ -197,16 +209,58 @@ def held_out_queries(run_dir: str | Path, dataset: Dataset, logged: set[str]) ->
     return held
 
 
-def per_query_ndcg(
-    backend: CatalogBackend, dataset: Dataset, query_ids: Sequence[str]
-) -> np.ndarray:
-    """NDCG@10 of ``backend``'s search over the whole catalog, one value per query."""
-    run = {
-        qid: [
-            (hit.product_id, hit.score) for hit in backend.search(dataset.query_by_id[qid].text, 10)
-        ]
-        for qid in query_ids
-    }
+def is_gate_query(query_id: str) -> bool:
+    """True for the held-out queries that gate a round (about half, by a hash of the id)."""
+    return hashlib.sha256(query_id.encode("utf-8")).digest()[0] % 2 == 0
+
+
+def gate_queries(held_out: Sequence[str]) -> list[str]:
+    """The held-out queries the gate scores (see step 4 of the module docstring).
+
+    Raises:
+        ConfigError: none of ``held_out`` is a gate query.
+    """
+    chosen = [q for q in held_out if is_gate_query(q)]
+    if not chosen:
+        raise ConfigError(
+            f"none of the {len(held_out)} held-out queries is a gate query; the test fold is "
+            "too small to gate a round"
+        )
+    return chosen
+
+
+def report_queries(held_out: Sequence[str]) -> list[str]:
+    """The held-out queries the gate never reads: what a report of the served model shows."""
+    return [q for q in held_out if not is_gate_query(q)]
+
+
+@dataclass(frozen=True)
+class RankingModel:
+    """A model directory's encoder and the run's catalog encoded by it."""
+
+    version: str
+    encoder: Encoder
+    ranker: CatalogRanker
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, catalog: RunCatalog, cache_dir: str | Path | None = None
+    ) -> RankingModel:
+        """Load ``model_dir`` and encode ``catalog`` through the embedding cache."""
+        encoder = load_encoder(model_dir)  # its id is the model version
+        vectors = encode_catalog(encoder, catalog.texts, cache_dir)
+        return cls(encoder.id, encoder, CatalogRanker(vectors, catalog.product_ids))
+
+    def rank(self, queries: Mapping[str, str], depth: int) -> Run:
+        """query id -> the top ``depth`` of the catalog for its text."""
+        query_ids = list(queries)
+        vectors = self.encoder.encode([queries[q] for q in query_ids])  # (n_queries, dim)
+        return self.ranker.run(query_ids, vectors, depth=depth)
+
+
+def per_query_ndcg(model: RankingModel, dataset: Dataset, query_ids: Sequence[str]) -> np.ndarray:
+    """NDCG@10 of ``model``'s ranking of the whole catalog, one value per query."""
+    run = model.rank({qid: dataset.query_by_id[qid].text for qid in query_ids}, 10)
     return evaluate_run(
         run, dataset.qrels(query_ids=query_ids), metrics=[METRIC], query_ids=list(query_ids)
     )[METRIC]
@@ -214,34 +268,50 @@ def per_query_ndcg(
 
 def mine_negatives(
     samples: pd.DataFrame,
-    champion: CatalogBackend,
+    champion: RankingModel,
+    catalog: RunCatalog,
     config: OnlineConfig,
 ) -> dict[str, list[str]]:
-    """query id -> product ids mined from the champion's ranking (step 2 of the module doc)."""
-    rng = np.random.default_rng(config.seed)
-    mined: dict[str, list[str]] = {}
-    if config.mined_negatives_per_query == 0:
-        return mined
-    for query_id, group in samples.groupby("query_id", sort=True):
-        clicked = set(group.loc[group["label"] == 1, "product_id"])
-        if not clicked:
-            continue
-        hits = champion.search(str(group["query"].iloc[0]), config.mining_range_max)
-        score_of = {hit.product_id: hit.score for hit in hits}
-        clicked_scores = [score_of[p] for p in clicked if p in score_of]
-        ceiling = math.inf
-        if clicked_scores:
-            ceiling = float(np.mean(clicked_scores)) * (1.0 - config.mining_margin)
-        candidates = [
-            hit.product_id
-            for hit in hits[config.mining_range_min :]
-            if hit.product_id not in clicked and hit.score < ceiling
-        ]
-        size = min(config.mined_negatives_per_query, len(candidates))
-        if size:
-            picks = sorted(rng.choice(len(candidates), size=size, replace=False))
-            mined[str(query_id)] = [candidates[i] for i in picks]
-    return mined
+    """query id -> product ids mined from the champion's ranking (step 2 of the module doc),
+    by :func:`shopaug.augment.mining.mine_hard_negatives` with the clicks as positives."""
+    if config.mined_negatives_per_query == 0 or samples.empty:
+        return {}
+    in_catalog = set(catalog.product_ids)
+    clicks = samples[(samples["label"] == 1) & samples["product_id"].isin(in_catalog)]
+    if clicks.empty:
+        return {}
+    queries = {
+        str(qid): Query(str(qid), str(group["query"].iloc[0]))
+        for qid, group in clicks.groupby("query_id", sort=True)
+    }
+    judgments = [
+        Judgment(str(qid), str(pid), "click")
+        for qid, pid in clicks[["query_id", "product_id"]].drop_duplicates().itertuples(index=False)
+    ]
+    feedback = Dataset(
+        name="feedback",
+        products=list(catalog.products),
+        queries=list(queries.values()),
+        judgments=judgments,
+        gains={"click": 1},
+    )
+    mining = MiningConfig(
+        method="dense",
+        negatives_per_query=config.mined_negatives_per_query,
+        range_min=config.mining_range_min,
+        range_max=config.mining_range_max,
+        margin=config.mining_margin,
+        sampling="random",
+        seed=config.seed,
+        show_progress=False,
+    )
+    retriever = DenseRetriever.from_vectors(champion.ranker.item_vectors, champion.encoder)
+    frame, _ = mine_hard_negatives(feedback, list(queries), mining, retriever=retriever)
+    negatives = frame[frame["kind"] == "negative"]
+    return {
+        str(qid): [str(p) for p in group["product_id"]]
+        for qid, group in negatives.groupby("query_id", sort=True)
+    }
 
 
 def training_examples(
@@ -356,9 +426,9 @@ def run_online_round(
         number = next_round(run_dir)
         round_dir = run_dir / ONLINE_DIR / f"round-{number:04d}"
         source = CatalogSource.from_run_dir(run_dir)
-        dataset = load_dataset(source.data, data_dir=source.data_dir, seed=source.seed)
-        loader = CatalogLoader(run_dir, cache_dir=cache_dir, dataset=dataset)
-        champion = loader(champion_dir)
+        dataset = source.load()
+        catalog = RunCatalog.from_dataset(dataset, source.text_fields)
+        champion = RankingModel.load(champion_dir, catalog, cache_dir)
         samples = batch.samples
         report = RoundReport(
             round=number,
@@ -377,12 +447,7 @@ def run_online_round(
         else:
             _train_and_gate(
                 report,
-                run_dir,
-                round_dir,
-                dataset,
-                loader,
-                champion,
-                samples,
+                _RoundInputs(run_dir, round_dir, dataset, catalog, champion, samples, cache_dir),
                 store,
                 config,
                 service_url=service_url,
@@ -399,39 +464,46 @@ def run_online_round(
     return report
 
 
+@dataclass(frozen=True)
+class _RoundInputs:
+    """What a round has loaded before it trains and gates."""
+
+    run_dir: Path
+    round_dir: Path
+    dataset: Dataset
+    catalog: RunCatalog
+    champion: RankingModel
+    samples: pd.DataFrame
+    cache_dir: str | Path | None
+
+
 def _train_and_gate(
     report: RoundReport,
-    run_dir: Path,
-    round_dir: Path,
-    dataset: Dataset,
-    loader: CatalogLoader,
-    champion: CatalogBackend,
-    samples: pd.DataFrame,
+    inputs: _RoundInputs,
     store: FeedbackStore,
     config: OnlineConfig,
     *,
     service_url: str | None,
     admin_token: str | None,
 ) -> None:
-    texts = dict(
-        zip((p.id for p in dataset.products), dataset.product_texts(loader.source.text_fields))
-    )
-    mined = mine_negatives(samples, champion, config)
-    examples = training_examples(samples, mined, texts, config)
+    texts = dict(zip(inputs.catalog.product_ids, inputs.catalog.texts))
+    mined = mine_negatives(inputs.samples, inputs.champion, inputs.catalog, config)
+    examples = training_examples(inputs.samples, mined, texts, config)
     report.mined_negatives = sum(len(v) for v in mined.values())
     report.examples = len(examples)
-    held = held_out_queries(run_dir, dataset, logged_query_keys(store))
-    report.held_out_queries = held
-    challenger_dir = fine_tune(Path(report.champion_dir), examples, round_dir, config)
-    challenger = loader(challenger_dir)
+    held = held_out_queries(inputs.run_dir, inputs.dataset, logged_query_keys(store))
+    gate = gate_queries(held)
+    report.held_out_queries = gate
+    challenger_dir = fine_tune(Path(report.champion_dir), examples, inputs.round_dir, config)
+    challenger = RankingModel.load(challenger_dir, inputs.catalog, inputs.cache_dir)
     report.challenger_dir = str(challenger_dir)
     report.challenger_version = challenger.version
-    champion_metric = per_query_ndcg(champion, dataset, held)
-    challenger_metric = per_query_ndcg(challenger, dataset, held)
+    champion_metric = per_query_ndcg(inputs.champion, inputs.dataset, gate)
+    challenger_metric = per_query_ndcg(challenger, inputs.dataset, gate)
     report.champion_ndcg = float(champion_metric.mean())
     report.challenger_ndcg = float(challenger_metric.mean())
     decision: Decision = gate_and_promote(
-        run_dir,
+        inputs.run_dir,
         challenger_dir,
         champion_metric,
         challenger_metric,
@@ -444,4 +516,4 @@ def _train_and_gate(
     report.mean_delta = decision.mean_delta
     report.p_value = decision.p_value
     if decision.promote:
-        report.promoted_dir = str(resolve_model_dir(run_dir / CURRENT))
+        report.promoted_dir = str(resolve_model_dir(inputs.run_dir / CURRENT))

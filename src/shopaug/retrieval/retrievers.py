@@ -54,6 +54,15 @@ class DenseRetriever:
         self.item_vectors = encoder.encode(list(texts), show_progress=show_progress)
         self.index = VectorIndex(self.item_vectors)
 
+    @classmethod
+    def from_vectors(cls, item_vectors: np.ndarray, encoder: Encoder) -> DenseRetriever:
+        """A retriever over catalog vectors already encoded by ``encoder`` (nothing encoded)."""
+        retriever = cls.__new__(cls)
+        retriever.encoder = encoder
+        retriever.item_vectors = item_vectors
+        retriever.index = VectorIndex(item_vectors)
+        return retriever
+
     @property
     def id(self) -> str:
         return f"dense:{self.encoder.id}"

@@ -22,7 +22,7 @@ from fastapi import Body, Depends, Header, Query
 from pydantic import BaseModel
 
 from shopaug.errors import require
-from shopaug.online.store import FeedbackEvent, FeedbackStore, IdempotencyConflict
+from shopaug.feedback.store import FeedbackEvent, FeedbackStore, IdempotencyConflict
 from shopaug.serve.backend import (
     BackendLoader,
     Hit,

@@ -1,11 +1,12 @@
-"""The real search backend: a run's catalog embedded by its model, in an exact vector index.
+"""The real search backend: a retriever over the run's catalog, plus a query cache and batcher.
 
 :func:`make_catalog_loader` (what ``shopaug serve`` uses) and :func:`load_catalog_backend` are
-:data:`~shopaug.serve.backend.BackendLoader` s. A loader reads the run's ``config.yaml`` (data
-set name, ``data_dir``, ``text_fields``), loads the catalog once, and for every model
-directory it is given encodes the catalog through the embedding cache
-(:class:`~shopaug.encoders.cache.CachedEncoder`, keyed by the model's weights hash, so a
-promoted copy of a model costs no re-encoding) into a :class:`~shopaug.index.vector.VectorIndex`.
+:data:`~shopaug.serve.backend.BackendLoader` s. A loader reads the run's ``config.yaml``
+(:class:`~shopaug.retrieval.catalog.CatalogSource`), loads the catalog once, and for every
+model directory it is given (:func:`shopaug.models.model_dir.load_encoder`) encodes the catalog
+through the embedding cache (:func:`~shopaug.retrieval.catalog.encode_catalog`, keyed by the
+model's one id, so a promoted copy of a model costs no re-encoding) into a
+:class:`~shopaug.retrieval.ranking.CatalogRanker`, which ranks it.
 
 * ``search`` encodes the query (a bounded in-memory LRU cache keeps recent query vectors; new
   queries that arrive together are encoded in one batch) and ranks the whole catalog by
@@ -25,20 +26,17 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from shopaug.data import Dataset, load_dataset
-from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
+from shopaug.data import Dataset
+from shopaug.data.records import Product
 from shopaug.encoders.base import Encoder
-from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
-from shopaug.errors import ConfigError
-from shopaug.index.vector import VectorIndex
-from shopaug.online.model_dir import load_encoder, model_version
+from shopaug.models.model_dir import load_encoder
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog, encode_catalog, find_run_dir
+from shopaug.retrieval.ranking import CatalogRanker
 from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
 
 logger = logging.getLogger(__name__)
@@ -47,59 +45,16 @@ logger = logging.getLogger(__name__)
 FILTER_FIELDS = ("category",)
 #: Query vectors kept by default.
 DEFAULT_QUERY_CACHE_SIZE = 4096
-RUN_CONFIG = "config.yaml"
-#: How many directories above a model directory are searched for the run's config.yaml
-#: (run/model, run/models/v0001-x and run/online/round-0001/model are all found).
-_CONFIG_SEARCH_DEPTH = 4
-
-
-@dataclass(frozen=True)
-class CatalogSource:
-    """Where a run's catalog comes from (the ``data``, ``data_dir``, ``text_fields`` and
-    ``seed`` of its config.yaml)."""
-
-    data: str
-    data_dir: str | None
-    text_fields: tuple[str, ...]
-    seed: int = 0
-
-    @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> CatalogSource:
-        """Read ``run_dir/config.yaml``.
-
-        Raises:
-            ConfigError: the file is missing or has no ``data`` field; the message names it.
-        """
-        path = Path(run_dir) / RUN_CONFIG
-        if not path.is_file():
-            raise ConfigError(f"{path} does not exist; expected the run's config.yaml")
-        payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(payload, dict) or not payload.get("data"):
-            raise ConfigError(f"{path}: field 'data' (data set name or folder) is missing")
-        fields = payload.get("text_fields") or DEFAULT_TEXT_FIELDS
-        data_dir = payload.get("data_dir")
-        return cls(
-            data=str(payload["data"]),
-            data_dir=None if data_dir in (None, "") else str(data_dir),
-            text_fields=tuple(str(f) for f in fields),
-            seed=int(payload.get("seed", 0) or 0),
-        )
-
-
-def find_run_dir(model_dir: str | Path) -> Path:
-    """The nearest directory at or above ``model_dir`` that holds a config.yaml.
-
-    Raises:
-        ConfigError: none within a few levels.
-    """
-    start = Path(model_dir).resolve()
-    for candidate in [start, *start.parents][: _CONFIG_SEARCH_DEPTH + 1]:
-        if (candidate / RUN_CONFIG).is_file():
-            return candidate
-    raise ConfigError(
-        f"no {RUN_CONFIG} at or up to {_CONFIG_SEARCH_DEPTH} levels above {model_dir}; "
-        "expected a model directory inside a run directory"
-    )
+__all__ = [
+    "CatalogBackend",
+    "CatalogLoader",
+    "CatalogSource",
+    "QueryBatcher",
+    "QueryVectorCache",
+    "find_run_dir",
+    "load_catalog_backend",
+    "make_catalog_loader",
+]
 
 
 class QueryVectorCache:
@@ -219,10 +174,7 @@ class CatalogBackend:
         self.version = version
         self._products = tuple(products)
         self._row = {product.id: row for row, product in enumerate(self._products)}
-        vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-        vectors.setflags(write=False)
-        self._vectors = vectors  # (n_items, dim)
-        self._index = VectorIndex(vectors)
+        self._ranker = CatalogRanker(item_vectors, [product.id for product in self._products])
         self._encoder = query_encoder
         self._batcher = QueryBatcher(query_encoder)
         self.query_cache = QueryVectorCache(query_cache_size)
@@ -256,11 +208,8 @@ class CatalogBackend:
             UnsupportedFilterError: a filter field other than ``category``.
         """
         allowed = self._filter_rows(filters)
-        vector = self.query_vector(query)
-        if allowed is None:
-            rows, scores = self._index.search(vector[None, :], k)
-            return self._hits(rows[0], scores[0])
-        return self._ranked_subset(vector, allowed, k)
+        rows, scores = self._ranker.search(self.query_vector(query), k, allowed)
+        return self._hits(rows[0], scores[0])
 
     def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
         """``k`` products closest to the mean embedding of ``history``, history excluded.
@@ -272,11 +221,11 @@ class CatalogBackend:
         if unknown:
             raise UnknownProductError(unknown)
         rows = sorted({self._row[pid] for pid in history})
-        profile = self._vectors[rows].mean(axis=0)  # (dim,)
+        profile = self._ranker.item_vectors[rows].mean(axis=0)  # (dim,)
         norm = float(np.linalg.norm(profile))
         if norm > 0:
             profile = profile / norm
-        found, scores = self._index.search(profile[None, :], min(k + len(rows), self.size))
+        found, scores = self._ranker.search(profile, min(k + len(rows), self.size))
         excluded = set(rows)
         keep = [(r, s) for r, s in zip(found[0], scores[0]) if r >= 0 and int(r) not in excluded]
         return [self._hit(int(r), float(s)) for r, s in keep[:k]]
@@ -294,15 +243,6 @@ class CatalogBackend:
             [row for row, levels in enumerate(self._categories) if wanted in levels],
             dtype=np.int64,
         )
-
-    def _ranked_subset(self, vector: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
-        if rows.size == 0:
-            return []
-        scores = self._vectors[rows] @ vector  # (n_allowed,)
-        top = min(k, rows.size)
-        part = np.argpartition(-scores, top - 1)[:top]
-        order = part[np.lexsort((rows[part], -scores[part]))]  # ties: catalog order
-        return [self._hit(int(rows[i]), float(scores[i])) for i in order]
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
         return [self._hit(int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
@@ -337,42 +277,25 @@ class CatalogLoader:
         self.source = CatalogSource.from_run_dir(self.run_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.query_cache_size = query_cache_size
-        self._catalog: tuple[tuple[Product, ...], list[str]] | None = None
+        self._catalog: RunCatalog | None = None
         self._lock = threading.Lock()
         if dataset is not None:
-            self._catalog = self._from_dataset(dataset)
+            self._catalog = RunCatalog.from_dataset(dataset, self.source.text_fields)
 
-    def _from_dataset(self, dataset: Dataset) -> tuple[tuple[Product, ...], list[str]]:
-        if not dataset.has_text:
-            raise ConfigError(
-                f"data set {dataset.name!r} has no product text; nothing can be served"
-            )
-        texts = dataset.product_texts(self.source.text_fields)
-        logger.info("catalog %s: %d products", dataset.name, len(texts))
-        return tuple(dataset.products), texts
-
-    def catalog(self) -> tuple[tuple[Product, ...], list[str]]:
+    def catalog(self) -> RunCatalog:
         """The products and their rendered texts (loaded once)."""
         with self._lock:
             if self._catalog is None:
-                dataset = load_dataset(
-                    self.source.data, data_dir=self.source.data_dir, seed=self.source.seed
-                )
-                self._catalog = self._from_dataset(dataset)
+                self._catalog = RunCatalog.from_dataset(self.source.load(), self.source.text_fields)
             return self._catalog
 
     def __call__(self, model_dir: Path) -> CatalogBackend:
-        products, texts = self.catalog()
-        encoder = load_encoder(model_dir)
-        cache_root = self.cache_dir if self.cache_dir is not None else default_cache_dir()
-        cache = EmbeddingCache(cache_root / "embeddings.sqlite")
-        try:
-            item_vectors = CachedEncoder(encoder, cache).encode(texts)
-        finally:
-            cache.close()
+        catalog = self.catalog()
+        encoder = load_encoder(model_dir)  # its id is the model version
+        item_vectors = encode_catalog(encoder, catalog.texts, self.cache_dir)
         return CatalogBackend(
-            model_version(model_dir),
-            products,
+            encoder.id,
+            catalog.products,
             item_vectors,
             encoder,
             query_cache_size=self.query_cache_size,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from shopaug.online.registry import CURRENT
+from shopaug.models.registry import CURRENT
 
 #: Environment variable read by :meth:`Settings.for_run_dir` when no token is given.
 ADMIN_TOKEN_ENV = "SHOPAUG_ADMIN_TOKEN"

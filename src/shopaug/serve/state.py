@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shopaug.online.registry import (
+from shopaug.models.registry import (
     activate_model,
     record_promotion,
     resolve_model_dir,

@@ -6,11 +6,14 @@ model was not trained on), keeping those with at least one relevant product:
 
 * **feedback queries** (``feedback_fraction`` of them): the simulated users issue these
   (``queries_per_round`` drawn per round), read the served result lists and click by the
-  human labels with position bias (:class:`~shopaug.online.simulate.ClickSimulator`);
+  human labels with position bias (:class:`~shopaug.simulate.users.ClickSimulator`);
 * **held-out queries** (the rest, minus any query already in the feedback log): never issued,
-  so never trained on. The gate compares champion and challenger on them, and the NDCG@10 of
-  each round is measured on them through the running service's ``GET /search``, so it is the
-  quality of the model actually served.
+  so never trained on. They are split once more
+  (:func:`~shopaug.online.retrain.is_gate_query`): the online round's gate compares champion
+  and challenger on its half only, and the NDCG@10 of each round is measured on the other
+  half (``held_out_queries`` in ``simulation.json``) through the running service's
+  ``GET /search``: the quality of the model actually served, on queries no promotion was
+  selected on.
 
 The service runs in a background thread of this process (uvicorn on 127.0.0.1, a free port by
 default); after a promotion the round calls its ``/admin/reload`` with an admin token (from
@@ -33,22 +36,25 @@ from typing import Any
 
 import numpy as np
 
-from shopaug.data import Dataset, load_dataset
+from shopaug.data import Dataset
 from shopaug.errors import ConfigError, require
 from shopaug.eval.metrics import evaluate_run
+from shopaug.feedback.store import FeedbackStore
 from shopaug.online.clicks import query_key
 from shopaug.online.retrain import (
     METRIC,
     OnlineConfig,
     RoundReport,
     feedback_database_url,
+    gate_queries,
     logged_query_keys,
+    report_queries,
     run_online_round,
 )
-from shopaug.online.simulate import ClickModel, ClickSimulator, labels_by_query
-from shopaug.online.store import FeedbackStore
-from shopaug.serve.catalog_backend import CatalogSource, make_catalog_loader
+from shopaug.retrieval.catalog import CatalogSource
+from shopaug.serve.catalog_backend import make_catalog_loader
 from shopaug.serve.settings import ADMIN_TOKEN_ENV, Settings
+from shopaug.simulate.users import ClickModel, ClickSimulator, labels_by_query
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +218,10 @@ def simulate(
     run_dir = Path(run_dir)
     started = time.perf_counter()
     source = CatalogSource.from_run_dir(run_dir)
-    dataset = load_dataset(source.data, data_dir=source.data_dir, seed=source.seed)
+    dataset = source.load()
     feedback_ids, held_ids = split_queries(run_dir, dataset, config.feedback_fraction, config.seed)
+    gate_ids = gate_queries(held_ids)
+    held_ids = report_queries(held_ids)
     store = FeedbackStore(feedback_database_url(run_dir))
     try:
         logged = logged_query_keys(store)
@@ -225,7 +233,9 @@ def simulate(
         if q not in logged and query_key(dataset.query_by_id[q].text) not in logged
     ]
     if not held_ids:
-        raise ConfigError(f"every held-out query of {run_dir} is already in its feedback log")
+        raise ConfigError(
+            f"every reported held-out query of {run_dir} is already in its feedback log"
+        )
     token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(24)
     labels = labels_by_query(dataset.judgments)
     users = ClickSimulator(config.click_model, seed=config.seed)
@@ -276,6 +286,7 @@ def simulate(
         "metric": METRIC,
         "feedback_queries": feedback_ids,
         "held_out_queries": held_ids,
+        "gate_queries": gate_ids,
         "initial_ndcg_at_10": float(initial.mean()),
         "initial_version": initial_version,
         "ndcg_at_10": [r.served_ndcg for r in results],

@@ -13,9 +13,11 @@ Two kinds of model directory are served and retrained online:
   file the map is the identity, so the model is exactly the hashing encoder. It needs no
   download and trains in milliseconds, which is what tests and demos of the online loop use.
 
-The model **version** is a hash of the weights (of the descriptor for a hashing model without a
-projection), so a copy of a model under another name keeps its version and its cached
-embeddings.
+The model **version** is the one id of its weights (:func:`model_version`): for a
+sentence-transformers folder :func:`shopaug.encoders.dense.model_id` (``st@<sha256 prefix of
+the safetensors>``, what the dense encoder and the bi-encoder report too), for a hashing model
+:func:`hashing_model_id` of its map (what :class:`~shopaug.models.hashing_model.HashingProjection`
+reports). A copy of a model under another name keeps its version and its cached embeddings.
 """
 
 from __future__ import annotations
@@ -43,13 +45,34 @@ HASHING_KIND = "hashing"
 DEFAULT_HASHING_DIM = 256
 
 
-def _weights_hash(files: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+def hashing_model_id(weight: np.ndarray) -> str:
+    """The one id of a hashing model: ``hashing@<sha256 prefix of its (dim, dim) map>``.
+
+    The identity map of a directory without ``projection.safetensors`` hashes like an
+    explicit identity, so both name the same vectors.
+    """
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    digest = hashlib.sha256(f"{weight.shape}".encode())
+    digest.update(weight.tobytes())
+    return f"hashing@{digest.hexdigest()[:16]}"
+
+
+def read_projection(model_dir: Path, dim: int) -> np.ndarray | None:
+    """The ``(dim, dim)`` map in ``projection.safetensors``, or None when there is no file.
+
+    Raises:
+        ConfigError: the file has no ``weight`` of shape ``(dim, dim)``.
+    """
+    path = Path(model_dir) / PROJECTION_FILE
+    if not path.is_file():
+        return None
+    from safetensors.numpy import load_file
+
+    weight = load_file(str(path)).get("weight")
+    if weight is None or weight.shape != (dim, dim):
+        shape = None if weight is None else weight.shape
+        raise ConfigError(f"{path}: 'weight' has shape {shape}; expected ({dim}, {dim})")
+    return weight
 
 
 def read_descriptor(model_dir: Path) -> dict[str, Any] | None:
@@ -80,24 +103,26 @@ def is_hashing_model(model_dir: Path) -> bool:
 
 
 def model_version(model_dir: str | Path) -> str:
-    """The version of a model directory: a hash of its weights (see the module docstring).
+    """The version of a model directory: the one id of its weights (see the module docstring).
 
     Raises:
         FileNotFoundError: the directory holds neither a descriptor nor safetensors weights.
+        ConfigError: a hashing model's descriptor or weights are malformed.
     """
     model_dir = Path(model_dir)
-    if read_descriptor(model_dir) is not None:
-        files = [model_dir / MODEL_DESCRIPTOR]
-        if (model_dir / PROJECTION_FILE).is_file():
-            files.append(model_dir / PROJECTION_FILE)
-        return f"hashing@{_weights_hash(files)}"
-    weights = sorted(model_dir.glob("*.safetensors"))
-    if not weights:
+    descriptor = read_descriptor(model_dir)
+    if descriptor is not None:
+        dim = int(descriptor["dim"])
+        weight = read_projection(model_dir, dim)
+        return hashing_model_id(np.eye(dim, dtype=np.float32) if weight is None else weight)
+    if not any(model_dir.glob("*.safetensors")):
         raise FileNotFoundError(
             f"{model_dir} holds neither {MODEL_DESCRIPTOR} nor *.safetensors weights; expected "
             "a sentence-transformers folder or a hashing model"
         )
-    return f"st@{_weights_hash(weights)}"
+    from shopaug.encoders.dense import model_id
+
+    return model_id(model_dir)
 
 
 def write_hashing_model(directory: str | Path, dim: int = DEFAULT_HASHING_DIM) -> Path:
@@ -148,7 +173,7 @@ def load_encoder(model_dir: str | Path) -> Encoder:
     encoder: Encoder
     if descriptor is not None:
         if (model_dir / PROJECTION_FILE).is_file():
-            from shopaug.online.hashing_model import HashingProjection
+            from shopaug.models.hashing_model import HashingProjection
 
             encoder = HashingProjection.load(model_dir)
         else:
@@ -170,7 +195,7 @@ def load_trainable(model_dir: str | Path) -> Any:
     """
     model_dir = Path(model_dir)
     if read_descriptor(model_dir) is not None:
-        from shopaug.online.hashing_model import HashingProjection
+        from shopaug.models.hashing_model import HashingProjection
 
         return HashingProjection.load(model_dir)
     from shopaug.models import BiEncoder

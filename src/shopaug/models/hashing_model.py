@@ -1,29 +1,29 @@
 """A hashing model with a trainable linear map: the small model of tests and demos.
 
-See :mod:`shopaug.online.model_dir` for the directory layout. The map starts as the identity,
+See :mod:`shopaug.models.model_dir` for the directory layout. The map starts as the identity,
 so an untrained model gives exactly the :class:`~shopaug.encoders.base.HashingEncoder`
 vectors; fine-tuning moves it like any other bi-encoder (it is an ``EmbeddingModel``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from torch import nn
 
 from shopaug.encoders.base import HashingEncoder
-from shopaug.errors import ConfigError
-from shopaug.online.model_dir import (
+from shopaug.models.model_dir import (
     DEFAULT_HASHING_DIM,
     MODEL_DESCRIPTOR,
     PROJECTION_FILE,
+    hashing_model_id,
     read_descriptor,
+    read_projection,
     write_hashing_model,
 )
 
@@ -53,9 +53,9 @@ class HashingProjection(nn.Module):
 
     @property
     def id(self) -> str:
-        """``hashing-projection@<sha256 prefix of W>``; changes when training changes ``W``."""
-        weight = self.linear.weight.detach().cpu().numpy().tobytes()
-        return f"hashing-projection@{hashlib.sha256(weight).hexdigest()[:16]}"
+        """:func:`~shopaug.models.model_dir.hashing_model_id` of ``W`` (the version of the
+        directory :meth:`save` writes); changes when training changes ``W``."""
+        return hashing_model_id(self.linear.weight.detach().cpu().numpy())
 
     @property
     def dim(self) -> int:
@@ -92,11 +92,4 @@ class HashingProjection(nn.Module):
         if descriptor is None:
             raise FileNotFoundError(f"{directory / MODEL_DESCRIPTOR} does not exist")
         dim = int(descriptor["dim"])
-        weight = None
-        path = directory / PROJECTION_FILE
-        if path.is_file():
-            weight = load_file(str(path)).get("weight")
-            if weight is None or weight.shape != (dim, dim):
-                shape = None if weight is None else weight.shape
-                raise ConfigError(f"{path}: 'weight' has shape {shape}; expected ({dim}, {dim})")
-        return cls(dim, weight)
+        return cls(dim, read_projection(directory, dim))

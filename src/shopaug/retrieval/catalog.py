@@ -1,0 +1,122 @@
+"""A run's catalog and its vectors under a model: what the service and the online loop rank.
+
+* :class:`CatalogSource`: where a run's catalog comes from (its ``config.yaml``).
+* :class:`RunCatalog`: the products and their rendered texts, loaded once.
+* :func:`encode_catalog`: the catalog's vectors under an encoder, through the embedding cache
+  (keyed by the model's one id, so a promoted copy of a model costs no re-encoding).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from shopaug.data import Dataset, load_dataset
+from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
+from shopaug.encoders.base import Encoder
+from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
+from shopaug.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG = "config.yaml"
+#: How many directories above a model directory are searched for the run's config.yaml
+#: (run/model, run/models/v0001-x and run/online/round-0001/model are all found).
+_CONFIG_SEARCH_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class CatalogSource:
+    """Where a run's catalog comes from (the ``data``, ``data_dir``, ``text_fields`` and
+    ``seed`` of its config.yaml)."""
+
+    data: str
+    data_dir: str | None
+    text_fields: tuple[str, ...]
+    seed: int = 0
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> CatalogSource:
+        """Read ``run_dir/config.yaml``.
+
+        Raises:
+            ConfigError: the file is missing or has no ``data`` field; the message names it.
+        """
+        path = Path(run_dir) / RUN_CONFIG
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; expected the run's config.yaml")
+        payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(payload, dict) or not payload.get("data"):
+            raise ConfigError(f"{path}: field 'data' (data set name or folder) is missing")
+        fields = payload.get("text_fields") or DEFAULT_TEXT_FIELDS
+        data_dir = payload.get("data_dir")
+        return cls(
+            data=str(payload["data"]),
+            data_dir=None if data_dir in (None, "") else str(data_dir),
+            text_fields=tuple(str(f) for f in fields),
+            seed=int(payload.get("seed", 0) or 0),
+        )
+
+    def load(self) -> Dataset:
+        """The data set this source names."""
+        return load_dataset(self.data, data_dir=self.data_dir, seed=self.seed)
+
+
+def find_run_dir(model_dir: str | Path) -> Path:
+    """The nearest directory at or above ``model_dir`` that holds a config.yaml.
+
+    Raises:
+        ConfigError: none within a few levels.
+    """
+    start = Path(model_dir).resolve()
+    for candidate in [start, *start.parents][: _CONFIG_SEARCH_DEPTH + 1]:
+        if (candidate / RUN_CONFIG).is_file():
+            return candidate
+    raise ConfigError(
+        f"no {RUN_CONFIG} at or up to {_CONFIG_SEARCH_DEPTH} levels above {model_dir}; "
+        "expected a model directory inside a run directory"
+    )
+
+
+@dataclass(frozen=True)
+class RunCatalog:
+    """The products of a run's data set and their texts (rendered with the run's fields)."""
+
+    products: tuple[Product, ...]
+    texts: tuple[str, ...]
+
+    @property
+    def product_ids(self) -> tuple[str, ...]:
+        return tuple(product.id for product in self.products)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, text_fields: tuple[str, ...]) -> RunCatalog:
+        """The catalog of ``dataset``.
+
+        Raises:
+            ConfigError: the data set has no product text.
+        """
+        if not dataset.has_text:
+            raise ConfigError(
+                f"data set {dataset.name!r} has no product text; nothing can be ranked"
+            )
+        texts = dataset.product_texts(text_fields)
+        logger.info("catalog %s: %d products", dataset.name, len(texts))
+        return cls(tuple(dataset.products), tuple(texts))
+
+
+def encode_catalog(
+    encoder: Encoder, texts: tuple[str, ...] | list[str], cache_dir: str | Path | None = None
+) -> np.ndarray:
+    """The vectors ``(len(texts), dim)`` of ``texts`` under ``encoder``, through the embedding
+    cache in ``cache_dir`` (default ``$SHOPAUG_CACHE_DIR`` or ~/.cache/shopaug)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = EmbeddingCache(root / "embeddings.sqlite")
+    try:
+        return CachedEncoder(encoder, cache).encode(list(texts))
+    finally:
+        cache.close()
