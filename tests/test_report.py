@@ -1,8 +1,9 @@
-"""The HTML report: parsed with html.parser, every section, chart and value is checked."""
+"""The HTML report: parsed with html.parser; every section, table, chart and value is checked."""
 
 from __future__ import annotations
 
 import copy
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -10,63 +11,140 @@ from typing import Any
 import pytest
 
 from shopaug.errors import DataError
-from shopaug.eval.report import NOT_MEASURED, render_report
+from shopaug.eval.report import NOT_MEASURED, SELECTION_NOTE, render_report
+
+SELECTED = "+ hard negatives <mined>"
+LONG_NAME = "augmented+hard-negatives+popularity-sampler+logQ-correction+dynamic-pool-refresh"
 
 
 def metric(mean: float, low: float | None, high: float | None, folds: list[float]) -> dict:
     return {"mean": mean, "ci95": [low, high], "per_fold": folds}
 
 
+def row(name: str, kind: str, ndcg: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "metrics": {
+            "ndcg@10": metric(ndcg, ndcg - 0.02, ndcg + 0.02, [ndcg - 0.01, ndcg, ndcg + 0.01]),
+            "recall@100": metric(ndcg + 0.4, ndcg + 0.38, ndcg + 0.42, [ndcg + 0.4] * 3),
+            "mrr@10": metric(ndcg + 0.1, ndcg + 0.08, ndcg + 0.12, [ndcg + 0.1] * 3),
+        },
+        "bootstrap_ci95": {"ndcg@10": [ndcg - 0.015, ndcg + 0.015]},
+        "validation": {"ndcg@10": ndcg + 0.05},
+        **extra,
+    }
+
+
 def full_report() -> dict[str, Any]:
+    trained = {"epochs": 2, "steps": 400, "train_seconds_per_fold": 61.5, "examples": 12800}
     return {
         "dataset": "wands <subset> & co",
         "retriever": "minilm-ft",
         "folds": 3,
+        "trained_folds": 3,
+        "best_row": SELECTED,
+        "selected": {
+            "system": SELECTED,
+            "by": "validation ndcg@10",
+            "validation": {"ndcg@10": 0.4623},
+        },
         "metrics": {
             "ndcg@10": metric(0.4123, 0.3901, 0.4345, [0.4011, 0.4123, 0.4235]),
             "recall@100": metric(0.8012, 0.7702, 0.8322, [0.7856, 0.8012, 0.8168]),
         },
         "ablation": [
+            row("bm25", "baseline", 0.3511, p_value_vs_bm25=None, p_value_vs_zero_shot=0.2471),
+            row("zero-shot", "baseline", 0.3320, p_value_vs_bm25=0.2471),
+            row("zero-shot hybrid", "fusion", 0.3702, p_value_vs_bm25=0.031),
+            row("plain fine-tune", "fine-tune", 0.3950, p_value_vs_bm25=0.004, **trained),
+            row(
+                SELECTED,
+                "augmented",
+                0.4123,
+                p_value_vs_plain_fine_tune=0.0123,
+                p_value_vs_zero_shot_hybrid=0.0008,
+                p_value_vs_bm25=0.00002,
+                p_value_vs_zero_shot=0.00001,
+                unknown_extra_key={"ignored": True},
+                **trained,
+            ),
+            row(LONG_NAME, "augmented", 0.4050, p_value_vs_plain_fine_tune=0.21, **trained),
+            row("reranker", "reranker", 0.4201, p_value_vs_bm25=0.00001),
+        ],
+        "segments": {
+            "head": {
+                "bm25 ndcg@10": 0.5012,
+                "zero-shot ndcg@10": 0.4711,
+                f"{SELECTED} ndcg@10": 0.4876,
+                "reranker ndcg@10": 0.4990,
+                "queries": 120.0,
+            },
+            "tail": {
+                "bm25 ndcg@10": 0.2201,
+                "zero-shot ndcg@10": 0.2455,
+                f"{SELECTED} ndcg@10": 0.2934,
+                "reranker ndcg@10": 0.3010,
+                "queries": 80.0,
+            },
+        },
+        "curves": {
+            "plain fine-tune": [
+                {"step": 0, "epoch": 0, "loss": 2.5, "val_ndcg@10": 0.31},
+                {"step": 100, "epoch": 0, "loss": 1.25, "val_ndcg@10": None},
+                {"step": 200, "epoch": 1, "loss": 0.75, "val_ndcg@10": 0.39},
+            ],
+            SELECTED: [
+                {"step": 0, "epoch": 0, "loss": 2.4, "val_ndcg@10": 0.32},
+                {"step": 200, "epoch": 1, "loss": 0.7, "val_ndcg@10": 0.44},
+                {"step": 400, "epoch": 2, "loss": 0.5, "val_ndcg@10": 0.46},
+            ],
+            "loss only": [{"step": 0, "loss": 2.4}, {"step": 100, "loss": 1.1}],
+        },
+        "audit": [
             {
-                "name": "bm25",
-                "metrics": {"ndcg@10": metric(0.3511, 0.3402, 0.3620, [0.35, 0.3511, 0.3522])},
-                "p_value_vs_zero_shot": 0.2471,
-                "p_value_vs_bm25": None,
+                "method": "hard negatives (rank 11-100)",
+                "negatives": 5120,
+                "fn_rate_exact": 0.083,
+                "fn_rate_exact_or_partial": 0.271,
+                "tail_share": 0.64,
             },
             {
-                "name": "+ hard negatives <mined>",
-                "metrics": {"ndcg@10": metric(0.4123, 0.3901, 0.4345, [0.4, 0.41, 0.42])},
-                "p_value_vs_zero_shot": 0.0123,
-                "p_value_vs_bm25": 0.00002,
+                "method": "random",
+                "negatives": 5120,
+                "fn_rate_exact": 0.004,
+                "fn_rate_exact_or_partial": 0.019,
+                "tail_share": 0.79,
             },
         ],
-        "segments": {"head": {"ndcg@10": 0.4876}, "tail": {"ndcg@10": 0.2934}},
-        "curves": {
-            "fold 1": [
-                {"step": 0, "loss": 2.5, "val_ndcg@10": 0.31},
-                {"step": 100, "loss": 1.25, "val_ndcg@10": None},
-                {"step": 200, "loss": 0.75, "val_ndcg@10": 0.39},
-            ],
-            "fold 2": [{"step": 0, "loss": 2.4}, {"step": 100, "loss": 1.1}],
+        "reranker": {
+            "served": True,
+            "validation_first_stage": 0.4623,
+            "validation_reranked": 0.4702,
         },
         "manifest": {"seed": 13, "versions": {"shopaug": "0.1.0"}, "data_sha256": "abc123"},
     }
 
 
 class Page(HTMLParser):
-    """Collects sections (text by id), SVG charts (title, rects, error bars) and tag counts."""
+    """Collects section text (by id), tables (cell text), SVG charts (their text, bar and
+    error-bar geometry) and every tag and attribute."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tags: dict[str, int] = {}
         self.attributes: list[tuple[str, str, str | None]] = []
         self.section_text: dict[str, str] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self.row_classes: dict[str, list[str]] = {}
         self.plots: dict[str, dict[str, Any]] = {}
         self.meta: list[dict[str, str | None]] = []
+        self.title = ""
         self._section: str | None = None
         self._plot: str | None = None
+        self._group: list[str | None] = []
         self._stack: list[str] = []
-        self._rect: dict[str, Any] | None = None
+        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
@@ -76,49 +154,60 @@ class Page(HTMLParser):
         if tag == "meta":
             self.meta.append(attributes)
         if tag == "section":
-            self._section = attributes["id"]
-            self.section_text[self._section or ""] = ""
+            self._section = attributes["id"] or ""
+            self.section_text[self._section] = ""
+        if tag == "tr" and self._section is not None:
+            self.tables.setdefault(self._section, []).append([])
+            self.row_classes.setdefault(self._section, []).append(attributes.get("class") or "")
+        if tag in {"td", "th"} and self._section is not None:
+            self._cell = self.tables[self._section][-1]
+            self._cell.append("")
         if tag == "svg":
-            self._plot = attributes.get("data-plot")
-            self.plots[self._plot or ""] = {
-                "title": "",
-                "section": self._section,
-                "rects": [],
-                "error_bars": 0,
-                "series": [],
-            }
-        if self._plot is not None:
-            plot = self.plots[self._plot]
-            if tag == "rect" and "height" in attributes:
-                self._rect = {"height": float(attributes["height"] or 0), "width": 0, "tip": ""}
-                self._rect["width"] = float(attributes["width"] or 0)
-                plot["rects"].append(self._rect)
-            if tag == "path" and attributes.get("class") == "error-bar":
-                plot["error_bars"] += 1
-            if tag == "polyline":
-                plot["series"].append(attributes.get("data-series"))
+            self._plot = attributes.get("data-plot") or ""
+            self.plots[self._plot] = {"section": self._section, "title": "", "text": []}
+            self.plots[self._plot].update(bars={}, error_bars=set())
+        if self._plot is not None and tag == "g":
+            self._group.append(attributes.get("id"))
+        if self._plot is not None and tag == "path" and self._group:
+            self._path(self._group[-1] or "", attributes.get("d") or "")
+
+    def _path(self, group: str, d: str) -> None:
+        plot = self.plots[self._plot or ""]
+        bar = re.fullmatch(r".*--bar-(\d+)-(\d+)", group)
+        if bar:
+            xs = [float(x) for x in re.findall(r"([-\d.]+) [-\d.]+", d)]
+            plot["bars"][(int(bar[1]), int(bar[2]))] = max(xs) - min(xs)
+        error = re.fullmatch(r".*--error-bars-(\d+)", group)
+        if error:
+            plot["error_bars"].add(int(error[1]))
 
     def handle_endtag(self, tag: str) -> None:
         while self._stack and self._stack.pop() != tag:
             pass
         if tag == "svg":
             self._plot = None
+        if tag == "g" and self._group:
+            self._group.pop()
         if tag == "section":
             self._section = None
-        if tag == "rect":
-            self._rect = None
+        if tag in {"td", "th"}:
+            self._cell = None
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
         self.handle_endtag(tag)
 
     def handle_data(self, data: str) -> None:
+        if self._stack and self._stack[-1] == "title" and self._plot is None:
+            self.title += data
         if self._section is not None:
             self.section_text[self._section] += data + " "
-        if self._stack and self._stack[-1] == "title" and self._plot is not None:
-            if self._rect is not None:
-                self._rect["tip"] += data
-            elif len(self._stack) >= 2 and self._stack[-2] == "svg":
+        if self._cell is not None:
+            self._cell[-1] += data
+        if self._plot is not None and self._stack:
+            if self._stack[-1] == "text":
+                self.plots[self._plot]["text"].append(data)
+            if self._stack[-1] == "title" and self._stack[-2] == "svg":
                 self.plots[self._plot]["title"] += data
 
 
@@ -129,13 +218,13 @@ def parse(path: Path) -> Page:
     return page
 
 
-SECTIONS = ["summary", "metrics", "per-fold", "ablation", "segments", "curves", "manifest"]
-PLOTS = ["per-fold", "ablation", "segments", "training-loss", "validation-ndcg@10"]
+SECTIONS = ["summary", "metrics", "ablation", "segments", "curves", "audit", "reranker", "manifest"]
+PLOTS = ["ablation", "segments", "validation-ndcg@10", "training-loss", "audit"]
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Page:
-    return parse(render_report(full_report(), tmp_path))
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Page:
+    return parse(render_report(full_report(), tmp_path_factory.mktemp("report")))
 
 
 def test_every_section_and_plot_is_present_with_a_title(page: Page) -> None:
@@ -143,115 +232,205 @@ def test_every_section_and_plot_is_present_with_a_title(page: Page) -> None:
     assert sorted(page.plots) == sorted(PLOTS)
     for name, plot in page.plots.items():
         assert plot["title"].strip(), f"plot {name} has no <title>"
-    assert page.plots["training-loss"]["section"] == "curves"
+    assert page.plots["validation-ndcg@10"]["section"] == "curves"
     assert page.plots["ablation"]["section"] == "ablation"
+    assert page.plots["audit"]["section"] == "audit"
     assert NOT_MEASURED not in " ".join(page.section_text.values())
 
 
-def test_values_appear_in_their_sections(page: Page) -> None:
-    text = page.section_text
-    assert "wands <subset> & co" in text["summary"]  # unescaped by the parser: it was escaped
-    for value in ["0.4123", "[0.3901, 0.4345]", "0.4011", "0.4235", "0.8012", "recall@100"]:
-        assert value in text["metrics"], value
-    for value in ["bm25", "+ hard negatives <mined>", "0.3511", "0.2471", "0.0123", "2.0e-05"]:
-        assert value in text["ablation"], value
-    assert "n/a" in text["ablation"]  # bm25 has no p-value against itself
-    assert "0.4876" in text["segments"] and "0.2934" in text["segments"]
-    assert "abc123" in text["manifest"] and "0.1.0" in text["manifest"]
+def test_the_selected_system_leads_the_page(page: Page) -> None:
+    assert page.title == f"shopaug report: {SELECTED} on wands <subset> & co"
+    summary = page.section_text["summary"]
+    assert "Selected system" in summary and SELECTED in summary and SELECTION_NOTE in summary
+    assert "validation ndcg@10" in summary and "0.4623" in summary  # chosen on validation
+    assert "test ndcg@10" in summary and "0.4123" in summary  # the test score, once
+    ablation = page.tables["ablation"]
+    selected_rows = [i for i, css in enumerate(page.row_classes["ablation"]) if css == "selected"]
+    assert [ablation[i][0] for i in selected_rows] == [f"{SELECTED} selected"]
+    labels = page.plots["ablation"]["text"]
+    assert labels[labels.index(SELECTED) + 1] == "(selected)"  # the chart marks it too
 
 
-def test_per_fold_chart_draws_each_fold_and_a_mean_with_ci(page: Page) -> None:
-    plot = page.plots["per-fold"]
-    # 2 metrics x (3 folds + 1 mean) bars, and one error bar per metric mean
-    tips = [rect["tip"] for rect in plot["rects"] if rect["tip"]]
-    assert len(tips) == 8
-    assert plot["error_bars"] == 2
-    assert "ndcg@10 mean: 0.4123 (95% CI 0.3901 to 0.4345)" in tips
-    height = {rect["tip"]: rect["height"] for rect in plot["rects"] if rect["tip"]}
-    # Bar heights are proportional to the values (the axis starts at 0).
-    ratio = height["recall@100 fold 1: 0.7856"] / height["ndcg@10 fold 1: 0.4011"]
-    assert ratio == pytest.approx(0.7856 / 0.4011, rel=0.01)
+def test_values_appear_in_their_tables(page: Page) -> None:
+    metrics = page.tables["metrics"]
+    assert metrics[0] == ["metric", "mean", "95% CI", "fold 1", "fold 2", "fold 3"]
+    assert metrics[1] == ["ndcg@10", "0.4123", "[0.3901, 0.4345]", "0.4011", "0.4123", "0.4235"]
+    header, *rows = page.tables["ablation"]
+    assert header == [
+        "system",
+        "kind",
+        "validation ndcg@10",
+        "ndcg@10",
+        "recall@100",
+        "mrr@10",
+        "p vs plain fine-tune",
+        "p vs zero-shot hybrid",
+        "p vs BM25",
+        "p vs zero-shot",
+        "training",
+    ]
+    by_name = {cells[0].removesuffix(" selected"): dict(zip(header, cells)) for cells in rows}
+    assert next(iter(by_name)) == "bm25" and LONG_NAME in by_name
+    chosen = by_name[SELECTED]
+    assert chosen["kind"] == "augmented" and chosen["validation ndcg@10"] == "0.4623"
+    assert chosen["ndcg@10"] == "0.4123[0.392, 0.432]boot [0.397, 0.427]"
+    assert chosen["p vs BM25"] == "2.0e-05" and chosen["p vs plain fine-tune"] == "0.0123"
+    assert chosen["training"] == "400 steps2 epochs61.5 s / fold12,800 examples"
+    assert by_name["bm25"]["p vs BM25"] == "n/a" and by_name["bm25"]["training"] == "n/a"
+    assert "ignored" not in page.section_text["ablation"]
+    segments = page.tables["segments"]
+    assert segments[1][0] == "head" and "0.4876" in segments[1] and "120" in segments[1]
+    assert "120.0000" not in page.section_text["segments"]  # counts are not scores
+    audit = ["hard negatives (rank 11-100)", "5120", "8.3%", "27.1%", "64.0%"]
+    assert page.tables["audit"][1] == audit
+    reranker = page.section_text["reranker"]
+    assert "yes" in reranker and "0.4702" in reranker
+    assert "abc123" in page.section_text["manifest"]
 
 
-def test_ablation_and_segment_charts_reflect_the_data(page: Page) -> None:
-    ablation = page.plots["ablation"]
-    widths = {rect["tip"]: rect["width"] for rect in ablation["rects"] if rect["tip"]}
-    assert widths["+ hard negatives <mined>: 0.4123"] / widths["bm25: 0.3511"] == pytest.approx(
-        0.4123 / 0.3511, rel=0.01
-    )
-    assert ablation["error_bars"] == 2
-    segment_tips = [rect["tip"] for rect in page.plots["segments"]["rects"] if rect["tip"]]
-    assert segment_tips == ["ndcg@10 head: 0.4876", "ndcg@10 tail: 0.2934"]
+def test_p_values_below_005_are_bold(tmp_path: Path) -> None:
+    text = Path(render_report(full_report(), tmp_path)).read_text(encoding="utf-8")
+    assert '<td class="num significant"><span class="value">2.0e-05</span>' in text
+    assert '<td class="num"><span class="value">0.2471</span>' in text
 
 
-def test_segment_counts_stay_in_the_table(tmp_path: Path) -> None:
+def test_ablation_bars_are_proportional_with_an_interval_each(page: Page) -> None:
+    bars = page.plots["ablation"]["bars"]
+    assert len(bars) == 7 and page.plots["ablation"]["error_bars"] == {0}
+    # bar (series 0, row 4) is the selected system; row 0 is bm25; the x axis starts at 0
+    assert bars[(0, 4)] / bars[(0, 0)] == pytest.approx(0.4123 / 0.3511, rel=1e-3)
+    labels = page.plots["ablation"]["text"]
+    assert "bm25" in labels and "reranker" in labels
+    assert "augmented" in labels and "fusion" in labels  # the kind legend
+
+
+def test_segment_chart_draws_scores_not_counts(page: Page) -> None:
+    plot = page.plots["segments"]
+    assert sorted(plot["bars"]) == [(s, r) for s in (0, 1) for r in range(4)]  # head, tail x 4
+    assert plot["bars"][(1, 2)] / plot["bars"][(0, 2)] == pytest.approx(0.2934 / 0.4876, 1e-3)
+    assert "queries" not in plot["text"] and {"head", "tail"} <= set(plot["text"])
+
+
+def test_curves_have_one_line_per_row_with_points(page: Page) -> None:
+    validation = page.plots["validation-ndcg@10"]["text"]
+    assert "plain fine-tune" in validation and SELECTED in validation
+    assert "loss only" not in validation  # no validation points, no line
+    assert "loss only" in page.plots["training-loss"]["text"]
+    assert "step" in validation
+
+
+def test_audit_chart_in_percent(page: Page) -> None:
+    plot = page.plots["audit"]
+    assert plot["bars"][(1, 0)] / plot["bars"][(0, 0)] == pytest.approx(0.271 / 0.083, rel=1e-3)
+    assert any(text.endswith("%") for text in plot["text"])
+
+
+def test_user_text_is_escaped_and_the_page_self_contained(tmp_path: Path) -> None:
     report = full_report()
-    report["segments"] = {
-        "head": {"bm25 ndcg@10": 0.5, "queries": 120.0},
-        "tail": {"bm25 ndcg@10": 0.25, "queries": 80.0},
-    }
-    page = parse(render_report(report, tmp_path))
-    tips = [rect["tip"] for rect in page.plots["segments"]["rects"] if rect["tip"]]
-    assert tips == ["bm25 ndcg@10 head: 0.5000", "bm25 ndcg@10 tail: 0.2500"]
-    assert (
-        "120" in page.section_text["segments"] and "120.0000" not in page.section_text["segments"]
-    )
-
-
-def test_curves_have_one_line_per_run(page: Page) -> None:
-    assert page.plots["training-loss"]["series"] == ["fold 1", "fold 2"]
-    # fold 2 has no validation points, so the validation chart has one line
-    assert page.plots["validation-ndcg@10"]["series"] == ["fold 1"]
-
-
-def test_self_contained_and_escaped(tmp_path: Path) -> None:
-    report = full_report()
-    report["manifest"]["note"] = "<script>alert('x')</script>"
-    report["retriever"] = '"><img src=x onerror=alert(1)>'
-    page = parse(render_report(report, tmp_path / "report.html"))
-    assert "script" not in page.tags and "img" not in page.tags
-    assert "link" not in page.tags
-    assert "<script>alert('x')</script>" in page.section_text["manifest"]
-    urls = [(tag, name, value) for tag, name, value in page.attributes if name in {"src", "href"}]
-    assert urls == []
+    attack = "<script>alert('x')</script>"
+    report["dataset"] = '"><img src=x onerror=alert(1)>'
+    report["manifest"]["note"] = attack
+    report["ablation"][0]["name"] = attack
+    report["ablation"][0]["kind"] = "<b>kind</b>"
+    report["segments"]["head"][f"{attack} ndcg@10"] = 0.1
+    report["curves"][attack] = [{"step": 1, "loss": 1.0, "val_ndcg@10": 0.2}]
+    report["audit"][0]["method"] = "<iframe src=http://example.com>"
+    path = render_report(report, tmp_path / "report.html")
+    page = parse(path)
+    assert {"script", "img", "b", "iframe", "link"}.isdisjoint(page.tags)
+    assert attack in page.section_text["manifest"] and attack in page.section_text["ablation"]
+    assert attack in page.plots["ablation"]["text"]  # drawn as text in the chart
+    assert attack in page.plots["validation-ndcg@10"]["text"]
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|link|iframe|img)\b", text, re.IGNORECASE)
+    assert not re.search(r"url\(\s*[\"']?(https?:)?//", text, re.IGNORECASE)
+    assert "@import" not in text
+    hrefs = [value for tag, name, value in page.attributes if name in {"src", "href"}]
+    assert hrefs == []
+    remote = [
+        (tag, name, value)
+        for tag, name, value in page.attributes
+        if not name.startswith("xmlns") and re.search(r"(https?:)?//", value or "")
+    ]
+    assert remote == []
+    references = {v for _, name, v in page.attributes if name == "xlink:href"}
+    assert all(ref and ref.startswith("#") for ref in references)  # inside the page only
     policy = [m.get("content") or "" for m in page.meta if m.get("http-equiv")]
     assert policy and "default-src 'none'" in policy[0]
 
 
-def test_missing_sections_say_not_measured(tmp_path: Path) -> None:
+def test_a_dollar_in_a_name_is_text_not_mathtext(tmp_path: Path) -> None:
     report = full_report()
-    for key in ("ablation", "segments", "curves", "manifest"):
-        del report[key]
+    report["ablation"][1]["name"] = "price $x$ boost $"
     page = parse(render_report(report, tmp_path))
-    for section in ("ablation", "segments", "curves", "manifest"):
+    assert "price $x$ boost $" in page.plots["ablation"]["text"]
+
+
+def test_chart_ids_are_unique_on_the_page(page: Page) -> None:
+    ids = [value for _, name, value in page.attributes if name == "id"]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["ablation", "selected", "metrics", "segments", "curves", "audit", "reranker", "manifest"],
+)
+def test_each_optional_key_may_be_missing(tmp_path: Path, key: str) -> None:
+    report = full_report()
+    del report[key]
+    page = parse(render_report(report, tmp_path))
+    assert list(page.section_text) == SECTIONS
+    section = {"selected": "summary"}.get(key, key)
+    if key == "selected":
+        assert SELECTION_NOTE not in page.section_text["summary"]  # best_row is not a selection
+        assert "Reported system" in page.section_text["summary"]
+        assert "selected" not in page.row_classes["ablation"]  # no row is marked either
+    else:
         assert NOT_MEASURED in page.section_text[section], section
-    assert sorted(page.plots) == ["per-fold"]
-    assert NOT_MEASURED not in page.section_text["metrics"]
+    others = [s for s in SECTIONS if s not in {section, "summary"}]
+    assert all(NOT_MEASURED not in page.section_text[s] for s in others)
+
+
+def test_only_a_dataset_is_needed(tmp_path: Path) -> None:
+    page = parse(render_report({"dataset": "d"}, tmp_path / "deep" / "r.html"))
+    assert list(page.section_text) == SECTIONS
+    for section in SECTIONS[1:]:
+        assert NOT_MEASURED in page.section_text[section], section
+    assert page.plots == {}
 
 
 def test_single_fold_without_interval(tmp_path: Path) -> None:
-    report = {
-        "dataset": "d",
-        "retriever": "r",
-        "folds": 1,
-        "metrics": {"mrr@10": metric(0.5, None, None, [0.5])},
-        "curves": {},
-    }
-    page = parse(render_report(report, tmp_path / "deep" / "r.html"))
-    assert "n/a" in page.section_text["metrics"]
-    assert page.plots["per-fold"]["error_bars"] == 0
-    assert NOT_MEASURED in page.section_text["curves"]
+    report = full_report()
+    report["metrics"] = {"mrr@10": metric(0.5, None, None, [0.5])}
+    for entry in report["ablation"]:
+        entry["metrics"]["ndcg@10"]["ci95"] = [None, None]
+        entry.pop("bootstrap_ci95")
+    report["ablation"][0]["bootstrap_ci95"] = {"ndcg@10": [0.34, 0.36]}
+    page = parse(render_report(report, tmp_path))
+    assert page.tables["metrics"][1] == ["mrr@10", "0.5000", "n/a", "0.5000"]
+    # only bm25 has an interval left (its bootstrap one), so one error bar is drawn
+    assert page.plots["ablation"]["error_bars"] == {0}
+    assert "test mrr@10" in page.section_text["summary"]
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (lambda r: r.pop("metrics"), "metrics"),
+        (lambda r: r.pop("dataset"), "dataset"),
         (lambda r: r.update(folds="five"), "folds"),
         (lambda r: r["metrics"].update({"ndcg@10": {"ci95": [0, 1]}}), "metrics.ndcg@10"),
         (lambda r: r["metrics"]["ndcg@10"].update(ci95=[0.1]), "metrics.ndcg@10"),
-        (lambda r: r["ablation"].append({"metrics": {}}), "ablation[2]"),
+        (lambda r: r["ablation"].append({"metrics": {}}), "ablation[7]"),
+        (lambda r: r["ablation"][1]["metrics"]["mrr@10"].update(mean="high"), "ablation[1]"),
         (lambda r: r.update(segments=[1, 2]), "segments"),
+        (lambda r: r.update(audit={"method": "x"}), "audit"),
+        (lambda r: r["audit"].append({"negatives": 3}), "audit[2]"),
+        (lambda r: r.update(selected={"by": "validation ndcg@10"}), "selected.system"),
+        (lambda r: r["selected"].update(validation=0.4), "selected.validation"),
+        (lambda r: r["ablation"][2].update(validation=[0.4]), "ablation[2].validation"),
+        (lambda r: r["segments"].update(tail=0.3), "segments.tail"),
+        (lambda r: r["curves"].update(broken=[1.0]), "curves.broken[0]"),
+        (lambda r: r.update(curves={"row": {"step": 1}}), "curves.row"),
     ],
 )
 def test_bad_reports_name_the_field(tmp_path: Path, change: Any, field: str) -> None:
@@ -259,5 +438,5 @@ def test_bad_reports_name_the_field(tmp_path: Path, change: Any, field: str) -> 
     change(report)
     with pytest.raises(DataError) as error:
         render_report(report, tmp_path)
-    assert error.value.field == field
+    assert (error.value.field or "").startswith(field)
     assert not (tmp_path / "report.html").exists()

@@ -1,4 +1,6 @@
-"""The report opened in headless Chromium: it renders, draws every chart, logs no errors.
+"""The report opened in headless Chromium: it renders, draws every chart, logs no errors, and at
+common window widths (800, 1300, 1920 px) nothing runs out of its card and no chart labels
+overlap.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium
 chromium-driver``); skipped without them.
@@ -32,7 +34,7 @@ from typing import Any
 import pytest
 
 from shopaug.eval.report import render_report
-from test_report import PLOTS, full_report
+from test_report import LONG_NAME, PLOTS, SELECTED, full_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -184,7 +186,7 @@ def test_report_renders_without_console_errors(browser: WebDriver, tmp_path: Pat
         """
     )
     assert _severe(browser.browser_log()) == []
-    assert state["title"] == "shopaug report: minilm-ft on wands <subset> & co"
+    assert state["title"] == f"shopaug report: {SELECTED} on wands <subset> & co"
     assert sorted(state["plots"]) == sorted(PLOTS)
     for name, (width, height) in state["plots"].items():
         assert width > 100 and height > 100, f"plot {name} rendered at {width}x{height}"
@@ -198,3 +200,117 @@ def test_report_renders_without_console_errors(browser: WebDriver, tmp_path: Pat
     assert image[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(image) > 20_000  # a blank page of this size compresses to a few kB
     (_artifacts(tmp_path) / "report.png").write_bytes(image)
+
+
+# Run in the page: every card (section) keeps its tables, charts and code inside, or scrolls them
+# inside a scroll box of its own (".table-scroll", "pre"); every chart's tick labels keep apart
+# within an axis, and no chart text leaves its chart.
+LAYOUT_CHECK = """
+const problems = [];
+const slack = 0.5;  // sub-pixel rounding
+const box = (element) => element.getBoundingClientRect();
+const union = (boxes) => ({
+  left: Math.min(...boxes.map((b) => b.left)), right: Math.max(...boxes.map((b) => b.right)),
+  top: Math.min(...boxes.map((b) => b.top)), bottom: Math.max(...boxes.map((b) => b.bottom)),
+});
+const meet = (a, b) => a.left < b.right - slack && b.left < a.right - slack
+  && a.top < b.bottom - slack && b.top < a.bottom - slack;
+for (const card of document.querySelectorAll("section")) {
+  if (card.scrollWidth > card.clientWidth) {
+    problems.push(`${card.id}: content ${card.scrollWidth} px, card ${card.clientWidth} px`);
+  }
+  const inner = box(card);
+  for (const item of card.querySelectorAll("table, svg[data-plot], pre, dl")) {
+    const shown = box(item.closest(".table-scroll, pre") || item);
+    if (shown.left < inner.left - slack || shown.right > inner.right + slack) {
+      problems.push(`${card.id}: a ${item.tagName} spans ${shown.left}-${shown.right}, `
+        + `the card ${inner.left}-${inner.right}`);
+    }
+  }
+}
+const labels = {};
+for (const svg of document.querySelectorAll("svg[data-plot]")) {
+  const plot = svg.dataset.plot;
+  const frame = box(svg);
+  for (const text of svg.querySelectorAll("text")) {
+    const b = box(text);
+    if (b.left < frame.left - slack || b.right > frame.right + slack
+        || b.top < frame.top - slack || b.bottom > frame.bottom + slack) {
+      problems.push(`${plot}: label "${text.textContent}" leaves the chart`);
+    }
+  }
+  labels[plot] = 0;
+  for (const axis of svg.querySelectorAll('g[id*="matplotlib.axis_"]')) {
+    const ticks = [...axis.querySelectorAll('g[id*="tick_"]')]
+      .map((tick) => [...tick.querySelectorAll("text")])
+      .filter((texts) => texts.length > 0)
+      .map((texts) => [texts.map((t) => t.textContent).join(" "), union(texts.map(box))]);
+    labels[plot] += ticks.length;
+    for (let i = 0; i < ticks.length; i++) {
+      for (let j = i + 1; j < ticks.length; j++) {
+        if (meet(ticks[i][1], ticks[j][1])) {
+          problems.push(`${plot}: tick labels "${ticks[i][0]}" and "${ticks[j][0]}" overlap`);
+        }
+      }
+    }
+  }
+}
+const names = [...document.querySelectorAll("#ablation td.name .value")];
+const longest = names.reduce((a, b) => (b.textContent.length > a.textContent.length ? b : a));
+return {
+  problems: problems,
+  labels: labels,
+  scrolling: [...document.querySelectorAll(".table-scroll")]
+    .filter((s) => s.scrollWidth > s.clientWidth).map((s) => s.closest("section").id),
+  pageOverflow: document.documentElement.scrollWidth > window.innerWidth,
+  innerWidth: window.innerWidth,
+  longName: {text: longest.textContent, width: box(longest).width, height: box(longest).height,
+             line: parseFloat(getComputedStyle(longest).lineHeight)},
+};
+"""
+
+
+@pytest.mark.parametrize("width", [800, 1300, 1920])
+def test_nothing_overflows_its_card_and_no_labels_overlap(
+    browser: WebDriver, tmp_path: Path, width: int
+) -> None:
+    path = render_report(full_report(), tmp_path / "report.html")
+    browser.call("POST", "/window/rect", {"width": width, "height": 1000})
+    browser.open(path.as_uri())
+    state = browser.script(LAYOUT_CHECK)
+    assert abs(state["innerWidth"] - width) < 40, state["innerWidth"]
+    assert state["problems"] == []
+    assert not state["pageOverflow"]
+    assert sorted(state["labels"]) == sorted(PLOTS)
+    assert all(count >= 4 for count in state["labels"].values()), state["labels"]
+    # Long row names wrap onto several lines instead of widening the table.
+    assert state["longName"]["text"] == LONG_NAME
+    assert state["longName"]["width"] < 400
+    assert state["longName"]["height"] > 2 * state["longName"]["line"]
+    if width >= 1300:  # the full ablation table fits a desktop window without scrolling
+        assert state["scrolling"] == []
+
+
+def test_layout_check_catches_overflow_and_overlap(browser: WebDriver, tmp_path: Path) -> None:
+    """A control page: a table wider than its card and two tick labels on top of each other."""
+    page = tmp_path / "broken.html"
+    ticks = "".join(
+        f'<g id="c--xtick_{i}"><text x="{x}" y="20" font-size="14">0.{i}000</text></g>'
+        for i, x in ((1, 10), (2, 30), (3, 200))
+    )
+    page.write_text(
+        '<!DOCTYPE html><title>broken</title><section id="ablation" style="width:300px">'
+        '<table><tr><td class="name"><span class="value">a-name</span></td>'
+        '<td style="white-space:nowrap">' + "wide " * 80 + "</td></tr></table>"
+        '<svg data-plot="c" width="260" height="40"><g id="c--matplotlib.axis_1">'
+        + ticks
+        + '</g><text x="250" y="30">out of the chart</text></svg></section>'
+    )
+    browser.call("POST", "/window/rect", {"width": 800, "height": 600})
+    browser.open(page.as_uri())
+    problems = " | ".join(browser.script(LAYOUT_CHECK)["problems"])
+    assert "ablation: content" in problems
+    assert "ablation: a TABLE spans" in problems
+    assert 'tick labels "0.1000" and "0.2000" overlap' in problems
+    assert '"0.3000"' not in problems
+    assert 'label "out of the chart" leaves the chart' in problems
