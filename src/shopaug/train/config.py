@@ -70,6 +70,16 @@ class TrainConfig(BaseModel):
             as negatives (as sentence-transformers' ``MultipleNegativesRankingLoss`` does).
         metric_name: Name under which the ``validate`` value is logged.
         log_every: Add a curve point every this many steps (besides evaluation steps).
+        max_seq_length: Training inputs are truncated at this many tokens (special tokens
+            included, at most the model's own maximum); ``None``: sized from the data, the
+            smallest length that leaves ``sequence_length_coverage`` of the training texts
+            untruncated. Only models that tokenise
+            (:class:`~shopaug.train.trainable.SequenceLengthModel`) use it.
+        sequence_length_coverage: Share of training texts that a data-sized
+            ``max_seq_length`` keeps whole.
+        length_buckets: Put groups of similar total text length into the same batch (less
+            padding, faster on CPU); the order stays a function of ``(seed, epoch)``.
+        num_threads: Torch CPU threads; ``None``: one per core available to the process.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,3 +104,7 @@ class TrainConfig(BaseModel):
     in_batch_negatives: bool = True
     metric_name: str = "val_ndcg@10"
     log_every: int = Field(default=10, ge=1)
+    max_seq_length: int | None = Field(default=None, ge=1)
+    sequence_length_coverage: float = Field(default=0.99, gt=0, le=1)
+    length_buckets: bool = False
+    num_threads: int | None = Field(default=None, ge=1)

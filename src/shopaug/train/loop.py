@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from shopaug.errors import ConfigError
 from shopaug.losses import LOSSES, DiversityLoss, TotalLoss
+from shopaug.models.tokens import length_covering
 from shopaug.train.checkpoint import (
     checkpoint_root,
     latest_checkpoint,
@@ -30,8 +32,11 @@ from shopaug.train.checkpoint import (
 from shopaug.train.config import TrainConfig, TrainingExample
 from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
 from shopaug.train.trainable import (
+    TRAINABLE_MODELS,
     EmbeddingModel,
     PairScoringModel,
+    SequenceLengthModel,
+    TwoTowerModel,
     build_candidates,
     score_batch,
 )
@@ -39,7 +44,11 @@ from shopaug.train.trainable import (
 logger = logging.getLogger(__name__)
 
 # Fields that change neither the data order nor the weights: a resumed run may change them.
-_RESUMABLE_FIELDS = frozenset({"checkpoint_every", "keep_checkpoints", "log_every"})
+_RESUMABLE_FIELDS = frozenset({"checkpoint_every", "keep_checkpoints", "log_every", "num_threads"})
+
+BUCKET_BATCHES = 50
+"""With ``length_buckets``, each run of this many batches of the epoch order is sorted by length
+before it is cut into batches: batches of similar lengths, still drawn from the whole data."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,120 @@ def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
     Being a pure function of its arguments, the order needs no saved state to resume.
     """
     return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def epoch_batches(
+    seed: int,
+    epoch: int,
+    *,
+    batch_size: int,
+    size: int,
+    lengths: Sequence[int] | np.ndarray | None = None,
+    bucket_batches: int = BUCKET_BATCHES,
+) -> list[np.ndarray]:
+    """The batches (example indices) of ``epoch``, a pure function of the arguments.
+
+    Without ``lengths`` they are :func:`epoch_order` cut into runs of ``batch_size`` (the last
+    may be smaller). With ``lengths`` (one per example) the order is cut into chunks of
+    ``bucket_batches * batch_size`` examples, each chunk is sorted by length (ties in epoch
+    order) and cut into batches, and the batches are shuffled by a generator seeded by
+    ``(seed, epoch, 1)``: every example once per epoch, as many batches as without buckets, and
+    the same batches for the same seed, epoch and lengths, so resume needs no saved state.
+
+    Raises:
+        ValueError: If ``lengths`` does not have ``size`` entries.
+    """
+    order = epoch_order(seed, epoch, size)
+    if lengths is None:
+        return [order[start : start + batch_size] for start in range(0, size, batch_size)]
+    length_array = np.asarray(lengths)
+    if length_array.shape != (size,):
+        raise ValueError(f"lengths has shape {length_array.shape}; expected ({size},)")
+    chunk = batch_size * max(1, bucket_batches)
+    batches: list[np.ndarray] = []
+    for chunk_start in range(0, size, chunk):
+        part = order[chunk_start : chunk_start + chunk]
+        part = part[np.argsort(length_array[part], kind="stable")]
+        batches.extend(
+            part[start : start + batch_size] for start in range(0, len(part), batch_size)
+        )
+    shuffle = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+    return [batches[index] for index in shuffle]
+
+
+def example_lengths(examples: Sequence[TrainingExample]) -> np.ndarray:
+    """Characters of each group's texts (query, positive and negatives): ``(len(examples),)``."""
+    return np.array(
+        [
+            len(example.query) + len(example.positive) + sum(map(len, example.negatives))
+            for example in examples
+        ],
+        dtype=np.int64,
+    )
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def set_torch_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads to ``requested`` (``None``: :func:`available_cores`).
+
+    Torch's thread count is per process, so it is only set (and logged) when it changes.
+
+    Returns:
+        The thread count in use.
+    """
+    wanted = requested or available_cores()
+    if torch.get_num_threads() != wanted:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(wanted)
+        logger.info("torch threads: %d (was %d)", wanted, previous)
+    return wanted
+
+
+def size_sequence_length(
+    model: SequenceLengthModel, examples: Sequence[TrainingExample], config: TrainConfig
+) -> int:
+    """Set ``model``'s training sequence length from ``config`` or from the examples' texts.
+
+    Every distinct text is tokenised here, once (so the model's token cache holds them all
+    before the first step).
+
+    Returns:
+        The length set.
+    """
+    texts = list(
+        dict.fromkeys(
+            text
+            for example in examples
+            for text in (example.query, example.positive, *example.negatives)
+        )
+    )
+    counts = model.token_counts(texts)
+    cap = model.max_sequence_length
+    if config.max_seq_length is not None:
+        length = min(config.max_seq_length, cap)
+    else:
+        length = length_covering(counts, coverage=config.sequence_length_coverage, cap=cap)
+    model.set_train_sequence_length(length)
+    truncated = int((counts > length).sum())
+    logger.info(
+        "training sequence length %d tokens (%s; model max %d): %d of %d texts truncated, "
+        "longest %d",
+        length,
+        "configured"
+        if config.max_seq_length is not None
+        else f"covers {config.sequence_length_coverage:.0%} of the texts",
+        cap,
+        truncated,
+        len(texts),
+        int(counts.max()) if len(counts) else 0,
+    )
+    return length
 
 
 def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -163,7 +286,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save_model(model: EmbeddingModel | PairScoringModel, directory: Path) -> None:
+def _save_model(model: EmbeddingModel | PairScoringModel | TwoTowerModel, directory: Path) -> None:
     """``model.save`` into a temporary folder, then swap it in for ``directory``."""
     temporary = directory.with_name(directory.name + ".tmp")
     previous = directory.with_name(directory.name + ".old")
@@ -203,10 +326,16 @@ def fit(
     """Train ``model`` on ``train_examples``; resume exactly from ``run_dir`` if it holds a run.
 
     Each epoch visits the examples in a permutation seeded by ``(config.seed, epoch)``, in
-    batches of ``config.batch_size`` groups (the last one may be smaller). Every step scores each
-    group's candidates (positive first, own negatives, then in-batch negatives if configured),
-    applies :func:`build_objective`, clips the gradient norm and steps the optimizer and the
-    warm-up + linear-decay schedule.
+    batches of ``config.batch_size`` groups (the last one may be smaller; with
+    ``config.length_buckets`` groups of similar text length share a batch, see
+    :func:`epoch_batches`). Every step scores each group's candidates (positive first, own
+    negatives, then in-batch negatives if configured), applies :func:`build_objective`, clips
+    the gradient norm and steps the optimizer and the warm-up + linear-decay schedule.
+
+    Before the first step torch's CPU threads are set (``config.num_threads``, default one per
+    core), and a model that tokenises (:class:`~shopaug.train.trainable.SequenceLengthModel`)
+    gets its training sequence length (``config.max_seq_length``, or sized from the texts, see
+    :func:`size_sequence_length`) and tokenises every distinct text once.
 
     Checkpoints (model, optimizer, scheduler, RNG states, data position, early-stopping state)
     are written atomically every ``config.checkpoint_every`` steps and at the end. With
@@ -237,10 +366,11 @@ def fit(
         ValueError: If there are no examples, or the loss or a metric is not finite.
         ConfigError: If ``run_dir`` holds a checkpoint of another config or other data.
     """
-    if not isinstance(model, nn.Module) or not isinstance(model, EmbeddingModel | PairScoringModel):
+    if not isinstance(model, nn.Module) or not isinstance(model, TRAINABLE_MODELS):
         raise TypeError(
-            f"fit needs an nn.Module with embed(texts) or score_pairs(queries, documents) and "
-            f"save(directory); got {type(model).__name__}"
+            f"fit needs an nn.Module with embed(texts), embed_queries(texts) + "
+            f"embed_items(texts), or score_pairs(queries, documents), and save(directory); "
+            f"got {type(model).__name__}"
         )
     examples = list(train_examples)
     if not examples:
@@ -264,6 +394,15 @@ def fit(
     )
     objective = build_objective(config)
     data_hash = data_fingerprint(examples)
+    set_torch_threads(config.num_threads)
+    if isinstance(model, SequenceLengthModel):
+        size_sequence_length(model, examples, config)
+    lengths = example_lengths(examples) if config.length_buckets else None
+
+    def batches_of(epoch: int) -> list[np.ndarray]:
+        return epoch_batches(
+            config.seed, epoch, batch_size=config.batch_size, size=len(examples), lengths=lengths
+        )
 
     state = _initial_state(config, data_hash)
     checkpoint_path = latest_checkpoint(run_dir) if resume else None
@@ -308,15 +447,14 @@ def fit(
         unit="step",
         disable=not show_progress,
     )
-    order = epoch_order(config.seed, state["epoch"], len(examples))
-    order_epoch = state["epoch"]
+    batches = batches_of(state["epoch"])
+    batches_epoch = state["epoch"]
     try:
         while not state["finished"]:
-            if order_epoch != state["epoch"]:
-                order = epoch_order(config.seed, state["epoch"], len(examples))
-                order_epoch = state["epoch"]
-            start = state["position"] * config.batch_size
-            batch = [examples[i] for i in order[start : start + config.batch_size]]
+            if batches_epoch != state["epoch"]:
+                batches = batches_of(state["epoch"])
+                batches_epoch = state["epoch"]
+            batch = [examples[i] for i in batches[state["position"]]]
 
             loss_value, lr = _train_step(
                 model, batch, config, objective, optimizer, scheduler, state["step"] + 1

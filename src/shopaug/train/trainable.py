@@ -7,6 +7,13 @@ Two kinds of model train here, told apart by their methods (structural typing, n
   normalised).
 * :class:`PairScoringModel` (a cross-encoder): ``score_pairs(queries, documents)`` gives one
   score per pair.
+* :class:`TwoTowerModel` (an asymmetric bi-encoder, e.g. a query tower trained against frozen
+  item vectors): ``embed_queries(texts)`` and ``embed_items(texts)``; the score is the dot
+  product of a query vector and an item vector. A model with both towers is scored through them
+  even when it also has ``embed``.
+
+A model that tokenises (:class:`SequenceLengthModel`) also lets the loop size its training
+sequence length from the data.
 
 Both are ``torch.nn.Module`` s (the loop uses ``parameters``, ``state_dict``,
 ``load_state_dict``, ``train`` and ``eval``) with a ``save(directory)`` that writes safetensors.
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from shopaug.train.config import TrainingExample
@@ -51,6 +59,49 @@ class PairScoringModel(Protocol):
     def save(self, directory: str | Path) -> None:
         """Write the model (safetensors weights and whatever is needed to load it)."""
         ...
+
+
+@runtime_checkable
+class TwoTowerModel(Protocol):
+    """A trainable two-tower model: queries and items have their own encoders.
+
+    Either tower may be frozen (the item side may even be a lookup of cached vectors); the
+    vectors of both must share a dimension, and their dot product is the score.
+    """
+
+    def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
+        """Query vectors ``(len(texts), dim)``."""
+        ...
+
+    def embed_items(self, texts: Sequence[str]) -> torch.Tensor:
+        """Item vectors ``(len(texts), dim)``."""
+        ...
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model (safetensors weights and whatever is needed to load it)."""
+        ...
+
+
+@runtime_checkable
+class SequenceLengthModel(Protocol):
+    """A model whose training inputs are token sequences of a length the loop may choose."""
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input the model reads (the cap of any training length)."""
+        ...
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text, special tokens included, before truncation: ``(len(texts),)``."""
+        ...
+
+    def set_train_sequence_length(self, length: int) -> None:
+        """Truncate training inputs at ``length`` tokens."""
+        ...
+
+
+TRAINABLE_MODELS = (TwoTowerModel, EmbeddingModel, PairScoringModel)
+"""The kinds :func:`score_batch` scores, in the order it tries them."""
 
 
 @dataclass(frozen=True)
@@ -124,17 +175,19 @@ def build_candidates(
 
 
 def score_batch(
-    model: EmbeddingModel | PairScoringModel, batch: CandidateBatch
+    model: EmbeddingModel | PairScoringModel | TwoTowerModel, batch: CandidateBatch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores ``(batch, width)`` and mask ``(batch, width)`` of a candidate batch.
 
-    A bi-encoder embeds each distinct candidate text once; a cross-encoder scores every valid
-    (query, candidate) pair. Padding cells hold 0 and are False in the mask.
+    A bi-encoder embeds the queries and each distinct candidate text once (a two-tower model
+    embeds the queries with ``embed_queries`` and the candidates with ``embed_items``); a
+    cross-encoder scores every valid (query, candidate) pair. Padding cells hold 0 and are False
+    in the mask.
 
     Raises:
-        TypeError: If ``model`` is neither kind of model.
+        TypeError: If ``model`` is none of the kinds of model.
     """
-    if isinstance(model, EmbeddingModel):
+    if isinstance(model, TwoTowerModel | EmbeddingModel):
         texts: list[str] = []
         position: dict[str, int] = {}
         for row_texts in batch.candidates:
@@ -142,15 +195,18 @@ def score_batch(
                 if text not in position:
                     position[text] = len(texts)
                     texts.append(text)
-        query_vectors = model.embed(batch.queries)  # (batch, dim)
-        item_vectors = model.embed(texts)  # (unique, dim)
+        if isinstance(model, TwoTowerModel):
+            query_vectors = model.embed_queries(batch.queries)  # (batch, dim)
+            item_vectors = model.embed_items(texts)  # (unique, dim)
+        else:
+            query_vectors = model.embed(batch.queries)  # (batch, dim)
+            item_vectors = model.embed(texts)  # (unique, dim)
         all_scores = query_vectors @ item_vectors.T  # (batch, unique)
-        index = torch.zeros(
-            len(batch.candidates), batch.width, dtype=torch.long, device=all_scores.device
-        )
+        index = torch.zeros(len(batch.candidates), batch.width, dtype=torch.long)
         for row, candidates in enumerate(batch.candidates):
             index[row, : len(candidates)] = torch.tensor([position[t] for t in candidates])
         mask = batch.mask(all_scores.device)
+        index = index.to(all_scores.device)
         scores = all_scores.gather(1, index).masked_fill(~mask, 0.0)  # (batch, width)
         return scores, mask
     if isinstance(model, PairScoringModel):
@@ -164,6 +220,6 @@ def score_batch(
         scores = scores.masked_scatter(mask, flat)  # row-major order matches the flattening
         return scores, mask
     raise TypeError(
-        f"{type(model).__name__} has neither embed(texts) nor score_pairs(queries, documents); "
-        "see shopaug.train.trainable"
+        f"{type(model).__name__} has neither embed(texts), embed_queries(texts) + "
+        "embed_items(texts), nor score_pairs(queries, documents); see shopaug.train.trainable"
     )
