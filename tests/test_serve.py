@@ -344,3 +344,55 @@ def test_promote_broken_model_changes_nothing(
     )
     assert missing.status_code == 422
     assert client.get("/readyz").json()["model_version"] == "v1"
+
+
+# -- dependency overrides ----------------------------------------------------------------------
+
+
+def test_routes_take_their_inputs_from_overridable_dependencies(tmp_path: Path) -> None:
+    """No lifespan, no model directory, no database: every input comes from an override."""
+    from shopaug.serve import deps
+    from shopaug.serve.testing import FakeBackend
+
+    recorded: list[list[str]] = []
+
+    class MemoryStore:
+        def record(self, events, idempotency_key=None):
+            from shopaug.feedback.store import Acknowledgement
+
+            recorded.append([event.product_id for event in events])
+            return Acknowledgement(len(events), tuple(range(1, len(events) + 1)), None)
+
+        def session_history(self, session_id: str, limit: int) -> list[str]:
+            return ["p1"] if session_id == "known" else []
+
+    app = create_app(Settings(run_dir=tmp_path / "nothing-here", max_k=3), load_fake_backend)
+    app.dependency_overrides[deps.get_backend] = lambda: FakeBackend("v-test", SMALL_CATALOG)
+    app.dependency_overrides[deps.get_store] = MemoryStore
+    client = TestClient(app)  # not entered: the lifespan never runs
+
+    search = client.get("/search", params={"q": "blue velvet sofa", "k": 3})
+    assert search.status_code == 200, search.text
+    assert search.json()["model_version"] == "v-test"
+    assert ids(search.json()["results"]) == ["p1", "p2", "p5"]
+    # the limits come from the app's settings through the same dependency path
+    too_many = client.get("/search", params={"q": "sofa", "k": 4})
+    assert too_many.status_code == 422 and "max_k" in too_many.text
+    ack = client.post("/feedback", json={"event": "click", "product_id": "p2", "query": "sofa"})
+    assert ack.status_code == 200 and recorded == [["p2"]]
+    session = client.post("/recommend", json={"session_id": "known", "k": 2})
+    assert session.status_code == 200 and "p1" not in ids(session.json()["items"])
+    assert client.post("/recommend", json={"session_id": "x", "k": 2}).status_code == 404
+
+    app.dependency_overrides.clear()
+    assert client.get("/search", params={"q": "sofa"}).status_code == 503  # no model loaded
+
+
+def test_the_query_limit_is_checked_the_same_way_for_search_and_feedback(client) -> None:
+    long = "x" * 600  # max_query_chars is 512 by default
+    search = client.post("/search", json={"query": long})
+    event = client.post("/feedback", json={"event": "click", "product_id": "p1", "query": long})
+    assert search.status_code == event.status_code == 422
+    assert search.json()["detail"][0]["loc"] == ["body", "query"]
+    assert event.json()["detail"][0]["loc"] == ["body", "query"]
+    assert search.json()["detail"][0]["msg"] == event.json()["detail"][0]["msg"]

@@ -214,7 +214,8 @@ class FeedbackStore:
                         )
                     )
                     key = result.inserted_primary_key
-                    assert key is not None
+                    if key is None:  # the events table always has an autoincrement id
+                        raise RuntimeError(f"{self.events.name}: the insert returned no id")
                     ids.append(int(key[0]))
                 acknowledgement = Acknowledgement(len(ids), tuple(ids), idempotency_key)
                 if idempotency_key is not None:

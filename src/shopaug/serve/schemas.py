@@ -7,9 +7,12 @@ the handlers, which answer 422 naming the field.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shopaug.serve.backend import Hit
 
 Identifier = Field(min_length=1, max_length=200)
 EventName = Literal["impression", "click", "add_to_cart", "purchase"]
@@ -28,6 +31,14 @@ class Result(BaseModel):
     product_id: str
     score: float
     title: str
+
+
+def results(hits: Sequence[Hit]) -> list[Result]:
+    """Ranked hits as response rows, rank 1 first."""
+    return [
+        Result(rank=rank, product_id=hit.product_id, score=float(hit.score), title=hit.title)
+        for rank, hit in enumerate(hits, start=1)
+    ]
 
 
 class SearchResponse(BaseModel):
@@ -107,3 +118,23 @@ class Status(BaseModel):
     status: str
     model_version: str | None = None
     detail: str | None = None
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+_MEANING = {
+    400: "The body is not parseable JSON.",
+    401: "Missing or malformed admin token.",
+    403: "Wrong admin token.",
+    404: "Admin routes disabled, or nothing logged for the session.",
+    409: "Idempotency-Key reused with a different body.",
+    413: "Request body larger than max_body_bytes.",
+    503: "No model loaded yet, or the feedback store is unavailable.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give."""
+    return {code: {"model": Detail, "description": _MEANING[code]} for code in codes}

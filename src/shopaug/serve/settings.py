@@ -62,13 +62,15 @@ class Settings(BaseModel):
     @property
     def pointer(self) -> Path:
         """The model pointer (``model_dir`` with the default filled in)."""
-        assert self.model_dir is not None
+        if self.model_dir is None:  # filled in by the validator; kept for the type checker
+            raise RuntimeError("Settings.model_dir was not filled in")
         return self.model_dir
 
     @property
     def feedback_url(self) -> str:
         """The feedback database URL (with the default filled in)."""
-        assert self.database_url is not None
+        if self.database_url is None:  # filled in by the validator; kept for the type checker
+            raise RuntimeError("Settings.database_url was not filled in")
         return self.database_url
 
     @classmethod
