@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from shopaug.augment.judged import JUDGED_METHODS, judged_samples
 from shopaug.augment.mining import (
     BASELINE_METHODS,
     RETRIEVAL_METHODS,
@@ -24,7 +25,14 @@ from shopaug.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-AUGMENT_METHODS = (*BASELINE_METHODS, *RETRIEVAL_METHODS, "near-miss", "synthetic-queries")
+#: Sample sources: judged ones (what a shop has), negative baselines, and augmentation methods.
+AUGMENT_METHODS = (
+    *JUDGED_METHODS,
+    *BASELINE_METHODS,
+    *RETRIEVAL_METHODS,
+    "near-miss",
+    "synthetic-queries",
+)
 
 
 @dataclass
@@ -56,11 +64,16 @@ def augment(
     start = time.perf_counter()
     mining = from_mapping(MiningConfig, {"seed": seed, **config.mining}, section="mining")
     mining.show_progress = show_progress
-    if method in RETRIEVAL_METHODS or method in BASELINE_METHODS:
+    if method in JUDGED_METHODS:
+        frame, counts = judged_samples(
+            dataset, query_ids, mining, negatives=method == "human-negatives"
+        )
+        details: dict[str, Any] = dict(counts)
+    elif method in RETRIEVAL_METHODS or method in BASELINE_METHODS:
         mining.method = method
         run = mine_hard_negatives if method in RETRIEVAL_METHODS else sample_baseline_negatives
         frame, stats = run(dataset, query_ids, mining)
-        details: dict[str, Any] = asdict(stats)
+        details = asdict(stats)
     elif method == "near-miss":
         frame, details = _near_miss(dataset, query_ids, mining, config, seed)
     else:

@@ -13,6 +13,8 @@ from shopaug.data.records import DEFAULT_TEXT_FIELDS
 from shopaug.errors import ConfigError
 
 PROFILES = ("quick", "full")
+TOWERS = ("query", "full")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass
@@ -22,33 +24,66 @@ class AblationRow:
     Attributes:
         name: row label in tables and plots.
         methods: augmentation methods whose samples are pooled (judged positives always).
-        dynamic: re-sample negatives from the current model between rounds (IRGAN-style
-            generator distribution at ``temperature``), starting from ``methods``' samples.
+        dynamic: re-sample negatives from the current model before every epoch after the
+            first (IRGAN-style generator distribution at ``temperature``), starting from
+            ``methods``' samples.
+        augment: settings merged over the run's ``augment`` sections for this row's samples
+            (e.g. another ``generator``); rows with the same methods and settings share samples.
     """
 
     name: str
     methods: tuple[str, ...]
     dynamic: bool = False
+    augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)  # YAML gives lists
 
+    @property
+    def kind(self) -> str:
+        """``fine-tune`` when the row trains on judged samples only (what a shop does without
+        shopaug), else ``augmented``."""
+        judged = {"positives", "human-negatives"}
+        return "fine-tune" if set(self.methods) <= judged and not self.dynamic else "augmented"
+
 
 @dataclass
 class DynamicConfig:
-    rounds: int = 2
+    """Dynamic negatives: drawn from the current model's scores over ``candidates`` top items
+    at ``temperature``; ``negatives`` per query."""
+
     temperature: float = 0.05
     candidates: int | None = 200
+    negatives: int = 8
+
+
+@dataclass
+class FusionConfig:
+    """Each trained bi-encoder fused with BM25: reciprocal-rank fusion, and a convex
+    combination of min-max normalised scores whose weight on the dense side is picked from
+    ``weights`` on the validation queries."""
+
+    enabled: bool = True
+    depth: int = 200
+    rrf_k: float = 60.0
+    weights: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+    def __post_init__(self) -> None:
+        self.weights = tuple(float(w) for w in self.weights)
 
 
 @dataclass
 class RerankerConfig:
+    """A cross-encoder trained on the training queries' graded judgments (and the first
+    stage's augmented negatives), reranking the top ``top_k`` of the best first stage."""
+
     enabled: bool = False
-    top_k: int = 20
-    max_steps: int = 30
+    top_k: int = 50
+    epochs: int = 2
     batch_size: int = 16
     lr: float = 3e-5
     negatives_per_example: int = 3
+    max_positives_per_query: int = 16
 
 
 @dataclass
@@ -60,11 +95,16 @@ class RunConfig:
         data: data set name or folder.
         folds: query-level folds; ``train_folds`` limits how many are trained (None = all).
         validation_fraction: share of each fold's train queries held out for early stopping.
-        negatives_per_example: negatives in each training group (besides in-batch ones).
-        train: keyword arguments of :class:`shopaug.train.TrainConfig`; ``max_steps`` is the
-            budget every ablation row gets.
+        negatives_per_example: negatives in each training group of a ``full`` tower.
+        tower: ``query`` fine-tunes the query encoder against the frozen base model's cached
+            catalog vectors (one encoding per query and epoch: minutes on two cores); ``full``
+            fine-tunes both sides (the catalog is re-encoded for every model).
+        gain_weights: a positive's weight in the loss is its judged gain (Exact 2, Partial 1).
+        train: keyword arguments of :class:`shopaug.train.TrainConfig`. Every row gets the
+            same ``epochs`` (passes over its samples), early-stopped on validation queries.
         augment: sections mining, near_miss, synthetic_queries, generator.
         ablation: the rows to train; the default covers every sample source.
+        device: torch device for training and encoding (``cpu``, ``cuda``, ``auto``).
     """
 
     name: str = "custom"
@@ -79,10 +119,14 @@ class RunConfig:
     depth: int = 100
     model: str = "minilm"
     negatives_per_example: int = 3
+    tower: str = "query"
+    gain_weights: bool = True
+    device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] = field(default_factory=dict)
     ablation: list[AblationRow] = field(default_factory=list)
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     show_progress: bool = True
 
@@ -95,11 +139,22 @@ class RunConfig:
         needed = {m for row in self.ablation for m in row.methods}
         return [m for m in AUGMENT_METHODS if m in needed]
 
+    def row_augment(self, row: AblationRow) -> dict[str, Any]:
+        """The augment sections of ``row``: the run's, with the row's settings merged in."""
+        merged = {section: dict(values) for section, values in self.augment.items()}
+        for section, values in row.augment.items():
+            merged[section] = {**merged.get(section, {}), **dict(values)}
+        return merged
+
 
 DEFAULT_ABLATION = [
+    AblationRow("plain fine-tune", ("positives",)),
+    AblationRow("human negatives", ("human-negatives",)),
     AblationRow("random", ("random",)),
+    AblationRow("popular", ("popular",)),
     AblationRow("bm25 hard", ("bm25",)),
     AblationRow("dense hard", ("dense",)),
+    AblationRow("hybrid hard", ("hybrid",)),
     AblationRow("near-miss", ("random", "near-miss")),
     AblationRow("synthetic queries", ("random", "synthetic-queries")),
     AblationRow("dynamic", ("random",), dynamic=True),
@@ -112,6 +167,7 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
     payload = dict(payload)
     rows = payload.pop("ablation", None)
     dynamic = payload.pop("dynamic", None)
+    fusion = payload.pop("fusion", None)
     reranker = payload.pop("reranker", None)
     config = from_mapping(RunConfig, payload, section=source)
     if rows is None:
@@ -128,7 +184,15 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
                 )
             config.ablation.append(parsed)
     config.dynamic = from_mapping(DynamicConfig, dynamic, section=f"{source}: dynamic")
+    config.fusion = from_mapping(FusionConfig, fusion, section=f"{source}: fusion")
     config.reranker = from_mapping(RerankerConfig, reranker, section=f"{source}: reranker")
+    if config.tower not in TOWERS:
+        raise ConfigError(f"{source}: tower must be one of {TOWERS}, got {config.tower!r}")
+    if config.device not in DEVICES:
+        raise ConfigError(f"{source}: device must be one of {DEVICES}, got {config.device!r}")
+    names = [row.name for row in config.ablation]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: ablation row names must be unique, got {names}")
     if config.folds < 2:
         raise ConfigError(f"{source}: folds must be at least 2")
     if not 0 < config.validation_fraction < 1:

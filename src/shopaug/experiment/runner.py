@@ -1,17 +1,18 @@
-"""``shopaug run``: data -> augment -> train -> evaluate -> report, every stage cached.
+"""``shopaug run``: data -> samples -> trained rows -> fusion -> reranker -> selection -> report.
 
-Stages are cached by content hash under ``RUN_DIR/cache``: a rerun with the same config and data
-reuses samples and fold results; changing a setting recomputes only what depends on it.
+Every figure follows BENCHMARKS.md: query-level folds; each fold's validation queries are carved
+from its training side; the system to report and to serve is chosen on validation queries
+only, and the test queries of each fold are read once, for the figure. Every finished stage is
+cached under ``RUN_DIR/cache`` by the content it depends on (see :mod:`.stages`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,487 +20,435 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from shopaug.augment.pipeline import augment
-from shopaug.augment.samples import read_samples, write_samples
+from shopaug.augment.samples import write_samples
 from shopaug.config import to_mapping
-from shopaug.data import Dataset, kfold_queries, load_dataset, validation_split, write_folds
-from shopaug.eval.metrics import evaluate_run
-from shopaug.eval.pipeline import HEADLINE_METRICS, FoldedMetrics, retrieve_run
-from shopaug.eval.significance import fold_summary, paired_test
+from shopaug.data import kfold_queries, load_dataset, validation_split, write_folds
+from shopaug.eval.pipeline import HEADLINE_METRICS
 from shopaug.experiment.config import AblationRow, RunConfig
-from shopaug.experiment.examples import build_examples, pool_samples
-from shopaug.experiment.training import (
-    DynamicRound,
-    dense_run,
-    train_row,
-    validation_metric,
-)
+from shopaug.experiment.context import FoldContext, PerQuery, RunContext, resolve_device
+from shopaug.experiment.fusion import convex_fuse, pick_weight, rrf_fuse
+from shopaug.experiment.report import assemble_result, render
+from shopaug.experiment.rows import RowResult, train_and_rank_row
+from shopaug.experiment.stages import Stages, content_hash
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
-from shopaug.retrieval import RetrieverConfig, build_retriever
-from shopaug.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 Run = dict[str, list[tuple[str, float]]]
 
-
-def content_hash(*parts: Any) -> str:
-    payload = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+ZERO_SHOT_HYBRID = "zero-shot hybrid"
 
 
-class Stages:
-    """Cached stage results of one run directory."""
+@dataclass
+class System:
+    """A ranked system across folds: its validation and test runs per fold, and what it cost.
 
-    def __init__(self, run_dir: Path, data_key: str) -> None:
-        self.root = run_dir / "cache"
-        self.data_key = data_key
-        self.root.mkdir(parents=True, exist_ok=True)
+    Attributes:
+        name: Row label.
+        kind: ``baseline``, ``fine-tune``, ``augmented``, ``fusion`` or ``reranker``.
+        runs: fold index -> (validation run, test run).
+        info: Budget and provenance (epochs, steps, seconds, fusion weights, ...).
+    """
 
-    def samples_key(self, method: str, train_ids: list[str], config: RunConfig) -> str:
-        """Content hash of everything one method's samples depend on."""
-        return content_hash(
-            "samples",
-            self.data_key,
-            method,
-            train_ids,
-            config.augment,
-            config.text_fields,
-            config.seed,
-            config.model,
-        )
+    name: str
+    kind: str
+    runs: dict[int, tuple[Run, Run]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
-    def samples(
-        self, dataset: Dataset, method: str, train_ids: list[str], config: RunConfig
-    ) -> pd.DataFrame:
-        key = self.samples_key(method, train_ids, config)
-        path = self.root / "samples" / f"{method}-{key}.parquet"
-        if path.exists():
-            return read_samples(path)
-        augment_config = config.augment_config
-        augment_config.mining = {"text_fields": config.text_fields, **augment_config.mining}
-        frame, summary = augment(
-            dataset,
-            method,
-            train_ids,
-            config=augment_config,
-            seed=config.seed,
-            show_progress=config.show_progress,
-        )
-        write_samples(frame, path)
-        write_json(path.with_suffix(".summary.json"), summary)
-        return frame
-
-    def result_path(self, *parts: Any) -> Path:
-        return self.root / "results" / f"{content_hash(self.data_key, *parts)}.json"
-
-
-def _per_query(run: Run, qrels: dict, query_ids: list[str]) -> dict[str, dict[str, float]]:
-    values = evaluate_run(run, qrels, metrics=HEADLINE_METRICS, query_ids=query_ids)
-    return {m: dict(zip(query_ids, map(float, values[m]))) for m in HEADLINE_METRICS}
-
-
-def _fold_queries(qrels: dict, ids: tuple[str, ...]) -> list[str]:
-    return [q for q in ids if any(g > 0 for g in qrels.get(q, {}).values())]
+    def scores(self, run: RunContext, folds: list[FoldContext]) -> tuple[PerQuery, PerQuery]:
+        """(validation, test) metric -> query id -> value, pooled over folds."""
+        valid: PerQuery = {m: {} for m in HEADLINE_METRICS}
+        test: PerQuery = {m: {} for m in HEADLINE_METRICS}
+        for fold in folds:
+            if fold.index not in self.runs:
+                continue
+            valid_run, test_run = self.runs[fold.index]
+            for target, ranked, ids in (
+                (valid, valid_run, fold.valid_ids),
+                (test, test_run, fold.test_ids),
+            ):
+                for metric, values in run.per_query(ranked, ids).items():
+                    target[metric].update(values)
+        return valid, test
 
 
 def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the metrics.json payload."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    run_dir = prepare_run_dir(out)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(_config_mapping(config), sort_keys=False), "utf-8"
-    )
-    dataset = load_dataset(
-        config.data, data_dir=config.data_dir, products_path=config.products, seed=config.seed
-    )
-    data_key = content_hash(dataset.name, dataset.checksums or dataset.summary())
-    stages = Stages(run_dir, data_key)
-    qrels = dataset.qrels()
-    folds = kfold_queries([q.id for q in dataset.queries], n_folds=config.folds, seed=config.seed)
-    write_folds(folds, run_dir / "folds.json", seed=config.seed)
-    trained_folds = folds[: config.train_folds or len(folds)]
+    run, folds = _open_run(config, out)
     timings["load"] = time.perf_counter() - started
 
-    # Baselines in the same run: BM25 and the zero-shot bi-encoder.
     start = time.perf_counter()
-    baselines: dict[str, dict[str, dict[str, float]]] = {}
-    all_ids = [q.id for q in dataset.queries]
-    for name, kind in (("bm25", "bm25"), ("zero-shot", "dense")):
-        retriever = build_retriever(
-            dataset,
-            RetrieverConfig(
-                kind=kind,
-                model=config.model,
-                text_fields=config.text_fields,
-                show_progress=config.show_progress,
-            ),
-        )
-        run = retrieve_run(dataset, retriever, all_ids, depth=config.depth)
-        test_ids = [q for f in trained_folds for q in _fold_queries(qrels, f.test)]
-        baselines[name] = _per_query(run, qrels, test_ids)
+    systems = _baselines(run, folds)
     timings["baselines"] = time.perf_counter() - start
 
-    rows: dict[str, dict[str, dict[str, float]]] = {
-        row.name: {m: {} for m in HEADLINE_METRICS} for row in config.ablation
-    }
-    curves: dict[str, list[dict[str, Any]]] = {}
-    train_seconds: dict[str, list[float]] = {row.name: [] for row in config.ablation}
-    best_models: dict[tuple[str, int], Path] = {}
     start = time.perf_counter()
-    for fold in trained_folds:
-        train_ids, valid_ids = validation_split(
-            fold.train, fraction=config.validation_fraction, seed=config.seed
-        )
-        test_ids = _fold_queries(qrels, fold.test)
-        samples = {m: stages.samples(dataset, m, train_ids, config) for m in config.methods()}
-        validate = validation_metric(
-            dataset, valid_ids, text_fields=config.text_fields, seed=config.seed
-        )
-        for row in config.ablation:
-            outcome = _train_and_score(
-                dataset,
-                config,
-                stages,
-                fold.index,
-                row,
-                samples,
-                train_ids,
-                test_ids,
-                validate,
-                run_dir,
-                best_models,
-            )
-            for metric, values in outcome["per_query"].items():
-                rows[row.name][metric].update(values)
-            train_seconds[row.name].append(outcome["seconds"])
-            if fold.index == trained_folds[0].index:
-                curves[row.name] = outcome["curve"]
-        logger.info("fold %d done", fold.index)
+    samples_by_row: dict[str, dict[int, pd.DataFrame]] = {}
+    for row in config.ablation:
+        system, samples_by_row[row.name] = _train_row(run, folds, row)
+        systems.append(system)
     timings["ablation"] = time.perf_counter() - start
 
-    fold_tests = [_fold_queries(qrels, f.test) for f in trained_folds]
-    systems: dict[str, dict[str, dict[str, float]]] = {**baselines, **rows}
-    best_row = max(rows, key=lambda name: np.mean(list(rows[name]["ndcg@10"].values())))
+    if config.fusion.enabled:
+        start = time.perf_counter()
+        bm25 = next(s for s in systems if s.name == "bm25")
+        trained = [s for s in systems if s.kind in ("fine-tune", "augmented")]
+        for system in trained:
+            systems.extend(_fuse(run, folds, system, bm25))
+        timings["fusion"] = time.perf_counter() - start
 
+    scored = {s.name: s.scores(run, folds) for s in systems}
+    first_stage = select_system(systems, scored)
+    chosen, reranker = first_stage, None
     if config.reranker.enabled:
         start = time.perf_counter()
-        systems["reranker"] = _rerank(
-            dataset, config, stages, trained_folds, best_row, best_models, run_dir
-        )
+        reranked = _rerank(run, folds, first_stage, samples_by_row)
+        systems.append(reranked)
+        scored[reranked.name] = reranked.scores(run, folds)
+        chosen, reranker = gate_reranker(first_stage, reranked, scored)
         timings["reranker"] = time.perf_counter() - start
 
-    summaries = {name: _summaries(values, fold_tests) for name, values in systems.items()}
-    ablation = []
-    for name, values in systems.items():
-        entry: dict[str, Any] = {
-            "name": name,
-            "metrics": summaries[name],
-            "train_seconds_per_fold": (
-                float(np.mean(train_seconds[name])) if train_seconds.get(name) else None
-            ),
-        }
-        for baseline in ("zero-shot", "bm25"):
-            key = f"p_value_vs_{baseline.replace('-', '_')}"
-            entry[key] = None if name == baseline else _p_value(values, systems[baseline])
-        ablation.append(entry)
+    start = time.perf_counter()
+    served_info = _serve_model(run, {s.name: s for s in systems}, chosen, first_stage)
+    timings["served_model"] = time.perf_counter() - start
 
-    # The served model: the best row's model of the first trained fold.
-    model_dir = run_dir / "model"
-    source = best_models.get((best_row, trained_folds[0].index))
-    if source is not None and source.exists():
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(source, model_dir)
-
-    _drop_unused_models(run_dir, best_row)
-    segments = _segments(dataset, systems, best_row)
-    result: dict[str, Any] = {
-        "dataset": dataset.name,
-        "retriever": f"bi-encoder ({best_row})",
-        "folds": config.folds,
-        "trained_folds": len(trained_folds),
-        "metrics": summaries[best_row],
-        "best_row": best_row,
-        "ablation": ablation,
-        "segments": segments,
-        "curves": curves,
-    }
-    write_json(run_dir / "metrics.json", result)
+    audit = _audit(run, folds, samples_by_row)
+    result = assemble_result(
+        run, folds, systems, scored, chosen=chosen, reranker=reranker, audit=audit
+    )
+    result["served"] = served_info
+    write_json(run.run_dir / "metrics.json", result)
     timings["total"] = time.perf_counter() - started
     write_manifest(
-        run_dir,
+        run.run_dir,
         command=command or "shopaug run",
-        config=_config_mapping(config),
-        data={"name": dataset.name, "checksums": dataset.checksums, **dataset.summary()},
+        config=to_mapping(config),
+        data={
+            "name": run.dataset.name,
+            "checksums": run.dataset.checksums,
+            **run.dataset.summary(),
+        },
         seeds={"run": config.seed, "folds": config.seed},
         timings=timings,
-        metrics={name: s["ndcg@10"]["mean"] for name, s in summaries.items()},
-        models={"served": str(model_dir) if model_dir.exists() else "", "base": config.model},
+        metrics={e["name"]: e["metrics"]["ndcg@10"]["mean"] for e in result["ablation"]},
+        models={"served": served_info.get("model_dir", ""), "base": config.model},
     )
-    _render_report(result, run_dir)
+    render(result, run.run_dir)
     return result
 
 
-def _drop_unused_models(run_dir: Path, best_row: str) -> None:
-    """Keep the best row's fold models (the reranker and the served model come from them);
-    other rows' weights (90 MB each) go: their metrics are cached."""
-    keep = best_row.replace(" ", "-")
-    for model in (run_dir / "training").glob("fold-*/*/model"):
-        if model.parent.name != keep:
-            shutil.rmtree(model, ignore_errors=True)
-    for model in (run_dir / "training").glob("fold-*/*/round-*/model"):
-        if model.parent.parent.name != keep:
-            shutil.rmtree(model, ignore_errors=True)
-
-
-def _config_mapping(config: RunConfig) -> dict[str, Any]:
-    return to_mapping(config)
-
-
-def _summaries(values: dict[str, dict[str, float]], fold_tests: list[list[str]]) -> dict:
-    out = {}
-    for metric, per_query in values.items():
-        per_fold = [
-            float(np.mean([per_query[q] for q in test if q in per_query]))
-            for test in fold_tests
-            if any(q in per_query for q in test)
-        ]
-        out[metric] = fold_summary(per_fold)
-    return out
-
-
-def _p_value(
-    system: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]
-) -> float | None:
-    common = sorted(set(system["ndcg@10"]) & set(baseline["ndcg@10"]))
-    if len(common) < 2:
-        return None
-    a = np.array([system["ndcg@10"][q] for q in common])
-    b = np.array([baseline["ndcg@10"][q] for q in common])
-    return float(paired_test(a, b).p_value)
-
-
-def equal_budget(train_config: TrainConfig, n_examples: int) -> TrainConfig:
-    """Enough epochs that every row runs exactly ``max_steps`` steps, however many training
-    groups its sources produced (the ablation compares sources at the same budget)."""
-    if train_config.max_steps is None or n_examples == 0:
-        return train_config
-    steps_per_epoch = -(-n_examples // train_config.batch_size)
-    epochs = max(train_config.epochs, -(-train_config.max_steps // steps_per_epoch))
-    return train_config.model_copy(update={"epochs": epochs})
-
-
-def _train_and_score(
-    dataset: Dataset,
-    config: RunConfig,
-    stages: Stages,
-    fold: int,
-    row: AblationRow,
-    samples: dict[str, pd.DataFrame],
-    train_ids: list[str],
-    test_ids: list[str],
-    validate: Any,
-    run_dir: Path,
-    best_models: dict[tuple[str, int], Path],
-) -> dict[str, Any]:
-    train_config = TrainConfig(**{"seed": config.seed, **config.train})
-    pooled = pool_samples([samples[m] for m in row.methods])
-    key_parts = (
-        "row",
-        asdict(row),
-        config.train,
-        config.negatives_per_example,
-        asdict(config.dynamic) if row.dynamic else None,
-        # the samples' own content keys: the same whether the frames were just made or read back
-        sorted(stages.samples_key(m, train_ids, config) for m in row.methods),
-        test_ids,
-        config.model,
+def _open_run(config: RunConfig, out: str | Path) -> tuple[RunContext, list[FoldContext]]:
+    run_dir = prepare_run_dir(out)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_mapping(config), sort_keys=False), "utf-8"
     )
-    cached = stages.result_path(*key_parts)
-    row_dir = run_dir / "training" / f"fold-{fold}" / row.name.replace(" ", "-")
-    if cached.exists():
-        outcome = json.loads(cached.read_text())
-        if (row_dir / "model").exists():
-            best_models[(row.name, fold)] = row_dir / "model"
-        return outcome
-    examples = build_examples(
-        pooled,
-        dataset,
-        text_fields=config.text_fields,
-        negatives_per_example=config.negatives_per_example,
-        seed=config.seed,
-    )
-    train_config = equal_budget(train_config, len(examples))
-    dynamic = None
-    if row.dynamic:
-        positives = pooled[pooled["kind"] == "positive"]
-        groups = [
-            (str(q), str(p), dataset.product(p).render(config.text_fields))
-            for q, p in zip(positives["query_id"], positives["product_id"])
-        ]
-        known: dict[str, set[str]] = {
-            str(q): set(g["product_id"]) for q, g in positives.groupby("query_id")
-        }
-        known_all = dataset.positives(query_ids=list(known))
-        dynamic = (
-            DynamicRound(config.dynamic.temperature, config.dynamic.candidates),
-            config.dynamic.rounds,
-            groups,
-            {q: known_all.get(q, set()) for q in known},
+    dataset = load_dataset(config.data, data_dir=config.data_dir, products_path=config.products)
+    data_key = content_hash(dataset.name, dataset.checksums or dataset.summary())
+    device = resolve_device(config.device)
+    if device == "cpu":
+        _use_all_cores()
+    run = RunContext(dataset, config, Stages(run_dir, data_key), run_dir, device=device)
+    splits = kfold_queries([q.id for q in dataset.queries], n_folds=config.folds, seed=config.seed)
+    write_folds(splits, run_dir / "folds.json", seed=config.seed)
+    folds = []
+    for split in splits[: config.train_folds or len(splits)]:
+        train_ids, valid_ids = validation_split(
+            split.train, fraction=config.validation_fraction, seed=config.seed
         )
-    if row_dir.exists():
-        shutil.rmtree(row_dir)  # a stale, unfinished row: start it over
-    model, curve, seconds = train_row(
-        dataset,
-        examples,
-        train_config,
-        model_path=config.model,
-        run_dir=row_dir,
-        validate=validate,
-        show_progress=config.show_progress,
-        dynamic=dynamic,
-        text_fields=config.text_fields,
-        negatives_per_example=config.negatives_per_example,
-    )
-    run = dense_run(model, dataset, test_ids, text_fields=config.text_fields, depth=config.depth)
-    qrels = dataset.qrels()
-    outcome = {
-        "per_query": _per_query(run, qrels, test_ids),
-        "curve": curve,
-        "seconds": seconds,
-        "examples": len(examples),
+        folds.append(
+            FoldContext(
+                index=split.index,
+                train_ids=tuple(train_ids),
+                valid_ids=run.scored(valid_ids),
+                test_ids=run.scored(split.test),
+            )
+        )
+    return run, folds
+
+
+def _use_all_cores() -> None:
+    import os
+
+    import torch
+
+    threads = os.cpu_count() or 1
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU threads", threads)
+
+
+def _baselines(run: RunContext, folds: list[FoldContext]) -> list[System]:
+    """BM25, the zero-shot base model, and their RRF hybrid: what a shop has without training."""
+    from shopaug.retrieval.retrievers import BM25Retriever
+
+    depth = max(run.config.depth, run.config.fusion.depth)
+    ids = sorted({q for f in folds for q in (*f.valid_ids, *f.test_ids)})
+    bm25 = BM25Retriever(run.catalog_texts)
+    rows, scores = bm25.search(run.query_texts(ids), depth)
+    bm25_run = {
+        qid: [(run.product_ids[int(r)], float(s)) for r, s in zip(rr, ss) if r >= 0]
+        for qid, rr, ss in zip(ids, rows, scores)
     }
-    final = row_dir / "model"
-    if not final.exists():
-        model.save(final)
-    best_models[(row.name, fold)] = final
-    for checkpoint in row_dir.rglob("checkpoints"):
-        shutil.rmtree(checkpoint, ignore_errors=True)  # weights are kept once, in model/
-    write_json(cached, outcome)
-    return outcome
+    dense_run = run.rank(
+        run.item_encoder().encode(run.query_texts(ids)), run.base_vectors(), ids, depth=depth
+    )
+    hybrid_run = rrf_fuse([dense_run, bm25_run], depth=depth, rrf_k=run.config.fusion.rrf_k)
+    systems = []
+    for name, full in (
+        ("bm25", bm25_run),
+        ("zero-shot", dense_run),
+        (ZERO_SHOT_HYBRID, hybrid_run),
+    ):
+        system = System(name, "baseline")
+        for fold in folds:
+            system.runs[fold.index] = (
+                {q: full[q] for q in fold.valid_ids},
+                {q: full[q] for q in fold.test_ids},
+            )
+        systems.append(system)
+    return systems
+
+
+def _row_samples(
+    run: RunContext, row: AblationRow, train_ids: tuple[str, ...]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The pooled samples of ``row`` for ``train_ids`` and their content keys."""
+    from shopaug.experiment.examples import pool_samples
+
+    config = run.config
+    frames, keys = [], []
+    for method in row.methods:
+        frame, key = run.stages.samples(
+            run.dataset,
+            method,
+            train_ids,
+            config.row_augment(row),
+            text_fields=config.text_fields,
+            seed=config.seed,
+            model=config.model,
+            show_progress=config.show_progress,
+        )
+        frames.append(frame)
+        keys.append(key)
+    return pool_samples(frames), keys
+
+
+def _train_row(
+    run: RunContext, folds: list[FoldContext], row: AblationRow
+) -> tuple[System, dict[int, pd.DataFrame]]:
+    config = run.config
+    system = System(row.name, row.kind)
+    per_fold: list[dict[str, Any]] = []
+    samples_by_fold: dict[int, pd.DataFrame] = {}
+    for fold in folds:
+        samples, keys = _row_samples(run, row, fold.train_ids)
+        samples_by_fold[fold.index] = samples
+        parts = (
+            "row",
+            asdict(row),
+            config.train,
+            config.tower,
+            config.gain_weights,
+            config.negatives_per_example,
+            asdict(config.dynamic) if row.dynamic else None,
+            sorted(keys),
+            fold.valid_ids,
+            fold.test_ids,
+            config.model,
+            config.depth,
+            config.fusion.depth,
+        )
+        cached = run.stages.read(*parts)
+        if cached is None:
+            logger.info("training %s on fold %d", row.name, fold.index)
+            result = train_and_rank_row(run, fold, row, samples, depth=_run_depth(config))
+            shutil.rmtree(Path(result.model_dir), ignore_errors=True)  # 90 MB; metrics cached
+            cached = run.stages.write(result.to_json(), *parts)
+        outcome = RowResult(**cached)
+        system.runs[fold.index] = (outcome.valid_run, outcome.test_run)
+        per_fold.append({k: v for k, v in cached.items() if k not in ("valid_run", "test_run")})
+    system.info = _budget(per_fold)
+    return system, samples_by_fold
+
+
+def _run_depth(config: RunConfig) -> int:
+    return max(config.depth, config.fusion.depth if config.fusion.enabled else 0)
+
+
+def _budget(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's training budget, averaged over folds (the table's budget columns)."""
+    return {
+        "epochs": float(np.mean([p["epochs"] for p in per_fold])),
+        "best_epoch": [p["best_epoch"] for p in per_fold],
+        "steps": float(np.mean([p["steps"] for p in per_fold])),
+        "train_seconds_per_fold": float(np.mean([p["seconds"] for p in per_fold])),
+        "groups": float(np.mean([p["groups"] for p in per_fold])),
+        "examples": float(np.mean([p["pairs"] for p in per_fold])),
+        "curve": per_fold[0]["curve"] if per_fold else [],
+    }
+
+
+def _fuse(run: RunContext, folds: list[FoldContext], system: System, bm25: System) -> list[System]:
+    """``system`` fused with BM25 by RRF and by a convex fusion whose weight each fold picks on
+    its validation queries."""
+    fusion = run.config.fusion
+    depth = run.config.depth
+    rrf = System(f"{system.name} + bm25 (rrf)", "fusion", info={"of": system.name})
+    convex = System(
+        f"{system.name} + bm25 (convex)", "fusion", info={"of": system.name, "weight": []}
+    )
+    for fold in folds:
+        (dense_valid, dense_test), (bm25_valid, bm25_test) = (
+            system.runs[fold.index],
+            bm25.runs[fold.index],
+        )
+        rrf.runs[fold.index] = (
+            rrf_fuse([dense_valid, bm25_valid], depth=depth, rrf_k=fusion.rrf_k),
+            rrf_fuse([dense_test, bm25_test], depth=depth, rrf_k=fusion.rrf_k),
+        )
+        weight = pick_weight(
+            dense_valid,
+            bm25_valid,
+            weights=fusion.weights,
+            depth=depth,
+            score=partial(run.mean_ndcg, query_ids=fold.valid_ids),
+        )
+        convex.info["weight"].append(weight)
+        convex.runs[fold.index] = (
+            convex_fuse(dense_valid, bm25_valid, weight=weight, depth=depth),
+            convex_fuse(dense_test, bm25_test, weight=weight, depth=depth),
+        )
+    return [rrf, convex]
+
+
+def _mean(values: dict[str, float]) -> float:
+    return float(np.mean(list(values.values()))) if values else float("nan")
+
+
+def select_system(systems: list[System], scored: dict[str, tuple[PerQuery, PerQuery]]) -> System:
+    """The system with the best mean validation NDCG@10; test scores are never read. Ties go
+    to the earlier system (baselines come first)."""
+    best = systems[0]
+    for system in systems[1:]:
+        if _mean(scored[system.name][0]["ndcg@10"]) > _mean(scored[best.name][0]["ndcg@10"]):
+            best = system
+    return best
+
+
+def gate_reranker(
+    first_stage: System, reranked: System, scored: dict[str, tuple[PerQuery, PerQuery]]
+) -> tuple[System, dict[str, Any]]:
+    """The reranker is served only when it beats its first stage on validation queries."""
+    valid_first = _mean(scored[first_stage.name][0]["ndcg@10"])
+    valid_reranked = _mean(scored[reranked.name][0]["ndcg@10"])
+    served = valid_reranked > valid_first
+    decision = {
+        "first_stage": first_stage.name,
+        "served": served,
+        "validation_first_stage": valid_first,
+        "validation_reranked": valid_reranked,
+    }
+    return (reranked if served else first_stage), decision
 
 
 def _rerank(
-    dataset: Dataset,
-    config: RunConfig,
-    stages: Stages,
-    folds: list,
-    best_row: str,
-    best_models: dict[tuple[str, int], Path],
-    run_dir: Path,
-) -> dict[str, dict[str, float]]:
-    """Train a cross-encoder per fold on the best row's samples; rerank its top ``top_k``."""
-    from shopaug.models import BiEncoder, CrossEncoderReranker
-    from shopaug.train import fit
+    run: RunContext,
+    folds: list[FoldContext],
+    first_stage: System,
+    samples_by_row: dict[str, dict[int, pd.DataFrame]],
+) -> System:
+    """Per fold: a cross-encoder trained on the fold's training queries (judged positives and
+    negatives, plus the first stage's row samples) reranks the first stage's top ``top_k``."""
+    from shopaug.experiment.rerank import rerank_run, train_reranker
 
-    settings = config.reranker
-    qrels = dataset.qrels()
-    per_query: dict[str, dict[str, float]] = {m: {} for m in HEADLINE_METRICS}
-    row = next(r for r in config.ablation if r.name == best_row)
+    config = run.config
+    source_row = first_stage.info.get("of", first_stage.name)
+    system = System(f"{first_stage.name} + reranker", "reranker", info={"of": first_stage.name})
     for fold in folds:
-        train_ids, _ = validation_split(
-            fold.train, fraction=config.validation_fraction, seed=config.seed
+        judged, key = run.stages.samples(
+            run.dataset,
+            "human-negatives",
+            fold.train_ids,
+            config.augment,
+            text_fields=config.text_fields,
+            seed=config.seed,
+            model=config.model,
+            show_progress=config.show_progress,
         )
-        test_ids = _fold_queries(qrels, fold.test)
-        cached = stages.result_path(
-            "reranker", asdict(settings), best_row, fold.index, test_ids, config.train
+        extra = samples_by_row.get(source_row, {}).get(fold.index)
+        parts = (
+            "reranker",
+            asdict(config.reranker),
+            key,
+            content_hash(extra.to_dict("list")) if extra is not None else None,
+            config.text_fields,
+            config.model,
+            first_stage.runs[fold.index],
         )
-        if cached.exists():
-            values = json.loads(cached.read_text())
-        else:
-            pooled = pool_samples(
-                [stages.samples(dataset, m, train_ids, config) for m in row.methods]
+        cached = run.stages.read(*parts)
+        if cached is None:
+            reranker = train_reranker(run, fold, [judged] + ([extra] if extra is not None else []))
+            valid_run, test_run = first_stage.runs[fold.index]
+            cached = run.stages.write(
+                [rerank_run(run, reranker, valid_run), rerank_run(run, reranker, test_run)], *parts
             )
-            examples = build_examples(
-                pooled,
-                dataset,
-                text_fields=config.text_fields,
-                negatives_per_example=settings.negatives_per_example,
-                seed=config.seed,
-            )
-            reranker = CrossEncoderReranker(seed=config.seed)
-            train_config = TrainConfig(
-                seed=config.seed,
-                batch_size=settings.batch_size,
-                max_steps=settings.max_steps,
-                lr=settings.lr,
-                loss="infonce",
-                temperature=1.0,
-                in_batch_negatives=False,
-                epochs=max(
-                    1, settings.max_steps * settings.batch_size // max(1, len(examples)) + 1
-                ),
-            )
-            rerank_dir = run_dir / "training" / f"fold-{fold.index}" / "reranker"
-            if rerank_dir.exists():
-                shutil.rmtree(rerank_dir)
-            fit(
-                reranker,
-                examples,
-                train_config,
-                run_dir=rerank_dir,
-                show_progress=config.show_progress,
-            )
-            first_model = best_models.get((best_row, fold.index))
-            if first_model is None or not first_model.exists():
-                logger.warning("no %s model for fold %d: reranker skipped", best_row, fold.index)
-                continue
-            first_stage = BiEncoder(first_model)
-            run = dense_run(
-                first_stage, dataset, test_ids, text_fields=config.text_fields, depth=config.depth
-            )
-            reranked: Run = {}
-            for qid in test_ids:
-                head = run[qid][: settings.top_k]
-                candidates = [
-                    (pid, dataset.product(pid).render(config.text_fields)) for pid, _ in head
-                ]
-                top = reranker.rerank(
-                    dataset.query_by_id[qid].text, candidates, top_k=settings.top_k
-                )
-                reranked[qid] = [(pid, float(s)) for pid, s in top] + run[qid][settings.top_k :]
-            values = _per_query(reranked, qrels, test_ids)
-            shutil.rmtree(rerank_dir / "checkpoints", ignore_errors=True)
-            write_json(cached, values)
-        for metric in HEADLINE_METRICS:
-            per_query[metric].update(values[metric])
-    return per_query
+        system.runs[fold.index] = (cached[0], cached[1])
+    return system
 
 
-def _segments(dataset: Dataset, systems: dict, best_row: str) -> dict[str, dict[str, float]]:
-    """NDCG@10 on head and tail queries: a query is tail when most of its relevant products
-    are tail products (outside the most popular 20 % of the catalog)."""
-    from shopaug.augment.audit import head_products
+def _serve_model(
+    run: RunContext, systems: dict[str, System], chosen: System, first_stage: System
+) -> dict[str, Any]:
+    """Retrain the chosen configuration's bi-encoder on every judged query, for the median of
+    the folds' best epochs, into ``RUN_DIR/model``; its samples go to ``samples.parquet``.
 
-    head, _ = head_products(dataset)
-    positives = dataset.positives()
-    segment_of = {
-        qid: "head" if np.mean([p in head for p in products]) >= 0.5 else "tail"
-        for qid, products in positives.items()
-        if products
-    }
-    out: dict[str, dict[str, float]] = {}
-    for segment in ("head", "tail"):
-        out[segment] = {}
-        for name in ("bm25", "zero-shot", best_row, "reranker"):
-            if name not in systems:
-                continue
-            values = [
-                v for q, v in systems[name]["ndcg@10"].items() if segment_of.get(q) == segment
-            ]
-            if values:
-                out[segment][f"{name} ndcg@10"] = float(np.mean(values))
-        measured = systems[best_row]["ndcg@10"]
-        out[segment]["queries"] = float(sum(segment_of.get(q) == segment for q in measured))
-    return out
+    A fusion first stage also writes ``model/fusion.json`` (method and median weight)."""
+    from shopaug.experiment.rows import train_final_model
+
+    config = run.config
+    row_name = first_stage.info.get("of", first_stage.name)
+    row = next((r for r in config.ablation if r.name == row_name), None)
+    info: dict[str, Any] = {"system": chosen.name, "row": row_name}
+    if row is None:
+        info["note"] = f"{row_name} trains no model: the base model is what it serves"
+        return info
+    all_ids = tuple(q.id for q in run.dataset.queries)
+    samples, _ = _row_samples(run, row, all_ids)
+    write_samples(samples, run.run_dir / "samples.parquet")
+    best_epochs = [e for e in systems[row_name].info.get("best_epoch", []) if e]
+    epochs = max(1, round(float(np.median(best_epochs)))) if best_epochs else 1
+    model_dir = run.run_dir / "model"
+    train_final_model(run, row, samples, epochs=epochs, out=model_dir)
+    info.update({"model_dir": str(model_dir), "epochs": epochs, "queries": len(all_ids)})
+    if first_stage.kind == "fusion":
+        fusion: dict[str, Any] = {"method": "rrf" if "(rrf)" in first_stage.name else "convex"}
+        if fusion["method"] == "convex":
+            fusion["weight"] = float(np.median(first_stage.info["weight"]))
+        write_json(model_dir / "fusion.json", fusion)
+        info["fusion"] = fusion
+    if chosen.kind == "reranker":
+        info["reranker"] = "chosen on validation; model/ holds its first stage"
+    return info
 
 
-def _render_report(result: dict[str, Any], run_dir: Path) -> None:
-    from shopaug.eval.report import render_report
+def _audit(
+    run: RunContext, folds: list[FoldContext], samples_by_row: dict[str, dict[int, pd.DataFrame]]
+) -> list[dict[str, Any]]:
+    """False-negative rates (Exact, Exact or Partial) and tail share of each method's negatives
+    on the first fold, against the human labels."""
+    from shopaug.augment.audit import audit_samples
 
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    render_report({**result, "manifest": manifest}, run_dir / "report.html")
+    if not folds:
+        return []
+    fold = folds[0]
+    frames = [by_fold[fold.index] for by_fold in samples_by_row.values() if fold.index in by_fold]
+    if not frames:
+        return []
+    pooled = pd.concat(frames, ignore_index=True).drop_duplicates(
+        subset=["query_id", "product_id", "kind", "method"]
+    )
+    report = audit_samples(pooled, run.dataset, test_query_ids=list(fold.test_ids))
+    return list(report.per_method)
 
 
-__all__ = ["FoldedMetrics", "run_experiment"]
+__all__ = ["System", "gate_reranker", "run_experiment", "select_system"]

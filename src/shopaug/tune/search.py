@@ -170,39 +170,28 @@ def read_objective(
 ) -> float:
     """The objective of one trial's run directory.
 
-    ``split="validation"``: for every trained fold, the best ``val_ndcg@10`` of the row's
-    training curve (``run_dir/training/fold-<k>/<row>/curve.jsonl``; for a dynamic row, its
-    last round's curve), which is the validation score of the model that fold keeps and
-    tests; the objective is their mean over folds. ``split="test"``: the mean over test folds
-    of ``metric`` from ``metrics.json`` (``result["metrics"]``).
+    ``split="validation"``: the row's validation ``metric`` in ``metrics.json`` (the mean over
+    folds of the validation queries carved from each fold's training side, ranked over the
+    whole catalog by the model each fold keeps). ``split="test"``: the mean over test folds of
+    ``metric`` from ``metrics.json`` (``result["metrics"]``).
 
     Raises:
         ValueError: if the run holds no such value, or it is not finite.
     """
+    del run_dir  # everything is in metrics.json
     if split == "test":
         value = float(result["metrics"][metric]["mean"])
     else:
-        key = f"val_{VALIDATION_METRIC}"
-        per_fold = []
-        folds = sorted((run_dir / "training").glob("fold-*"), key=lambda p: p.name)
-        for fold in folds:
-            row_dir = fold / row_name.replace(" ", "-")
-            rounds = sorted(row_dir.glob("round-*/curve.jsonl"), key=lambda p: p.parent.name)
-            curve_path = rounds[-1] if rounds else row_dir / "curve.jsonl"
-            if not curve_path.exists():
-                continue
-            points = [json.loads(line) for line in curve_path.read_text("utf-8").splitlines()]
-            values = [p[key] for p in points if p.get(key) is not None]
-            if values:
-                per_fold.append(max(values))
-        if not per_fold:
+        entry = next((e for e in result.get("ablation", []) if e.get("name") == row_name), None)
+        validation = (entry or {}).get("validation") or {}
+        if metric not in validation:
             raise ValueError(
-                f"{run_dir}: no training curve with {key} under training/fold-*/"
-                f"{row_name.replace(' ', '-')}/ (is validation_fraction > 0?)"
+                f"metrics.json has no validation {metric} for row {row_name!r} "
+                f"(validation metrics: {sorted(validation)})"
             )
-        value = float(np.mean(per_fold))
+        value = float(validation[metric])
     if not math.isfinite(value):
-        raise ValueError(f"{run_dir}: the objective is {value} (no validation query scored?)")
+        raise ValueError(f"the objective is {value} (no validation query scored?)")
     return value
 
 

@@ -1,0 +1,171 @@
+"""Query-side fine-tuning against a frozen catalog tower.
+
+Fine-tuning both towers of a bi-encoder re-encodes every product text of every batch, forward
+and backward, and after training re-encodes the whole catalog for each model: on two CPU cores
+that is most of the cost of an ablation. A :class:`QueryTowerModel` trains only the query
+encoder; products keep the vectors of the frozen base model, read from the embedding cache, so
+each product is encoded once per run whatever the number of rows, folds and epochs. Queries are
+short (a few tokens), so a training step costs a fraction of a full one.
+
+The trained query encoder is an ordinary sentence-transformers folder; the directory also holds
+``shopaug-model.json``::
+
+    {"kind": "query-tower", "item_model": "minilm"}
+
+which says that catalog vectors come from ``item_model`` (a packaged model name or a folder),
+not from the query encoder.
+
+Example:
+    >>> tower = QueryTowerModel.from_base("minilm")  # doctest: +SKIP
+    >>> tower.encode_items(["blue velvet sofa | sofas"]).shape  # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shopaug.encoders.base import Encoder
+from shopaug.models.bi_encoder import BiEncoder
+
+logger = logging.getLogger(__name__)
+
+#: Descriptor written beside the query encoder's weights.
+TOWER_DESCRIPTOR = "shopaug-model.json"
+QUERY_TOWER_KIND = "query-tower"
+
+
+class QueryTowerModel(nn.Module):
+    """A trainable query encoder scored against frozen, cached item vectors.
+
+    It is an :class:`~shopaug.train.trainable.EmbeddingModel` and a two-tower model for
+    :func:`shopaug.train.fit` (``embed_queries`` has gradients, ``embed_items`` does not), and
+    an :class:`~shopaug.encoders.base.Encoder` of queries (``encode``); ``encode_items`` gives
+    the catalog side.
+
+    Args:
+        query_model: The trainable query encoder (initialised from the item model).
+        item_encoder: The frozen item encoder, ideally a
+            :class:`~shopaug.encoders.cache.CachedEncoder` so no product is encoded twice.
+        item_model: What ``item_encoder`` is (``"minilm"`` or a folder), written by :meth:`save`.
+        freeze_word_embeddings: Keep the token embedding table fixed (the transformer layers
+            train).
+    """
+
+    def __init__(
+        self,
+        query_model: BiEncoder,
+        item_encoder: Encoder,
+        item_model: str,
+        *,
+        freeze_word_embeddings: bool = True,
+    ) -> None:
+        super().__init__()
+        self.query_model = query_model
+        self.item_encoder = item_encoder
+        self.item_model = item_model
+        if freeze_word_embeddings:
+            # Half of MiniLM's weights are the vocabulary table; queries use few of its rows,
+            # and updating all of it every step costs more than the transformer's update.
+            for name, parameter in query_model.named_parameters():
+                if "word_embeddings" in name:
+                    parameter.requires_grad_(False)
+
+    @classmethod
+    def from_base(
+        cls,
+        base: str = "minilm",
+        *,
+        item_encoder: Encoder | None = None,
+        query_dir: str | Path | None = None,
+    ) -> QueryTowerModel:
+        """A query tower initialised from ``base`` (or from ``query_dir``), items by ``base``.
+
+        Args:
+            base: ``"minilm"`` or a sentence-transformers folder: the frozen item tower.
+            item_encoder: The encoder of items (default: ``base`` through the embedding cache).
+            query_dir: Start the query encoder from this folder instead of ``base``.
+        """
+        if item_encoder is None:
+            item_encoder = cached_item_encoder(base)
+        start = query_dir if query_dir is not None else (None if base == "minilm" else base)
+        return cls(BiEncoder(start), item_encoder, base)
+
+    @property
+    def id(self) -> str:
+        """The query encoder's weights id (items are the fixed ``item_model``)."""
+        return f"query-tower:{self.query_model.id}"
+
+    @property
+    def dim(self) -> int:
+        return self.query_model.dim
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Query vectors ``(len(texts), dim)``, L2-normalised, without gradients."""
+        return self.query_model.encode(texts, show_progress=show_progress)
+
+    def encode_items(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Item vectors ``(len(texts), dim)`` of the frozen tower."""
+        return self.item_encoder.encode(list(texts), show_progress=show_progress)
+
+    def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
+        """Differentiable query vectors ``(len(texts), dim)``."""
+        return self.query_model.embed(texts)
+
+    def embed_items(self, texts: Sequence[str]) -> torch.Tensor:
+        """Frozen item vectors ``(len(texts), dim)`` (no gradient)."""
+        vectors = self.encode_items(texts)
+        return torch.from_numpy(np.ascontiguousarray(vectors)).to(self.query_model.device)
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Query vectors: the side that trains."""
+        return self.embed_queries(texts)
+
+    def save(self, directory: str | Path) -> None:
+        """The query encoder as a sentence-transformers folder, plus the tower descriptor."""
+        directory = Path(directory)
+        self.query_model.save(directory)
+        descriptor = {"kind": QUERY_TOWER_KIND, "item_model": self.item_model}
+        (directory / TOWER_DESCRIPTOR).write_text(json.dumps(descriptor) + "\n", "utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path, *, item_encoder: Encoder | None = None) -> QueryTowerModel:
+        """Read a folder written by :meth:`save`."""
+        directory = Path(directory)
+        item_model = read_item_model(directory)
+        if item_model is None:
+            raise ValueError(f"{directory} holds no {QUERY_TOWER_KIND} descriptor")
+        return cls.from_base(item_model, item_encoder=item_encoder, query_dir=directory)
+
+
+def read_item_model(directory: str | Path) -> str | None:
+    """The item model named by a query-tower folder's descriptor, or None for other folders."""
+    path = Path(directory) / TOWER_DESCRIPTOR
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict) or payload.get("kind") != QUERY_TOWER_KIND:
+        return None
+    item_model = payload.get("item_model")
+    return str(item_model) if isinstance(item_model, str) and item_model else None
+
+
+def cached_item_encoder(model: str, cache_dir: str | Path | None = None) -> Encoder:
+    """``model`` (``"minilm"`` or a folder) through the embedding cache."""
+    from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
+    from shopaug.encoders.dense import SentenceTransformerEncoder
+
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return CachedEncoder(
+        SentenceTransformerEncoder(model), EmbeddingCache(directory / "embeddings.sqlite")
+    )
