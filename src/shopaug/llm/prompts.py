@@ -31,6 +31,10 @@ from dataclasses import dataclass
 
 #: The stop sequence of every one-line completion.
 LINE_STOP = "\n"
+#: Stop sequences of a query completion: the end of the line, or an opening parenthesis (a
+#: small base model tends to go on with the "(<class>)" of the product line; what came before
+#: it is the query).
+QUERY_STOPS: tuple[str, ...] = (LINE_STOP, " (")
 
 _SPACE = re.compile(r"\s+")
 
@@ -64,7 +68,7 @@ class QueryExample:
 
 def query_prompt(examples: Sequence[QueryExample], title: str, product_class: str = "") -> str:
     """The few-shot query prompt for one target product; the answer is left open after
-    ``Query:`` (complete with stop ``"\\n"``)."""
+    ``Query:`` (complete with stops :data:`QUERY_STOPS`)."""
     blocks = [
         f"{product_line(example.title, example.product_class)}\nQuery: {one_line(example.query)}"
         for example in examples
