@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -17,25 +18,36 @@ TINY = {
     "name": "tiny",
     "data": "demo",
     "folds": 2,
-    "negatives_per_example": 2,
-    "train": {"batch_size": 8, "max_steps": 2, "lr": 5.0e-5, "log_every": 1},
+    "validation_fraction": 0.25,
+    "train": {"batch_size": 8, "epochs": 2, "lr": 1.0e-4},
     "augment": {"mining": {"max_positives_per_query": 2, "negatives_per_query": 3}},
     "ablation": [
+        {"name": "plain fine-tune", "methods": ["positives"]},
         {"name": "random", "methods": ["random"]},
-        {"name": "bm25 hard", "methods": ["bm25"]},
         {"name": "dynamic", "methods": ["random"], "dynamic": True},
     ],
-    "dynamic": {"rounds": 2, "temperature": 0.1, "candidates": 50},
-    "reranker": {"enabled": True, "top_k": 5, "max_steps": 1, "batch_size": 4},
+    "dynamic": {"temperature": 0.1, "candidates": 50, "negatives": 3},
+    "reranker": {
+        "enabled": True,
+        "top_k": 5,
+        "epochs": 1,
+        "batch_size": 4,
+        "max_positives_per_query": 1,
+    },
     "show_progress": False,
 }
 
 
 def test_profiles_parse() -> None:
     quick = load_run_config("quick")
-    assert quick.data == "demo" and len(quick.ablation) == 7
-    assert {"random", "bm25", "dense", "near-miss", "synthetic-queries"} <= set(quick.methods())
-    assert load_run_config("full").data == "wands-subset"
+    assert quick.data == "demo" and quick.ablation[0].name == "plain fine-tune"
+    assert {"positives", "dense", "near-miss", "synthetic-queries"} <= set(quick.methods())
+    full = load_run_config("full")
+    assert full.data == "wands-subset" and full.folds == 5 and full.train_folds is None
+    names = [row.name for row in full.ablation]
+    assert names[:2] == ["plain fine-tune", "human negatives"]
+    assert {"dense hard", "near-miss", "synthetic queries (gemma)", "all"} <= set(names)
+    assert full.ablation[0].kind == "fine-tune" and full.ablation[2].kind == "augmented"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +58,9 @@ def test_profiles_parse() -> None:
         ({"trian": {}}, "unknown key"),
         ({"augment": {"minning": {}}}, "unknown key"),
         ({"dynamic": {"round": 2}}, "unknown key"),
+        ({"tower": "both"}, "tower must be one of"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"ablation": [{"name": "x", "methods": ["random"]}] * 2}, "must be unique"),
     ],
 )
 def test_bad_run_config_names_the_problem(patch: dict, message: str) -> None:
@@ -63,22 +78,43 @@ def test_run_writes_every_artifact_and_reuses_cached_stages(tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     for name in ("config.yaml", "manifest.json", "metrics.json", "report.html", "folds.json"):
         assert (out / name).exists(), name
+    # the served model: the chosen configuration retrained on every judged query
     assert (out / "model" / "model.safetensors").exists()
-    assert list((out / "cache" / "samples").glob("random-*.parquet"))
+    assert json.loads((out / "model" / "shopaug-model.json").read_text())["kind"] == "query-tower"
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert {"query_id", "product_id", "kind", "method", "source", "seed"} <= set(samples.columns)
     metrics = json.loads((out / "metrics.json").read_text())
     names = [row["name"] for row in metrics["ablation"]]
-    assert names == ["bm25", "zero-shot", "random", "bm25 hard", "dynamic", "reranker"]
+    assert names[:6] == [
+        "bm25",
+        "zero-shot",
+        "zero-shot hybrid",
+        "plain fine-tune",
+        "random",
+        "dynamic",
+    ]
+    assert "random + bm25 (convex)" in names and "random + bm25 (rrf)" in names
+    assert names[-1].endswith("+ reranker")
     for row in metrics["ablation"]:
         assert len(row["metrics"]["ndcg@10"]["per_fold"]) == 2
+        assert 0 <= row["validation"]["ndcg@10"] <= 1
     trained = next(r for r in metrics["ablation"] if r["name"] == "random")
-    assert 0 <= trained["p_value_vs_zero_shot"] <= 1
+    assert 0 <= trained["p_value_vs_plain_fine_tune"] <= 1
+    assert 0 <= trained["p_value_vs_zero_shot_hybrid"] <= 1
+    assert trained["epochs"] <= 2 and trained["steps"] > 0
+    # selection read validation only: the chosen first stage has the best validation score
+    first_stages = [r for r in metrics["ablation"] if r["kind"] != "reranker"]
+    best = max(first_stages, key=lambda r: r["validation"]["ndcg@10"])
+    assert metrics["reranker"]["first_stage"] == best["name"]
+    expected = names[-1] if metrics["reranker"]["served"] else metrics["reranker"]["first_stage"]
+    assert metrics["selected"]["system"] == expected
+    chosen = next(r for r in metrics["ablation"] if r["name"] == expected)
+    assert metrics["metrics"]["ndcg@10"] == chosen["metrics"]["ndcg@10"]
     assert metrics["curves"]["random"] and "loss" in metrics["curves"]["random"][0]
-    assert metrics["curves"]["dynamic"][-1]["step"] == 2  # two rounds of one step
+    assert {"method", "fn_rate_exact", "fn_rate_exact_or_partial"} <= set(metrics["audit"][0])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["torch"].startswith("2.13.0")
     assert manifest["seeds"]["run"] == 0 and manifest["data"]["name"] == "demo"
-    html = (out / "report.html").read_text()
-    assert 'data-plot="ablation"' in html and 'data-plot="training-loss"' in html
 
     results = sorted(p.name for p in (out / "cache" / "results").iterdir())
     again = runner.invoke(app, ["run", str(config), "--out", str(out)])
@@ -87,11 +123,21 @@ def test_run_writes_every_artifact_and_reuses_cached_stages(tmp_path: Path) -> N
     assert json.loads((out / "metrics.json").read_text())["ablation"] == metrics["ablation"]
 
 
-def test_equal_budget_gives_every_row_the_same_number_of_steps() -> None:
-    from shopaug.experiment.runner import equal_budget
-    from shopaug.train import TrainConfig
-
-    config = TrainConfig(batch_size=8, max_steps=10)
-    assert equal_budget(config, 20).epochs == 4  # 3 steps per epoch -> 4 epochs cover 10 steps
-    assert equal_budget(config, 200).epochs == 1  # 25 steps per epoch
-    assert equal_budget(TrainConfig(batch_size=8), 20).epochs == 1  # no budget: unchanged
+@pytest.mark.slow
+def test_run_trains_both_towers(tmp_path: Path) -> None:
+    payload = {
+        **TINY,
+        "tower": "full",
+        "train_folds": 1,
+        "ablation": [{"name": "human negatives", "methods": ["human-negatives"]}],
+        "fusion": {"enabled": False},
+        "reranker": {"enabled": False},
+    }
+    config = tmp_path / "full.yaml"
+    config.write_text(yaml.safe_dump(payload))
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    row = next(r for r in metrics["ablation"] if r["name"] == "human negatives")
+    assert row["steps"] > 0 and len(row["metrics"]["ndcg@10"]["per_fold"]) == 1
+    assert not (tmp_path / "run" / "model" / "shopaug-model.json").exists()

@@ -99,6 +99,8 @@ class RunConfig:
         tower: ``query`` fine-tunes the query encoder against the frozen base model's cached
             catalog vectors (one encoding per query and epoch: minutes on two cores); ``full``
             fine-tunes both sides (the catalog is re-encoded for every model).
+        item_adapter: with ``tower: query``, also train a linear map over the frozen item
+            vectors (identity at the start).
         gain_weights: a positive's weight in the loss is its judged gain (Exact 2, Partial 1).
         train: keyword arguments of :class:`shopaug.train.TrainConfig`. Every row gets the
             same ``epochs`` (passes over its samples), early-stopped on validation queries.
@@ -120,6 +122,7 @@ class RunConfig:
     model: str = "minilm"
     negatives_per_example: int = 3
     tower: str = "query"
+    item_adapter: bool = False
     gain_weights: bool = True
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)

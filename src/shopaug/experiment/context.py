@@ -134,8 +134,9 @@ class RunContext:
 
         def validate(model: Any) -> float:
             query_vectors = model.encode(self.query_texts(ids))
-            if hasattr(model, "encode_items"):
-                return self.mean_ndcg(self.rank(query_vectors, self.base_vectors(), ids), ids)
+            if hasattr(model, "encode_items"):  # a query tower: the catalog is cached
+                items = model.encode_items(self.catalog_texts)
+                return self.mean_ndcg(self.rank(query_vectors, items, ids), ids)
             rows = self._validation_rows(ids)
             item_vectors = model.encode([self.catalog_texts[r] for r in rows])
             ranker = CatalogRanker(item_vectors, [self.product_ids[r] for r in rows])

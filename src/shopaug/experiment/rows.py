@@ -127,7 +127,7 @@ def train_and_rank_row(
         model, result, groups, pairs = _train_query_tower(
             run, fold, row, samples, train_config, row_dir
         )
-        item_vectors = run.base_vectors()
+        item_vectors = model.encode_items(run.catalog_texts)
     else:
         model, result, groups, pairs = _train_full(run, fold, row, samples, train_config, row_dir)
         item_vectors = model.encode(run.catalog_texts)
@@ -180,7 +180,9 @@ def _train_query_tower(
         known_positives=known,
         gain_weights=config.gain_weights,
     )
-    model = QueryTowerModel.from_base(config.model, item_encoder=run.item_encoder())
+    model = QueryTowerModel.from_base(
+        config.model, item_encoder=run.item_encoder(), item_adapter=config.item_adapter
+    )
     model.to(run.device)
     refresh = None
     if row.dynamic:
@@ -208,9 +210,9 @@ def _dynamic_refresh(
     settings = run.config.dynamic
     texts = run.catalog_texts
     row_of_text = {text: row for row, text in enumerate(texts)}
-    item_vectors = run.base_vectors()
 
     def refresh(model: Any, epoch: int) -> list[QueryGroup]:
+        item_vectors = model.encode_items(texts)
         scorer = _VectorScorer(model.encode([g.query for g in groups]), item_vectors)
         sampler = DynamicSampler(
             scorer,

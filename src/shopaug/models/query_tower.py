@@ -12,6 +12,7 @@ The trained query encoder is an ordinary sentence-transformers folder; the direc
 
     {"kind": "query-tower", "item_model": "minilm"}
 
+(plus ``"item_adapter": "item_adapter.safetensors"`` when a linear item adapter was trained),
 which says that catalog vectors come from ``item_model`` (a packaged model name or a folder),
 not from the query encoder.
 
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 #: Descriptor written beside the query encoder's weights.
 TOWER_DESCRIPTOR = "shopaug-model.json"
 QUERY_TOWER_KIND = "query-tower"
+#: Weights of the optional item adapter, ``(dim, dim)``.
+ADAPTER_FILE = "item_adapter.safetensors"
 
 
 class QueryTowerModel(nn.Module):
@@ -57,6 +60,7 @@ class QueryTowerModel(nn.Module):
         item_model: What ``item_encoder`` is (``"minilm"`` or a folder), written by :meth:`save`.
         freeze_word_embeddings: Keep the token embedding table fixed (the transformer layers
             train).
+        item_adapter: Also train a linear map over the frozen item vectors (identity at start).
     """
 
     def __init__(
@@ -66,11 +70,20 @@ class QueryTowerModel(nn.Module):
         item_model: str,
         *,
         freeze_word_embeddings: bool = True,
+        item_adapter: bool = False,
     ) -> None:
         super().__init__()
         self.query_model = query_model
         self.item_encoder = item_encoder
         self.item_model = item_model
+        self.item_adapter: nn.Linear | None = None
+        if item_adapter:
+            # A linear map over the frozen item vectors, starting as the identity: the item
+            # side adapts at the cost of one (dim, dim) product per item.
+            dim = query_model.dim
+            self.item_adapter = nn.Linear(dim, dim, bias=False)
+            with torch.no_grad():
+                self.item_adapter.weight.copy_(torch.eye(dim))
         if freeze_word_embeddings:
             # Half of MiniLM's weights are the vocabulary table; queries use few of its rows,
             # and updating all of it every step costs more than the transformer's update.
@@ -85,6 +98,7 @@ class QueryTowerModel(nn.Module):
         *,
         item_encoder: Encoder | None = None,
         query_dir: str | Path | None = None,
+        item_adapter: bool = False,
     ) -> QueryTowerModel:
         """A query tower initialised from ``base`` (or from ``query_dir``), items by ``base``.
 
@@ -92,11 +106,12 @@ class QueryTowerModel(nn.Module):
             base: ``"minilm"`` or a sentence-transformers folder: the frozen item tower.
             item_encoder: The encoder of items (default: ``base`` through the embedding cache).
             query_dir: Start the query encoder from this folder instead of ``base``.
+            item_adapter: Train a linear map over the frozen item vectors too.
         """
         if item_encoder is None:
             item_encoder = cached_item_encoder(base)
         start = query_dir if query_dir is not None else (None if base == "minilm" else base)
-        return cls(BiEncoder(start), item_encoder, base)
+        return cls(BiEncoder(start), item_encoder, base, item_adapter=item_adapter)
 
     @property
     def id(self) -> str:
@@ -112,17 +127,23 @@ class QueryTowerModel(nn.Module):
         return self.query_model.encode(texts, show_progress=show_progress)
 
     def encode_items(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Item vectors ``(len(texts), dim)`` of the frozen tower."""
-        return self.item_encoder.encode(list(texts), show_progress=show_progress)
+        """Item vectors ``(len(texts), dim)``: the frozen tower's, through the adapter if any."""
+        vectors = self.item_encoder.encode(list(texts), show_progress=show_progress)
+        if self.item_adapter is None:
+            return vectors
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.ascontiguousarray(vectors))
+            return _adapt(self.item_adapter, tensor).cpu().numpy()
 
     def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
         """Differentiable query vectors ``(len(texts), dim)``."""
         return self.query_model.embed(texts)
 
     def embed_items(self, texts: Sequence[str]) -> torch.Tensor:
-        """Frozen item vectors ``(len(texts), dim)`` (no gradient)."""
-        vectors = self.encode_items(texts)
-        return torch.from_numpy(np.ascontiguousarray(vectors)).to(self.query_model.device)
+        """Item vectors ``(len(texts), dim)``: frozen, with gradients only through the adapter."""
+        frozen = self.item_encoder.encode(list(texts))
+        vectors = torch.from_numpy(np.ascontiguousarray(frozen)).to(self.query_model.device)
+        return vectors if self.item_adapter is None else _adapt(self.item_adapter, vectors)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Query vectors: the side that trains."""
@@ -132,7 +153,15 @@ class QueryTowerModel(nn.Module):
         """The query encoder as a sentence-transformers folder, plus the tower descriptor."""
         directory = Path(directory)
         self.query_model.save(directory)
-        descriptor = {"kind": QUERY_TOWER_KIND, "item_model": self.item_model}
+        descriptor: dict[str, object] = {"kind": QUERY_TOWER_KIND, "item_model": self.item_model}
+        if self.item_adapter is not None:
+            from safetensors.torch import save_file
+
+            save_file(
+                {"weight": self.item_adapter.weight.detach().cpu().contiguous()},
+                str(directory / ADAPTER_FILE),
+            )
+            descriptor["item_adapter"] = ADAPTER_FILE
         (directory / TOWER_DESCRIPTOR).write_text(json.dumps(descriptor) + "\n", "utf-8")
 
     @classmethod
@@ -142,7 +171,25 @@ class QueryTowerModel(nn.Module):
         item_model = read_item_model(directory)
         if item_model is None:
             raise ValueError(f"{directory} holds no {QUERY_TOWER_KIND} descriptor")
-        return cls.from_base(item_model, item_encoder=item_encoder, query_dir=directory)
+        adapter = directory / ADAPTER_FILE
+        model = cls.from_base(
+            item_model,
+            item_encoder=item_encoder,
+            query_dir=directory,
+            item_adapter=adapter.is_file(),
+        )
+        if model.item_adapter is not None:
+            from safetensors.torch import load_file
+
+            with torch.no_grad():
+                model.item_adapter.weight.copy_(load_file(str(adapter))["weight"])
+        return model
+
+
+def _adapt(adapter: nn.Linear, vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors`` through the item adapter, L2-normalised again ``(n, dim)``."""
+    adapted = adapter(vectors.to(adapter.weight.device))
+    return torch.nn.functional.normalize(adapted, dim=-1)
 
 
 def read_item_model(directory: str | Path) -> str | None:

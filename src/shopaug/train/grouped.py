@@ -103,19 +103,19 @@ def batch_masks(
             if text not in column:
                 column[text] = len(items)
                 items.append(text)
-    positive = torch.zeros(len(batch), len(items), dtype=torch.bool)
-    weights = torch.zeros(len(batch), len(items))
+    weights = np.zeros((len(batch), len(items)), dtype=np.float32)
+    known = np.zeros((len(batch), len(items)), dtype=bool)
     for row, group in enumerate(batch):
+        columns = [column[text] for text in group.positives]
         group_weights = group.positive_weights or (1.0,) * len(group.positives)
-        for text, weight in zip(group.positives, group_weights):
-            positive[row, column[text]] = True
-            weights[row, column[text]] = max(float(weights[row, column[text]]), weight)
-    negative = ~positive
+        # a text listed twice keeps its larger weight
+        np.maximum.at(weights[row], columns, np.asarray(group_weights, dtype=np.float32))
+        known[row, [column[t] for t in group.known_positives if t in column]] = True
+    positive = np.zeros_like(known)
     for row, group in enumerate(batch):
-        for text in group.known_positives:
-            if text in column:
-                negative[row, column[text]] = False
-    return items, positive, negative, weights
+        positive[row, [column[text] for text in group.positives]] = True
+    negative = ~positive & ~known
+    return items, torch.from_numpy(positive), torch.from_numpy(negative), torch.from_numpy(weights)
 
 
 def fit_query_groups(
