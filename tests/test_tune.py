@@ -261,33 +261,41 @@ def write_curve(path: Path, values: list[float | None]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_objective_is_the_mean_over_folds_of_each_best_validation_value(tmp_path: Path) -> None:
-    write_curve(tmp_path / "training/fold-0/bm25-hard/curve.jsonl", [0.2, None, 0.4, 0.3])
-    write_curve(tmp_path / "training/fold-1/bm25-hard/curve.jsonl", [None, 0.6])
-    result = {"metrics": {"ndcg@10": {"mean": 0.9}}}
+def _result(row: str, validation: float | None, test: float = 0.9) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": row, "validation": {}}
+    if validation is not None:
+        entry["validation"]["ndcg@10"] = validation
+    return {"metrics": {"ndcg@10": {"mean": test}}, "ablation": [entry]}
+
+
+def test_objective_is_the_row_validation_score_and_test_is_separate(tmp_path: Path) -> None:
+    result = _result("bm25 hard", 0.5)
     value = read_objective(
         tmp_path, result, metric="ndcg@10", split="validation", row_name="bm25 hard"
     )
-    assert value == pytest.approx((0.4 + 0.6) / 2)
+    assert value == pytest.approx(0.5)
     assert read_objective(
         tmp_path, result, metric="ndcg@10", split="test", row_name="bm25 hard"
     ) == pytest.approx(0.9)
 
 
-def test_objective_of_a_dynamic_row_reads_its_last_round(tmp_path: Path) -> None:
-    write_curve(tmp_path / "training/fold-0/dynamic/round-0/curve.jsonl", [0.9])
-    write_curve(tmp_path / "training/fold-0/dynamic/round-1/curve.jsonl", [0.5, 0.55])
-    value = read_objective(tmp_path, {}, metric="ndcg@10", split="validation", row_name="dynamic")
-    assert value == pytest.approx(0.55)
-
-
 def test_objective_without_validation_values_is_an_error(tmp_path: Path) -> None:
-    write_curve(tmp_path / "training/fold-0/random/curve.jsonl", [None, None])
-    with pytest.raises(ValueError, match="no training curve with val_ndcg@10"):
-        read_objective(tmp_path, {}, metric="ndcg@10", split="validation", row_name="random")
-    write_curve(tmp_path / "training/fold-0/random/curve.jsonl", [float("nan")])
+    with pytest.raises(ValueError, match="no validation ndcg@10 for row 'random'"):
+        read_objective(
+            tmp_path,
+            _result("random", None),
+            metric="ndcg@10",
+            split="validation",
+            row_name="random",
+        )
     with pytest.raises(ValueError, match="the objective is nan"):
-        read_objective(tmp_path, {}, metric="ndcg@10", split="validation", row_name="random")
+        read_objective(
+            tmp_path,
+            _result("random", float("nan")),
+            metric="ndcg@10",
+            split="validation",
+            row_name="random",
+        )
 
 
 # --- the search loop, with a stand-in for run_experiment --------------------------------------
@@ -318,10 +326,9 @@ class FakeRun:
         row = config.ablation[0].name.replace(" ", "-")
         score = known_score(config)
         for fold in range(config.train_folds or config.folds):
-            write_curve(out / f"training/fold-{fold}/{row}/curve.jsonl", [score - 0.1, score])
-            (out / f"training/fold-{fold}/{row}/model").mkdir()
+            (out / f"training/fold-{fold}/{row}/model").mkdir(parents=True)
         (out / "model").mkdir()
-        return {"metrics": {"ndcg@10": {"mean": score - 0.05}}}
+        return _result(config.ablation[0].name, score, test=score - 0.05)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

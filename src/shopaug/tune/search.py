@@ -9,9 +9,9 @@ Layout of the output folder ``DIR``::
     DIR/trials.csv           one row per trial: number, state, value, params, test metric
     DIR/best.yaml            the best trial's full run config (``shopaug run DIR/best.yaml``)
 
-The objective (see :func:`read_objective`) is by default the mean over trained folds of the
-best validation NDCG@10 of each fold's training curve: validation queries are held out from
-each fold's *train* queries, so tuning never reads a test label. ``split="test"`` tunes on the
+The objective (see :func:`read_objective`) is by default the row's validation NDCG@10 in the
+trial's ``metrics.json``: validation queries are held out from each fold's *train* queries, so
+tuning never reads a test label. ``split="test"`` tunes on the
 test folds' metric instead, which makes the reported numbers of the best trial optimistic.
 """
 
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 #: Where the objective comes from.
 SPLITS = ("validation", "test")
-#: The metric that training curves record on validation queries.
+#: The metric ``shopaug run`` records on validation queries.
 VALIDATION_METRIC = "ndcg@10"
 STORAGE_FILE = "optuna.sqlite"
 LOCK_FILE = "tune.lock"
