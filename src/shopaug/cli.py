@@ -334,15 +334,25 @@ def run_command(
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
     typer.echo(f"{result['dataset']}: {result['trained_folds']} of {result['folds']} folds trained")
-    typer.echo(f"{'system':<22} {'ndcg@10':>8}  95% CI            p vs zero-shot  p vs bm25")
+    typer.echo(
+        f"{'system':<36} {'valid':>6} {'test':>7}  {'95% CI':<14}  {'p vs plain':>10}  "
+        f"{'p vs hybrid':>11}"
+    )
     for entry in result["ablation"]:
         ndcg = entry["metrics"]["ndcg@10"]
         interval = "[-, -]" if None in ndcg["ci95"] else "[{:.3f}, {:.3f}]".format(*ndcg["ci95"])
-        p0, p1 = entry.get("p_value_vs_zero_shot"), entry.get("p_value_vs_bm25")
+        valid = entry.get("validation", {}).get("ndcg@10")
+        p0, p1 = entry.get("p_value_vs_plain_fine_tune"), entry.get("p_value_vs_zero_shot_hybrid")
         typer.echo(
-            f"{entry['name']:<22} {ndcg['mean']:>8.4f}  {interval:<14}  "
-            f"{'-' if p0 is None else f'{p0:.3g}':>14}  {'-' if p1 is None else f'{p1:.3g}':>9}"
+            f"{entry['name'][:36]:<36} {'-' if valid is None else f'{valid:.3f}':>6} "
+            f"{ndcg['mean']:>7.4f}  {interval:<14}  {'-' if p0 is None else f'{p0:.3g}':>10}  "
+            f"{'-' if p1 is None else f'{p1:.3g}':>11}"
         )
+    selected = result["selected"]
+    typer.echo(
+        f"chosen on validation queries: {selected['system']} "
+        f"(test NDCG@10 {result['metrics']['ndcg@10']['mean']:.4f})"
+    )
     typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
 
 
