@@ -139,6 +139,18 @@ def test_build_candidates_adds_in_batch_negatives_without_copies_of_the_positive
     assert both.mask().tolist() == [[True, True, True], [True, True, True]]
 
 
+def test_build_candidates_never_uses_a_positive_of_the_same_query_as_a_negative() -> None:
+    examples = [
+        TrainingExample("sofa", "blue sofa", ["lamp"]),
+        TrainingExample("sofa", "red sofa", ["rug"]),
+        TrainingExample("table", "oak table", []),
+    ]
+    batch = build_candidates(examples, in_batch_negatives=True)
+    assert batch.candidates[0] == ["blue sofa", "lamp", "rug", "oak table"]
+    assert batch.candidates[1] == ["red sofa", "rug", "lamp", "oak table"]
+    assert batch.candidates[2] == ["oak table", "blue sofa", "lamp", "red sofa", "rug"]
+
+
 def test_score_batch_embedding_and_pair_models_agree_with_direct_computation() -> None:
     model = TinyEncoder().eval()
     batch = build_candidates(

@@ -139,6 +139,9 @@ def build_candidates(
     A candidate whose text equals the row's positive (or repeats an earlier candidate of the
     row) is left out of that row: a copy of the positive scored as a negative would teach the
     model the opposite of the label, and a repeat would count one item twice in the softmax.
+    Likewise the positive of another group with the same query text is not an in-batch
+    negative of this row: it is relevant to the query too (a query with many judged positives
+    would otherwise learn against its own positives whenever two of them share a batch).
 
     Args:
         examples: The groups of one batch.
@@ -154,7 +157,8 @@ def build_candidates(
         if in_batch_negatives:
             for other_index, other in enumerate(examples):
                 if other_index != index:
-                    pool.append(other.positive)
+                    if other.query != example.query:
+                        pool.append(other.positive)
                     pool.extend(other.negatives)
         row = [example.positive]
         seen = {example.positive}
