@@ -30,19 +30,51 @@ def row(name: str, kind: str, ndcg: float, **extra: Any) -> dict[str, Any]:
             "recall@100": metric(ndcg + 0.4, ndcg + 0.38, ndcg + 0.42, [ndcg + 0.4] * 3),
             "mrr@10": metric(ndcg + 0.1, ndcg + 0.08, ndcg + 0.12, [ndcg + 0.1] * 3),
         },
+        "ndcg@10_exact": metric(ndcg + 0.03, ndcg + 0.01, ndcg + 0.05, [ndcg + 0.03] * 3),
         "bootstrap_ci95": {"ndcg@10": [ndcg - 0.015, ndcg + 0.015]},
         "validation": {"ndcg@10": ndcg + 0.05},
         **extra,
     }
 
 
+def fused(of: str, method: str, ndcg: float, **extra: Any) -> dict[str, Any]:
+    """A fusion row as ``shopaug run`` writes it: after every trained row, pointing back."""
+    return row(f"{of} + bm25 ({method})", "fusion", ndcg, of=of, **extra)
+
+
+def versus(difference: float, low: float, high: float, p_value: float) -> dict[str, Any]:
+    return {
+        "queries": 200,
+        "mean_difference": difference,
+        "ci95": [low, high],
+        "p_value_bootstrap": p_value / 2,
+        "p_value": p_value,
+    }
+
+
 def full_report() -> dict[str, Any]:
-    trained = {"epochs": 2, "steps": 400, "train_seconds_per_fold": 61.5, "examples": 12800}
+    trained = {
+        "epochs": 2,
+        "steps": 400,
+        "train_seconds_per_fold": 61.5,
+        "examples": 12800,
+        "groups": 3200,
+    }
     return {
         "dataset": "wands <subset> & co",
         "retriever": "minilm-ft",
         "folds": 3,
         "trained_folds": 3,
+        "tower": "query",
+        "train": {"batch_size": 64, "lr": 2e-05, "loss": "infonce <multi>"},
+        "queries": {"validation": 96, "test": 480},
+        "served": {
+            "system": SELECTED,
+            "row": SELECTED,
+            "model_dir": "runs/wands <new>/model",
+            "epochs": 2,
+            "queries": 480,
+        },
         "best_row": SELECTED,
         "selected": {
             "system": SELECTED,
@@ -66,11 +98,17 @@ def full_report() -> dict[str, Any]:
                 p_value_vs_zero_shot_hybrid=0.0008,
                 p_value_vs_bm25=0.00002,
                 p_value_vs_zero_shot=0.00001,
+                vs_plain_fine_tune=versus(0.0173, 0.0051, 0.0302, 0.0123),
+                vs_zero_shot_hybrid=versus(0.0421, 0.021, 0.063, 0.0008),
                 unknown_extra_key={"ignored": True},
                 **trained,
             ),
             row(LONG_NAME, "augmented", 0.4050, p_value_vs_plain_fine_tune=0.21, **trained),
-            row("reranker", "reranker", 0.4201, p_value_vs_bm25=0.00001),
+            fused("plain fine-tune", "rrf", 0.3990),
+            fused("plain fine-tune", "convex", 0.4001, weight=[0.6, 0.5, 0.6]),
+            fused(SELECTED, "rrf", 0.4150),
+            fused(SELECTED, "convex", 0.4170, weight=[0.7, 0.6, 0.6]),
+            row("reranker", "reranker", 0.4201, p_value_vs_bm25=0.00001, of=SELECTED),
         ],
         "segments": {
             "head": {
@@ -118,9 +156,10 @@ def full_report() -> dict[str, Any]:
             },
         ],
         "reranker": {
-            "served": True,
+            "first_stage": SELECTED,
+            "served": False,
             "validation_first_stage": 0.4623,
-            "validation_reranked": 0.4702,
+            "validation_reranked": 0.4602,
         },
         "manifest": {"seed": 13, "versions": {"shopaug": "0.1.0"}, "data_sha256": "abc123"},
     }
@@ -218,7 +257,17 @@ def parse(path: Path) -> Page:
     return page
 
 
-SECTIONS = ["summary", "metrics", "ablation", "segments", "curves", "audit", "reranker", "manifest"]
+SECTIONS = [
+    "summary",
+    "metrics",
+    "served",
+    "ablation",
+    "segments",
+    "curves",
+    "audit",
+    "reranker",
+    "manifest",
+]
 PLOTS = ["ablation", "segments", "validation-ndcg@10", "training-loss", "audit"]
 
 
@@ -245,7 +294,8 @@ def test_the_selected_system_leads_the_page(page: Page) -> None:
     assert "validation ndcg@10" in summary and "0.4623" in summary  # chosen on validation
     assert "test ndcg@10" in summary and "0.4123" in summary  # the test score, once
     ablation = page.tables["ablation"]
-    selected_rows = [i for i, css in enumerate(page.row_classes["ablation"]) if css == "selected"]
+    classes = page.row_classes["ablation"]
+    selected_rows = [i for i, css in enumerate(classes) if "selected" in css.split()]
     assert [ablation[i][0] for i in selected_rows] == [f"{SELECTED} selected"]
     labels = page.plots["ablation"]["text"]
     assert labels[labels.index(SELECTED) + 1] == "(selected)"  # the chart marks it too
@@ -263,8 +313,9 @@ def test_values_appear_in_their_tables(page: Page) -> None:
         "ndcg@10",
         "recall@100",
         "mrr@10",
-        "p vs plain fine-tune",
-        "p vs zero-shot hybrid",
+        "ndcg@10 (Exact only)",
+        "p vs plain fine-tune (Δ, 95% CI)",
+        "p vs zero-shot hybrid (Δ, 95% CI)",
         "p vs BM25",
         "p vs zero-shot",
         "training",
@@ -274,17 +325,25 @@ def test_values_appear_in_their_tables(page: Page) -> None:
     chosen = by_name[SELECTED]
     assert chosen["kind"] == "augmented" and chosen["validation ndcg@10"] == "0.4623"
     assert chosen["ndcg@10"] == "0.4123[0.392, 0.432]boot [0.397, 0.427]"
-    assert chosen["p vs BM25"] == "2.0e-05" and chosen["p vs plain fine-tune"] == "0.0123"
-    assert chosen["training"] == "400 steps2 epochs61.5 s / fold12,800 examples"
+    assert chosen["ndcg@10 (Exact only)"] == "0.4423[0.422, 0.462]"
+    assert chosen["p vs BM25"] == "2.0e-05"
+    assert chosen["p vs plain fine-tune (Δ, 95% CI)"] == "0.0123Δ +0.0173[0.005, 0.030]"
+    assert chosen["p vs zero-shot hybrid (Δ, 95% CI)"] == "0.0008Δ +0.0421[0.021, 0.063]"
+    assert chosen["training"] == "400 steps2 epochs61.5 s / fold12,800 examples3,200 groups"
     assert by_name["bm25"]["p vs BM25"] == "n/a" and by_name["bm25"]["training"] == "n/a"
+    assert by_name[LONG_NAME]["p vs plain fine-tune (Δ, 95% CI)"] == "0.2100"  # no Δ given
+    weights = "dense weight per fold: 0.6, 0.5, 0.6"
+    assert f"plain fine-tune + bm25 (convex){weights}" in by_name  # the fold's picks
+    assert f"rerankeron {SELECTED}" in by_name  # what it builds on, when its name does not say
     assert "ignored" not in page.section_text["ablation"]
     segments = page.tables["segments"]
     assert segments[1][0] == "head" and "0.4876" in segments[1] and "120" in segments[1]
     assert "120.0000" not in page.section_text["segments"]  # counts are not scores
     audit = ["hard negatives (rank 11-100)", "5120", "8.3%", "27.1%", "64.0%"]
     assert page.tables["audit"][1] == audit
-    reranker = page.section_text["reranker"]
-    assert "yes" in reranker and "0.4702" in reranker
+    reranker = " ".join(page.section_text["reranker"].split())
+    assert "Not served: the reranker did not beat its first stage" in reranker
+    assert f"({SELECTED})" in reranker and "(0.4602 against 0.4623)" in reranker
     assert "abc123" in page.section_text["manifest"]
 
 
@@ -296,9 +355,10 @@ def test_p_values_below_005_are_bold(tmp_path: Path) -> None:
 
 def test_ablation_bars_are_proportional_with_an_interval_each(page: Page) -> None:
     bars = page.plots["ablation"]["bars"]
-    assert len(bars) == 7 and page.plots["ablation"]["error_bars"] == {0}
-    # bar (series 0, row 4) is the selected system; row 0 is bm25; the x axis starts at 0
-    assert bars[(0, 4)] / bars[(0, 0)] == pytest.approx(0.4123 / 0.3511, rel=1e-3)
+    assert len(bars) == 11 and page.plots["ablation"]["error_bars"] == {0}
+    # bar (series 0, row 6) is the selected system, after plain fine-tune and its two fusions;
+    # row 0 is bm25; the x axis starts at 0
+    assert bars[(0, 6)] / bars[(0, 0)] == pytest.approx(0.4123 / 0.3511, rel=1e-3)
     labels = page.plots["ablation"]["text"]
     assert "bm25" in labels and "reranker" in labels
     assert "augmented" in labels and "fusion" in labels  # the kind legend
@@ -335,12 +395,18 @@ def test_user_text_is_escaped_and_the_page_self_contained(tmp_path: Path) -> Non
     report["segments"]["head"][f"{attack} ndcg@10"] = 0.1
     report["curves"][attack] = [{"step": 1, "loss": 1.0, "val_ndcg@10": 0.2}]
     report["audit"][0]["method"] = "<iframe src=http://example.com>"
+    report["served"]["model_dir"] = attack
+    report["train"]["note"] = attack
+    report["reranker"]["first_stage"] = attack
+    report["ablation"][7]["of"] = attack
     path = render_report(report, tmp_path / "report.html")
     page = parse(path)
     assert {"script", "img", "b", "iframe", "link"}.isdisjoint(page.tags)
     assert attack in page.section_text["manifest"] and attack in page.section_text["ablation"]
     assert attack in page.plots["ablation"]["text"]  # drawn as text in the chart
     assert attack in page.plots["validation-ndcg@10"]["text"]
+    assert attack in page.section_text["served"] and attack in page.section_text["reranker"]
+    assert f"note = {attack}" in page.section_text["summary"]
     text = path.read_text(encoding="utf-8")
     assert not re.search(r"<(script|link|iframe|img)\b", text, re.IGNORECASE)
     assert not re.search(r"url\(\s*[\"']?(https?:)?//", text, re.IGNORECASE)
@@ -373,7 +439,17 @@ def test_chart_ids_are_unique_on_the_page(page: Page) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["ablation", "selected", "metrics", "segments", "curves", "audit", "reranker", "manifest"],
+    [
+        "ablation",
+        "selected",
+        "metrics",
+        "served",
+        "segments",
+        "curves",
+        "audit",
+        "reranker",
+        "manifest",
+    ],
 )
 def test_each_optional_key_may_be_missing(tmp_path: Path, key: str) -> None:
     report = full_report()
@@ -420,7 +496,7 @@ def test_single_fold_without_interval(tmp_path: Path) -> None:
         (lambda r: r.update(folds="five"), "folds"),
         (lambda r: r["metrics"].update({"ndcg@10": {"ci95": [0, 1]}}), "metrics.ndcg@10"),
         (lambda r: r["metrics"]["ndcg@10"].update(ci95=[0.1]), "metrics.ndcg@10"),
-        (lambda r: r["ablation"].append({"metrics": {}}), "ablation[7]"),
+        (lambda r: r["ablation"].append({"metrics": {}}), "ablation[11]"),
         (lambda r: r["ablation"][1]["metrics"]["mrr@10"].update(mean="high"), "ablation[1]"),
         (lambda r: r.update(segments=[1, 2]), "segments"),
         (lambda r: r.update(audit={"method": "x"}), "audit"),
@@ -431,6 +507,15 @@ def test_single_fold_without_interval(tmp_path: Path) -> None:
         (lambda r: r["segments"].update(tail=0.3), "segments.tail"),
         (lambda r: r["curves"].update(broken=[1.0]), "curves.broken[0]"),
         (lambda r: r.update(curves={"row": {"step": 1}}), "curves.row"),
+        (lambda r: r.update(tower=2), "tower"),
+        (lambda r: r.update(served="model/"), "served"),
+        (lambda r: r["served"].update(fusion="convex"), "served.fusion"),
+        (lambda r: r.update(train=["lr"]), "train"),
+        (lambda r: r.update(queries=96), "queries"),
+        (lambda r: r["ablation"][8].update(weight=0.6), "ablation[8].weight"),
+        (lambda r: r["ablation"][8].update(weight=[0.6, "high"]), "ablation[8].weight"),
+        (lambda r: r["ablation"][4].update(vs_plain_fine_tune=0.01), "ablation[4].vs_plain"),
+        (lambda r: r["ablation"][4].update({"ndcg@10_exact": 0.4}), "ablation[4].ndcg@10_exact"),
     ],
 )
 def test_bad_reports_name_the_field(tmp_path: Path, change: Any, field: str) -> None:
@@ -440,3 +525,95 @@ def test_bad_reports_name_the_field(tmp_path: Path, change: Any, field: str) -> 
         render_report(report, tmp_path)
     assert (error.value.field or "").startswith(field)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_each_trained_row_is_followed_by_its_fusions(page: Page) -> None:
+    names = [cells[0] for cells in page.tables["ablation"][1:]]
+    assert [name.split("dense weight")[0].removesuffix(" selected") for name in names] == [
+        "bm25",
+        "zero-shot",
+        "zero-shot hybrid",  # a baseline fusion with no "of" keeps its place
+        "plain fine-tune",
+        "plain fine-tune + bm25 (rrf)",
+        "plain fine-tune + bm25 (convex)",
+        SELECTED,
+        f"{SELECTED} + bm25 (rrf)",
+        f"{SELECTED} + bm25 (convex)",
+        LONG_NAME,
+        f"rerankeron {SELECTED}",
+    ]
+    classes = [css.split() for css in page.row_classes["ablation"][1:]]
+    assert [i for i, css in enumerate(classes) if "group" in css] == [3, 6]
+    assert [i for i, css in enumerate(classes) if "fused" in css] == [4, 5, 7, 8]
+    labels = page.plots["ablation"]["text"]  # the chart keeps the table's order
+    assert labels.index("plain fine-tune + bm25 (rrf)") < labels.index(SELECTED)
+
+
+def test_the_run_card_gives_queries_tower_and_training_settings(page: Page) -> None:
+    summary = " ".join(page.section_text["summary"].split())
+    assert "validation queries (all folds) 96" in summary
+    assert "test queries (all folds) 480" in summary
+    assert "trained tower query (query encoder fine-tuned; catalog vectors frozen)" in summary
+    assert "training settings batch_size = 64, lr = 2e-05, loss = infonce <multi>" in summary
+
+
+@pytest.mark.parametrize("key", ["queries", "tower", "train"])
+def test_run_card_keys_may_be_missing(tmp_path: Path, key: str) -> None:
+    report = full_report()
+    del report[key]
+    summary = parse(render_report(report, tmp_path)).section_text["summary"]
+    label = {"queries": "queries (all folds)", "tower": "trained tower", "train": "settings"}
+    assert label[key] not in summary and "wands <subset> & co" in summary
+
+
+def test_the_served_card_says_how_the_model_was_made(page: Page) -> None:
+    served = " ".join(page.section_text["served"].split())
+    assert "Retrained on every judged query with the configuration chosen on validation" in served
+    assert "model folder runs/wands <new>/model" in served and "judged queries 480" in served
+    assert "no held-out score" in served
+    assert "fused with BM25" not in served  # no fusion in this run's served system
+
+
+def test_a_served_fusion_and_reranker_and_a_note(tmp_path: Path) -> None:
+    report = full_report()
+    report["served"] = {
+        "system": f"{SELECTED} + bm25 (convex) + reranker",
+        "row": "bm25",
+        "fusion": {"method": "convex", "weight": 0.6},
+        "reranker": "chosen on validation; model/ holds its first stage",
+        "note": "bm25 trains no model: the base model is what it serves",
+    }
+    report["reranker"]["served"] = True
+    report["reranker"]["validation_reranked"] = 0.4702
+    page = parse(render_report(report, tmp_path))
+    served = " ".join(page.section_text["served"].split())
+    assert "no model was retrained for serving" in served and "Retrained" not in served
+    assert "fused with BM25 convex, weight 0.6" in served
+    assert "reranker chosen on validation; model/ holds its first stage" in served
+    assert "note bm25 trains no model" in served and "no held-out score" not in served
+    reranker = " ".join(page.section_text["reranker"].split())
+    assert f"Served: the reranker beat its first stage ({SELECTED})" in reranker
+    assert "(0.4702 against 0.4623)" in reranker
+
+
+def test_an_unrecorded_gate_is_said_so(tmp_path: Path) -> None:
+    report = full_report()
+    report["reranker"] = {"validation_reranked": 0.47}
+    reranker = parse(render_report(report, tmp_path)).section_text["reranker"]
+    assert "Whether the reranker is served is not recorded" in reranker
+    assert "Served:" not in reranker and "Not served" not in reranker
+
+
+def test_ablation_entries_without_the_new_keys(tmp_path: Path) -> None:
+    report = full_report()
+    for entry in report["ablation"]:
+        for key in ("ndcg@10_exact", "vs_plain_fine_tune", "vs_zero_shot_hybrid", "of", "weight"):
+            entry.pop(key, None)
+    page = parse(render_report(report, tmp_path))
+    header = page.tables["ablation"][0]
+    assert "ndcg@10 (Exact only)" not in header
+    assert "p vs plain fine-tune" in header and "p vs zero-shot hybrid" in header  # p only
+    assert "Δ" not in page.section_text["ablation"]
+    names = [cells[0] for cells in page.tables["ablation"][1:]]
+    assert names[-1] == "reranker" and names[-2] == f"{SELECTED} + bm25 (convex)"  # as given
+    assert not any("group" in css or "fused" in css for css in page.row_classes["ablation"])

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from shopaug.eval.report import render_report
-from test_report import LONG_NAME, PLOTS, SELECTED, full_report
+from test_report import LONG_NAME, PLOTS, SELECTED, full_report, fused, row, versus
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -270,11 +270,43 @@ return {
 """
 
 
+def real_sized_report() -> dict[str, Any]:
+    """The full profile's size: 11 trained rows, each with its RRF and convex fusion (written
+    after all trained rows, as ``shopaug run`` does), plus the baselines and a reranker."""
+    report = full_report()
+    names = ["human negatives", "dense hard", "all", "near-miss", "synthetic queries"]
+    names += ["synthetic queries (gemma)", "bm25 hard", "hybrid hard", "random", "popular"]
+    budget = {"epochs": 2.0, "steps": 1234.5, "train_seconds_per_fold": 612.25}
+    trained = [
+        row(
+            name,
+            "augmented",
+            0.40 + i / 1000,
+            p_value_vs_plain_fine_tune=0.5,
+            p_value_vs_zero_shot_hybrid=0.01,
+            vs_plain_fine_tune=versus(-0.0123, -0.0301, 0.0052, 0.5),
+            vs_zero_shot_hybrid=versus(0.0345, 0.0102, 0.0567, 0.01),
+            examples=123456.0,
+            groups=45678.0,
+            **budget,
+        )
+        for i, name in enumerate(names)
+    ]
+    fusions = [
+        fused(name, method, 0.41 + i / 1000, weight=[0.8, 0.7, 0.8] if method == "convex" else None)
+        for i, name in enumerate(names)
+        for method in ("rrf", "convex")
+    ]
+    report["ablation"][-1:-1] = trained + fusions
+    return report
+
+
 @pytest.mark.parametrize("width", [800, 1300, 1920])
+@pytest.mark.parametrize("report", [full_report, real_sized_report])
 def test_nothing_overflows_its_card_and_no_labels_overlap(
-    browser: WebDriver, tmp_path: Path, width: int
+    browser: WebDriver, tmp_path: Path, width: int, report: Any
 ) -> None:
-    path = render_report(full_report(), tmp_path / "report.html")
+    path = render_report(report(), tmp_path / "report.html")
     browser.call("POST", "/window/rect", {"width": width, "height": 1000})
     browser.open(path.as_uri())
     state = browser.script(LAYOUT_CHECK)

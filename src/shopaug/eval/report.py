@@ -1,41 +1,46 @@
-"""One self-contained ``report.html`` from a run's metrics.json: a Jinja2 page, matplotlib charts.
+"""One self-contained ``report.html`` from a run's metrics.json: a Jinja2 page with the charts
+of :mod:`shopaug.eval.charts`.
 
-The page loads nothing: CSS is inline, charts are matplotlib figures written as inline SVG, there
-is no script, and a Content-Security-Policy forbids every network fetch, so the file opens the
-same offline, in a CI artifact or attached to an e-mail. The template
-(``eval/templates/report.html.j2``) autoescapes everything; row and dataset names come from
-user configs. Tables sit in a box that scrolls sideways inside its card when they are wider than
-it, and long row names wrap.
-
-Why one module of about 650 lines: checking the payload, building its tables and drawing its
-charts all follow the one metrics.json schema below, and nothing else draws charts yet. The chart
-helpers (``_svg``, ``_hbar_chart``, ``_line_chart``) share nothing with the rest but the colours,
-so they are the part to move to ``eval/charts.py`` when a second page needs them.
+The page loads nothing: CSS is inline, charts are inline SVG, there is no script, and a
+Content-Security-Policy forbids every network fetch, so the file opens the same offline, in a CI
+artifact or attached to an e-mail. The template (``eval/templates/report.html.j2``) autoescapes
+everything; row and dataset names come from user configs. Tables sit in a box that scrolls
+sideways inside its card when they are wider than it, and long row names wrap.
 
 Input (the metrics.json payload of ``shopaug run``). Only ``dataset`` is required; every other
 entry is optional, its section then says "not measured in this run", and keys not listed here
 are ignored::
 
     {"dataset": str, "retriever": str, "folds": int, "trained_folds": int,
+     "tower": "query" | "full", "train": {setting: value},
+     "queries": {"validation": int, "test": int},
      "selected": {"system": str, "by": "validation ndcg@10", "validation": {metric: float}},
      "metrics": {metric: {"mean": float, "ci95": [lo, hi], "per_fold": [float, ...]}},
+     "served": {"system": str, "row": str, "model_dir": str, "epochs": int, "queries": int,
+                "fusion": {"method": str, "weight": float}, "reranker": str, "note": str},
      "ablation": [{"name": str, "kind": "baseline" | "fine-tune" | "augmented" | "fusion"
-                   | "reranker", "metrics": {...as above...}, "bootstrap_ci95": {metric: [lo, hi]},
-                   "validation": {metric: float}, "p_value_vs_plain_fine_tune": float | None,
+                   | "reranker", "of": str, "metrics": {...as above...},
+                   "ndcg@10_exact": {...one summary as above...},
+                   "bootstrap_ci95": {metric: [lo, hi]}, "validation": {metric: float},
+                   "p_value_vs_plain_fine_tune": float | None,
                    "p_value_vs_zero_shot_hybrid": ..., "p_value_vs_bm25": ...,
-                   "p_value_vs_zero_shot": ..., "epochs": int, "steps": int,
-                   "train_seconds_per_fold": float, "examples": int}],
+                   "p_value_vs_zero_shot": ..., "vs_plain_fine_tune": {"queries": int,
+                   "mean_difference": float, "ci95": [lo, hi], "p_value_bootstrap": float,
+                   "p_value": float}, "vs_zero_shot_hybrid": {...}, "epochs": float,
+                   "steps": float, "train_seconds_per_fold": float, "examples": float,
+                   "groups": float, "weight": [float, ...]}],
      "segments": {"head": {"bm25 ndcg@10": float, "queries": float, ...}, "tail": {...}},
      "curves": {row: [{"step": int, "epoch": int, "loss": float, "val_ndcg@10": float | None}]},
      "audit": [{"method": str, "negatives": int, "fn_rate_exact": float,
                 "fn_rate_exact_or_partial": float, "tail_share": float}],
-     "reranker": {"served": bool, "validation_first_stage": float, "validation_reranked": float},
+     "reranker": {"first_stage": str, "served": bool, "validation_first_stage": float,
+                  "validation_reranked": float},
      "manifest": {...}}
 
-Sections (``<section id=...>``): ``summary``, ``metrics``, ``ablation``, ``segments``, ``curves``,
-``audit``, ``reranker``, ``manifest``. Charts are ``<svg data-plot=...>`` elements with a
-``<title>``: ``ablation``, ``segments``, ``training-loss``, one ``validation-<metric>`` per
-``val_<metric>`` key of the curves, and ``audit``.
+The ablation table lists each row followed by the fusion rows built on it (``of``).
+Sections (``<section id=...>``): ``summary``, ``metrics``, ``served``, ``ablation``,
+``segments``, ``curves``, ``audit``, ``reranker``, ``manifest``. Charts: see
+:mod:`shopaug.eval.charts`.
 
 Example:
     >>> import tempfile, pathlib
@@ -48,71 +53,48 @@ Example:
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
-import math
-import re
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
-from markupsafe import Markup, escape
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from shopaug.errors import DataError
+from shopaug.eval import charts
+from shopaug.eval.charts import finite_number as _number
+from shopaug.eval.charts import interval as _interval
+from shopaug.eval.charts import ordered_keys as _union
 
 logger = logging.getLogger(__name__)
 
 NOT_MEASURED = "not measured in this run"
 SELECTION_NOTE = "chosen on validation queries; test score reported once"
 PRIMARY_METRIC = "ndcg@10"
-KIND_COLORS = {
-    "baseline": "#8C8C8C",
-    "fine-tune": "#0072B2",
-    "augmented": "#009E73",
-    "fusion": "#E69F00",
-    "reranker": "#CC79A7",
+EXACT_METRIC = "ndcg@10_exact"
+REFERENCES = {  # the paired comparisons: p-value key suffix -> column label
+    "plain_fine_tune": "plain fine-tune",
+    "zero_shot_hybrid": "zero-shot hybrid",
+    "bm25": "BM25",
+    "zero_shot": "zero-shot",
 }
-OTHER_COLOR = "#56B4E9"
-SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
-P_VALUES = {
-    "p_value_vs_plain_fine_tune": "p vs plain fine-tune",
-    "p_value_vs_zero_shot_hybrid": "p vs zero-shot hybrid",
-    "p_value_vs_bm25": "p vs BM25",
-    "p_value_vs_zero_shot": "p vs zero-shot",
-}
+DIFFERENCES = ("plain_fine_tune", "zero_shot_hybrid")  # also shown as Δ [95% CI]
 TRAINING_FIELDS = {  # one "training" cell: the first line, then the rest as small lines
-    "steps": "{:g} steps",
-    "epochs": "{:g} epochs",
+    "steps": "{:,.0f} steps",
+    "epochs": "{:.3g} epochs",
     "train_seconds_per_fold": "{:.1f} s / fold",
     "examples": "{:,.0f} examples",
+    "groups": "{:,.0f} groups",
 }
-_CHART_STYLE: Any = {
-    "svg.fonttype": "none",  # real <text>: searchable, escaped, measured by the browser test
-    "svg.hashsalt": "shopaug-report",  # the same input gives the same file
-    "text.parse_math": False,  # a "$" in a row name is text, not mathtext
-    "font.size": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
+TOWERS = {
+    "query": "query (query encoder fine-tuned; catalog vectors frozen)",
+    "full": "full (query and catalog encoders both fine-tuned)",
 }
-_CHART_WIDTH = 7.5  # inches; 720 px at 96 dpi, scaled down by CSS in narrower cards
-_SVG_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)')
 
 
 # --- values ----------------------------------------------------------------------------------
-
-
-def _number(value: object) -> float | None:
-    """A finite float, or None for None/NaN/inf/non-numbers."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 SCORE, COUNT, RATE = "{:.4f}", "{:g}", "{:.1%}"
@@ -130,21 +112,18 @@ def _fmt_p(value: object) -> str:
     return f"{number:.1e}" if 0 < number < 1e-4 else f"{number:.4f}"
 
 
-def _interval(pair: object) -> tuple[float, float] | None:
-    if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-        return None
-    low, high = _number(pair[0]), _number(pair[1])
-    return None if low is None or high is None else (low, high)
-
-
 def _fmt_interval(pair: object, digits: int = 4) -> str:
-    interval = _interval(pair)
-    return "n/a" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    found = _interval(pair)
+    return "n/a" if found is None else f"[{found[0]:.{digits}f}, {found[1]:.{digits}f}]"
 
 
 def _is_metric(name: str) -> bool:
     """Metric keys are named ``...@k``; others (e.g. ``queries``) are counts."""
     return "@" in name
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -188,21 +167,35 @@ def _check_objects(where: str, parent: Mapping[str, Any], keys: Sequence[str]) -
             raise DataError(f"expected an object, got {found}", field=f"{where}{key}")
 
 
+def _check_entry(where: str, row: Mapping[str, Any]) -> None:
+    """One ablation entry (its ``name`` is already checked)."""
+    _check_objects(where, row, ("validation", "bootstrap_ci95"))
+    _check_objects(where, row, [f"vs_{key}" for key in REFERENCES])
+    _check_metrics(f"{where}metrics", row.get("metrics") or {})
+    if row.get(EXACT_METRIC) is not None:
+        _check_summary(f"{where}{EXACT_METRIC}", row[EXACT_METRIC])
+    weight = row.get("weight")
+    if weight is not None and (
+        not isinstance(weight, list) or any(_number(w) is None for w in weight)
+    ):
+        raise DataError(f"expected a list of numbers, got {weight!r}", field=f"{where}weight")
+
+
 def _validate(report: Mapping[str, Any]) -> None:
     if not isinstance(report.get("dataset"), str):
         raise DataError("the report needs a 'dataset' name (a string)", field="dataset")
-    for key, kind in (("retriever", str), ("folds", int), ("trained_folds", int)):
+    for key, kind in (("retriever", str), ("folds", int), ("trained_folds", int), ("tower", str)):
         value = report.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise DataError(f"expected {kind.__name__}, got {type(value).__name__}", field=key)
     _check_objects("", report, ("metrics", "selected", "segments", "curves", "reranker"))
-    _check_objects("", report, ("manifest",))
+    _check_objects("", report, ("manifest", "served", "queries", "train"))
+    _check_objects("served.", report.get("served") or {}, ("fusion",))
     _check_metrics("metrics", report.get("metrics") or {})
     if report.get("ablation") is not None:
         _check_rows("ablation", report["ablation"], "name")
         for index, row in enumerate(report["ablation"]):
-            _check_objects(f"ablation[{index}].", row, ("validation", "bootstrap_ci95"))
-            _check_metrics(f"ablation[{index}].metrics", row.get("metrics") or {})
+            _check_entry(f"ablation[{index}].", row)
     if report.get("audit") is not None:
         _check_rows("audit", report["audit"], "method")
     _check_objects("segments.", report.get("segments") or {}, list(report.get("segments") or {}))
@@ -212,139 +205,6 @@ def _validate(report: Mapping[str, Any]) -> None:
         if not isinstance(report["selected"].get("system"), str):
             raise DataError("expected the selected system's name", field="selected.system")
         _check_objects("selected.", report["selected"], ("validation",))
-
-
-# --- charts ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Series:
-    """One set of horizontal bars: a value (None: no bar) and an optional interval per label."""
-
-    name: str
-    values: Sequence[float | None]
-    colors: Sequence[str]
-    intervals: Sequence[tuple[float, float] | None] = ()
-
-
-def _at(intervals: Sequence[tuple[float, float] | None], index: int) -> tuple[float, float] | None:
-    return intervals[index] if index < len(intervals) else None
-
-
-def _wrap(label: str, width: int = 32) -> str:
-    return "\n".join(textwrap.wrap(label, width, break_long_words=True) or [""])
-
-
-def _svg(figure: Figure, plot: str, title: str) -> Markup:
-    """The figure as an inline ``<svg data-plot=...>``; ids get a per-chart prefix so several
-    charts can share one page."""
-    buffer = io.StringIO()
-    metadata = {"Creator": None, "Date": None, "Format": None, "Type": None}
-    figure.savefig(buffer, format="svg", metadata=metadata)
-    text = buffer.getvalue()
-    text = text[text.index("<svg") :]
-    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", plot) + "--"
-    text = _SVG_REFERENCE.sub(lambda match: match.group(1) + prefix, text)
-    opening = text.index(">") + 1
-    head = text[:opening].replace(
-        "<svg ", f'<svg data-plot="{escape(plot)}" role="img" aria-label="{escape(title)}" ', 1
-    )
-    return Markup(f"{head}<title>{escape(title)}</title>{text[opening:]}")
-
-
-def _hbar_chart(
-    plot: str,
-    title: str,
-    labels: Sequence[str],
-    series: Sequence[_Series],
-    *,
-    axis_label: str,
-    legend: Sequence[tuple[str, str]] = (),
-    percent: bool = False,
-    bold: Sequence[int] = (),
-) -> Markup:
-    """Horizontal (grouped) bars, one row per label: long labels wrap instead of colliding."""
-    wrapped = [_wrap(label) for label in labels]
-    lines = max(label.count("\n") + 1 for label in wrapped)
-    per_row = max(0.28 * len(series), 0.17 * lines) + 0.12  # inches
-    height = 1.1 + per_row * len(labels) + (0.3 if legend else 0.0)
-    with matplotlib.rc_context(_CHART_STYLE):
-        figure = Figure(figsize=(_CHART_WIDTH, height), layout="constrained")
-        axes = figure.add_subplot()
-        bar_height = 0.8 / len(series)
-        for index, bars in enumerate(series):
-            offset = (index - (len(series) - 1) / 2) * bar_height
-            shown = [
-                (i, value, bars.colors[i % len(bars.colors)], _at(bars.intervals, i))
-                for i, value in enumerate(bars.values)
-                if value is not None
-            ]
-            drawn = axes.barh(
-                [i + offset for i, _, _, _ in shown],
-                [value for _, value, _, _ in shown],
-                height=bar_height * 0.9,
-                color=[color for _, _, color, _ in shown],
-            )
-            for patch, (i, _, _, _) in zip(drawn.patches, shown, strict=True):
-                patch.set_gid(f"bar-{index}-{i}")  # series, row: tests read bars by these ids
-            spans = [(i + offset, value, ci) for i, value, _, ci in shown if ci is not None]
-            if spans:
-                low = [max(value - ci[0], 0.0) for _, value, ci in spans]
-                high = [max(ci[1] - value, 0.0) for _, value, ci in spans]
-                xs, ys = [value for _, value, _ in spans], [y for y, _, _ in spans]
-                errors = axes.errorbar(
-                    xs, ys, xerr=[low, high], fmt="none", ecolor="#222", capsize=3
-                )
-                for collection in errors.lines[2]:
-                    collection.set_gid(f"error-bars-{index}")
-        axes.set_yticks(range(len(labels)), wrapped)
-        for row in bold:
-            axes.get_yticklabels()[row].set_fontweight("bold")
-        axes.invert_yaxis()  # first row on top, as in the table
-        axes.set_xlim(left=min(0.0, axes.get_xlim()[0]))
-        axes.grid(axis="x", color="#E5E8EC")
-        axes.set_axisbelow(True)
-        axes.set_xlabel(axis_label)
-        if percent:
-            axes.xaxis.set_major_formatter(PercentFormatter(1.0))
-        axes.set_title(title, loc="left", fontweight="bold")
-        if legend:
-            handles = [matplotlib.patches.Patch(color=color, label=name) for name, color in legend]
-            figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
-        return _svg(figure, plot, title)
-
-
-def _line_chart(
-    plot: str,
-    title: str,
-    lines: Mapping[str, Sequence[tuple[float, float]]],
-    *,
-    x_label: str,
-    y_label: str,
-) -> Markup:
-    """One line with markers per training row; the legend sits under the axes."""
-    columns = 2 if len(lines) > 3 else len(lines)
-    legend_rows = math.ceil(len(lines) / columns)
-    with matplotlib.rc_context(_CHART_STYLE):
-        figure = Figure(figsize=(_CHART_WIDTH, 3.6 + 0.25 * legend_rows), layout="constrained")
-        axes = figure.add_subplot()
-        for index, (name, points) in enumerate(lines.items()):
-            axes.plot(
-                [x for x, _ in points],
-                [y for _, y in points],
-                marker="o",
-                markersize=3.5,
-                color=SERIES_COLORS[index % len(SERIES_COLORS)],
-                linestyle=("-", "--", ":")[index // len(SERIES_COLORS) % 3],
-                label=_wrap(name, 40),
-            )
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10], integer=True))
-        axes.grid(color="#E5E8EC")
-        axes.set_xlabel(x_label)
-        axes.set_ylabel(y_label)
-        axes.set_title(title, loc="left", fontweight="bold")
-        figure.legend(loc="outside lower center", ncols=columns)
-        return _svg(figure, plot, title)
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -361,17 +221,12 @@ class Cell:
 
 @dataclass
 class Table:
+    """A table for the template; ``row_css`` holds each row's space-separated CSS classes."""
+
     caption: str
     header: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
     row_css: list[str] = field(default_factory=list)
-
-
-def _union(mappings: Sequence[Mapping[str, Any]]) -> list[str]:
-    names: list[str] = []
-    for mapping in mappings:
-        names += [name for name in mapping if name not in names]
-    return names
 
 
 def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], folds: int | None) -> Table:
@@ -391,40 +246,102 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], folds: int | None) 
     return table
 
 
+def _grouped(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each row followed by the fusion rows built on it (``of``); other rows keep their order."""
+    names = {row["name"] for row in rows}
+    fusions: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("kind") == "fusion" and row.get("of") in names and row.get("of") != row["name"]:
+            fusions.setdefault(row["of"], []).append(row)
+    children = {id(row) for group in fusions.values() for row in group}
+    ordered: list[Mapping[str, Any]] = []
+    for row in rows:
+        if id(row) not in children:
+            ordered += [row, *fusions.get(row["name"], [])]
+    return ordered
+
+
+def _summary_cell(summary: Mapping[str, Any], bootstrap: object = None) -> Cell:
+    notes = [_fmt_interval(summary.get("ci95"), 3)] if _interval(summary.get("ci95")) else []
+    if _interval(bootstrap):
+        notes.append("boot " + _fmt_interval(bootstrap, 3))
+    return Cell(_fmt(summary.get("mean")), tuple(notes))
+
+
+def _versus_cell(row: Mapping[str, Any], key: str) -> Cell:
+    """The p-value against a reference, bold below 0.05, with the mean difference under it."""
+    versus = row.get(f"vs_{key}") or {}
+    p_value = _number(row.get(f"p_value_vs_{key}"))
+    p_value = _number(versus.get("p_value")) if p_value is None else p_value
+    notes: tuple[str, ...] = ()
+    if key in DIFFERENCES and _number(versus.get("mean_difference")) is not None:
+        notes = (f"Δ {versus['mean_difference']:+.4f}",)
+        if _interval(versus.get("ci95")):
+            notes += (_fmt_interval(versus["ci95"], 3),)
+    css = "num significant" if p_value is not None and p_value < 0.05 else "num"
+    return Cell(_fmt_p(p_value), notes, css)
+
+
+def _name_cell(row: Mapping[str, Any]) -> Cell:
+    notes = []
+    of = row.get("of")
+    if isinstance(of, str) and of not in str(row["name"]):
+        notes.append(f"on {of}")
+    if row.get("weight"):
+        notes.append("dense weight per fold: " + ", ".join(_fmt(w, "{:g}") for w in row["weight"]))
+    return Cell(str(row["name"]), tuple(notes), css="name")
+
+
 def _ablation_table(rows: Sequence[Mapping[str, Any]], selected: str | None) -> Table:
     metrics = _union([row.get("metrics") or {} for row in rows])
     validation = _union([row.get("validation") or {} for row in rows])
-    present = {key for row in rows for key, value in row.items() if _number(value) is not None}
+    present = {key for row in rows for key, value in row.items() if value is not None}
     kinds = any(row.get("kind") for row in rows)
-    p_values = [key for key in P_VALUES if key in present]
-    trained = any(key in present for key in TRAINING_FIELDS)
+    exact = EXACT_METRIC in present
+    versus = [k for k in REFERENCES if {f"p_value_vs_{k}", f"vs_{k}"} & present]
+    trained = any(_number(row.get(key)) is not None for row in rows for key in TRAINING_FIELDS)
+    differences = any(f"vs_{key}" in present for key in DIFFERENCES)
     table = Table(
         "Test cells: mean over folds, then the 95% interval over folds (Student t) and, "
         "marked boot, over queries (bootstrap). p-values come from paired tests over queries; "
-        "bold below 0.05 (not corrected for multiple comparisons).",
+        "bold below 0.05 (not corrected for multiple comparisons)."
+        + (
+            " Δ: the mean per-query difference in ndcg@10 from the reference over the test "
+            "queries both share, with its bootstrap 95% interval."
+            if differences
+            else ""
+        )
+        + (
+            " ndcg@10 (Exact only): gain 1 for Exact products, 0 for the rest, over the test "
+            "queries that have an Exact product."
+            if exact
+            else ""
+        )
+        + " Fusion rows follow the row they fuse with BM25; a convex fusion's weight on the "
+        "dense side is picked per fold on validation queries.",
         ["system", *(["kind"] if kinds else []), *(f"validation {m}" for m in validation)]
         + metrics
-        + [P_VALUES[key] for key in p_values]
+        + (["ndcg@10 (Exact only)"] if exact else [])
+        + [
+            f"p vs {REFERENCES[key]}"
+            + (" (Δ, 95% CI)" if key in DIFFERENCES and f"vs_{key}" in present else "")
+            for key in versus
+        ]
         + (["training"] if trained else []),
     )
-    for row in rows:
-        summaries = row.get("metrics") or {}
+    grouped = _grouped(rows)
+    parents = {row["of"] for row in grouped if row.get("kind") == "fusion" and row.get("of")}
+    for row in grouped:
         bootstrap = row.get("bootstrap_ci95") or {}
-        cells = [Cell(str(row["name"]), css="name")]
+        cells = [_name_cell(row)]
         cells += [Cell(str(row.get("kind") or ""), css="text")] if kinds else []
         cells += [Cell(_fmt((row.get("validation") or {}).get(m))) for m in validation]
-        for metric in metrics:
-            summary = summaries.get(metric) or {}
-            notes = (
-                [_fmt_interval(summary.get("ci95"), 3)] if _interval(summary.get("ci95")) else []
-            )
-            if _interval(bootstrap.get(metric)):
-                notes.append("boot " + _fmt_interval(bootstrap.get(metric), 3))
-            cells.append(Cell(_fmt(summary.get("mean")), tuple(notes)))
-        for key in p_values:
-            p_value = _number(row.get(key))
-            significant = p_value is not None and p_value < 0.05
-            cells.append(Cell(_fmt_p(p_value), css="num significant" if significant else "num"))
+        cells += [
+            _summary_cell((row.get("metrics") or {}).get(m) or {}, bootstrap.get(m))
+            for m in metrics
+        ]
+        cells += [_summary_cell(row.get(EXACT_METRIC) or {})] if exact else []
+        cells += [_versus_cell(row, key) for key in versus]
         if trained:
             lines = [
                 form.format(row[key])
@@ -433,39 +350,14 @@ def _ablation_table(rows: Sequence[Mapping[str, Any]], selected: str | None) -> 
             ]
             cells.append(Cell(lines[0], tuple(lines[1:])) if lines else Cell("n/a"))
         table.rows.append(cells)
-        table.row_css.append("selected" if row["name"] == selected else "")
+        css = ["selected"] if row["name"] == selected else []
+        css += ["group"] if row["name"] in parents else []
+        css += ["fused"] if row.get("kind") == "fusion" and row.get("of") in parents else []
+        table.row_css.append(" ".join(css))
     return table
 
 
-def _ablation_chart(rows: Sequence[Mapping[str, Any]], selected: str | None) -> Markup | None:
-    metric = PRIMARY_METRIC
-    if not any(metric in (row.get("metrics") or {}) for row in rows):
-        metric = next(iter(_union([row.get("metrics") or {} for row in rows])), "")
-    if not metric:
-        return None
-    values, intervals, colors, labels = [], [], [], []
-    for row in rows:
-        summary = (row.get("metrics") or {}).get(metric) or {}
-        interval = _interval(summary.get("ci95")) or _interval(
-            (row.get("bootstrap_ci95") or {}).get(metric)
-        )
-        values.append(_number(summary.get("mean")))
-        intervals.append(interval)
-        colors.append(KIND_COLORS.get(str(row.get("kind")), OTHER_COLOR))
-        labels.append(str(row["name"]) + (" (selected)" if row["name"] == selected else ""))
-    kinds = _union([{str(row.get("kind")): None} for row in rows if row.get("kind")])
-    return _hbar_chart(
-        "ablation",
-        f"Test {metric}: mean with 95% interval",
-        labels,
-        [_Series(metric, values, colors, intervals)],
-        axis_label=f"{metric} on test queries",
-        legend=[(kind, KIND_COLORS.get(kind, OTHER_COLOR)) for kind in kinds],
-        bold=[i for i, row in enumerate(rows) if row["name"] == selected],
-    )
-
-
-def _segments_parts(segments: Mapping[str, Mapping[str, Any]]) -> tuple[Table, Markup | None]:
+def _segments_table(segments: Mapping[str, Mapping[str, Any]]) -> Table:
     names = _union(list(segments.values()))
     table = Table(
         "Queries split by the popularity of their relevant products.", ["segment", *names]
@@ -475,97 +367,28 @@ def _segments_parts(segments: Mapping[str, Mapping[str, Any]]) -> tuple[Table, M
             [Cell(str(segment), css="name")]
             + [Cell(_fmt(values.get(n), SCORE if _is_metric(n) else COUNT)) for n in names]
         )
-    charted = [name for name in names if _is_metric(name)]  # counts stay in the table
-    if not charted:
-        return table, None
-    series = [
-        _Series(str(segment), [_number(values.get(n)) for n in charted], [color])
-        for segment, values, color in zip(segments, segments.values(), SERIES_COLORS)
-    ]
-    legend = [(s.name, s.colors[0]) for s in series]
-    chart = _hbar_chart(
-        "segments", "Head vs tail queries", charted, series, axis_label="score", legend=legend
-    )
-    return table, chart
+    return table
 
 
-def _curve_charts(curves: Mapping[str, Any]) -> list[Markup]:
-    keys = _union([p for points in curves.values() for p in points if isinstance(p, Mapping)])
-    metric_keys = [key for key in keys if key.startswith("val_")]
-    x_key = "step" if "step" in keys else "epoch"
-    charts = []
-    for key in [*metric_keys, "loss"]:
-        lines = {
-            str(name): [
-                (float(p[x_key]), float(p[key]))
-                for p in points
-                if _number(p.get(x_key)) is not None and _number(p.get(key)) is not None
-            ]
-            for name, points in curves.items()
-        }
-        lines = {name: points for name, points in lines.items() if points}
-        if not lines:
-            continue
-        if key == "loss":
-            plot, title, label = "training-loss", "Training loss", "loss"
-        else:
-            metric = key.removeprefix("val_")
-            plot, title, label = f"validation-{metric}", f"Validation {metric}", metric
-        charts.append(_line_chart(plot, title, lines, x_label=x_key, y_label=label))
-    return charts
-
-
-def _audit_parts(audit: Sequence[Mapping[str, Any]]) -> tuple[Table, Markup]:
+def _audit_table(audit: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(
         "Among mined negatives whose pair humans judged, the share judged relevant (false "
         "negatives): Exact only, or Exact or Partial. Tail share: negatives from the catalog's "
         "tail (outside the most popular 20 %).",
         ["method", "negatives", "FN rate (exact)", "FN rate (exact or partial)", "tail share"],
     )
-    labels = []
     for row in audit:
         table.rows.append(
             [Cell(str(row["method"]), css="name"), Cell(_fmt(row.get("negatives"), COUNT))]
             + [
                 Cell(_fmt(row.get(key), RATE))
-                for key in ("fn_rate_exact", "fn_rate_exact_or_partial")
+                for key in ("fn_rate_exact", "fn_rate_exact_or_partial", "tail_share")
             ]
-            + [Cell(_fmt(row.get("tail_share"), RATE))]
         )
-        labels.append(str(row["method"]))
-    series = [
-        _Series(name, [_number(row.get(key)) for row in audit], [color])
-        for (name, key), color in zip(
-            (("exact", "fn_rate_exact"), ("exact or partial", "fn_rate_exact_or_partial")),
-            SERIES_COLORS,
-        )
-    ]
-    legend = [(s.name, s.colors[0]) for s in series]
-    chart = _hbar_chart(
-        "audit",
-        "False-negative rate of mined negatives",
-        labels,
-        series,
-        axis_label="false-negative rate",
-        legend=legend,
-        percent=True,
-    )
-    return table, chart
+    return table
 
 
-# --- page ------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("shopaug.eval", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("report.html.j2")
+# --- cards -----------------------------------------------------------------------------------
 
 
 def _selection(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -586,13 +409,70 @@ def _selection(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reranker_rows(reranker: Mapping[str, Any]) -> list[tuple[str, str]]:
-    served = reranker.get("served")
-    return [
-        ("served", "n/a" if served is None else ("yes" if served else "no")),
-        ("validation score, first stage", _fmt(reranker.get("validation_first_stage"))),
-        ("validation score, reranked", _fmt(reranker.get("validation_reranked"))),
+def _run_pairs(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    queries = report.get("queries") or {}
+    pairs = [
+        ("dataset", report["dataset"]),
+        ("folds", _fmt(report.get("folds"), COUNT)),
+        ("trained folds", _fmt(report.get("trained_folds"), COUNT)),
     ]
+    pairs += [
+        (f"{split} queries (all folds)", _fmt(queries[split], "{:,.0f}"))
+        for split in ("validation", "test")
+        if split in queries
+    ]
+    if report.get("tower"):
+        pairs.append(("trained tower", TOWERS.get(report["tower"], report["tower"])))
+    if report.get("train") is not None:
+        settings = [f"{key} = {_text(value)}" for key, value in report["train"].items()]
+        pairs.append(("training settings", ", ".join(settings) or "TrainConfig defaults"))
+    return pairs
+
+
+def _served(served: Mapping[str, Any]) -> dict[str, Any]:
+    fusion = served.get("fusion") or {}
+    fused = [_text(fusion.get("method", "fusion"))]
+    fused += [f"{key} {_text(value)}" for key, value in fusion.items() if key != "method"]
+    pairs = [
+        ("served system", served.get("system")),
+        ("trained row", served.get("row")),
+        ("model folder", served.get("model_dir")),
+        ("epochs", _fmt(served["epochs"], COUNT) if "epochs" in served else None),
+        ("judged queries", _fmt(served["queries"], "{:,.0f}") if "queries" in served else None),
+        ("fused with BM25", ", ".join(fused) if fusion else None),
+        ("reranker", served.get("reranker")),
+        ("note", served.get("note")),
+    ]
+    return {
+        "retrained": bool(served.get("model_dir")),
+        "pairs": [(name, _text(value)) for name, value in pairs if value is not None],
+    }
+
+
+def _reranker(reranker: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate's decision; the template words it."""
+    served = reranker.get("served")
+    return {
+        "served": None if served is None else bool(served),
+        "first_stage": _text(reranker.get("first_stage") or ""),
+        "first": _fmt(reranker.get("validation_first_stage")),
+        "reranked": _fmt(reranker.get("validation_reranked")),
+    }
+
+
+# --- page ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("shopaug.eval", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("report.html.j2")
 
 
 def report_html(report: Mapping[str, Any]) -> str:
@@ -604,33 +484,30 @@ def report_html(report: Mapping[str, Any]) -> str:
     _validate(report)
     selection = _selection(report)
     metrics = report.get("metrics") or {}
-    ablation = report.get("ablation") or []
+    ablation = _grouped(report.get("ablation") or [])
     chosen = selection["system"] if selection["from_validation"] else None
-    segments, segments_chart = (
-        _segments_parts(report["segments"]) if report.get("segments") else (None, None)
-    )
-    audit, audit_chart = _audit_parts(report["audit"]) if report.get("audit") else (None, None)
-    reranker = report.get("reranker") or {}
+    segments = report.get("segments") or {}
+    charted = [name for name in _union(list(segments.values())) if _is_metric(name)]
+    audit = report.get("audit") or []
     manifest = report.get("manifest")
     return _template().render(
         title=f"shopaug report: {selection['system'] or 'run'} on {report['dataset']}",
         not_measured=NOT_MEASURED,
         selection_note=SELECTION_NOTE,
-        run=[
-            ("dataset", report["dataset"]),
-            ("folds", _fmt(report.get("folds"), COUNT)),
-            ("trained folds", _fmt(report.get("trained_folds"), COUNT)),
-        ],
+        run=_run_pairs(report),
         selection=selection,
         metrics=_metrics_table(metrics, report.get("folds")) if metrics else None,
+        served=_served(report["served"]) if report.get("served") else None,
         ablation=_ablation_table(ablation, chosen) if ablation else None,
-        ablation_chart=_ablation_chart(ablation, chosen) if ablation else None,
-        segments=segments,
-        segments_chart=segments_chart,
-        curves=_curve_charts(report.get("curves") or {}),
-        audit=audit,
-        audit_chart=audit_chart,
-        reranker=_reranker_rows(reranker) if reranker else None,
+        ablation_chart=charts.ablation_chart(ablation, chosen, metric=PRIMARY_METRIC)
+        if ablation
+        else None,
+        segments=_segments_table(segments) if segments else None,
+        segments_chart=charts.segments_chart(segments, charted) if charted else None,
+        curves=charts.curve_charts(report.get("curves") or {}),
+        audit=_audit_table(audit) if audit else None,
+        audit_chart=charts.audit_chart(audit) if audit else None,
+        reranker=_reranker(report["reranker"]) if report.get("reranker") else None,
         manifest=json.dumps(manifest, indent=2, sort_keys=True, default=str) if manifest else None,
     )
 
