@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shopaug.experiment.fusion import convex_fuse, pick_weight, rrf_fuse
 from shopaug.experiment.runner import System, gate_reranker, select_system
+from shopaug.retrieval.fusion import convex_fuse, pick_weight, rrf_fuse
 
 
 def test_rrf_known_answer() -> None:

@@ -26,11 +26,11 @@ from shopaug.data import kfold_queries, load_dataset, validation_split, write_fo
 from shopaug.eval.pipeline import HEADLINE_METRICS
 from shopaug.experiment.config import AblationRow, RunConfig
 from shopaug.experiment.context import FoldContext, PerQuery, RunContext, resolve_device
-from shopaug.experiment.fusion import convex_fuse, pick_weight, rrf_fuse
 from shopaug.experiment.report import assemble_result, render
 from shopaug.experiment.rows import RowResult, train_and_rank_row
 from shopaug.experiment.stages import Stages, content_hash
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
+from shopaug.retrieval.fusion import convex_fuse, pick_weight, rrf_fuse
 
 logger = logging.getLogger(__name__)
 Run = dict[str, list[tuple[str, float]]]

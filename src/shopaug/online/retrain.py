@@ -57,12 +57,13 @@ from shopaug.encoders.base import Encoder
 from shopaug.errors import ConfigError
 from shopaug.eval.metrics import evaluate_run
 from shopaug.feedback.store import FeedbackStore
-from shopaug.models.model_dir import is_hashing_model, load_encoder, load_trainable
+from shopaug.models.model_dir import is_hashing_model, load_trainable
 from shopaug.models.registry import CURRENT, resolve_model_dir
 from shopaug.online.clicks import PositionBiasModel, query_key
 from shopaug.online.gate import Decision
 from shopaug.online.loop import collect_feedback, gate_and_promote
-from shopaug.retrieval.catalog import CatalogSource, RunCatalog, encode_catalog
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog, load_model_catalog
+from shopaug.retrieval.fusion import FUSION_FILE
 from shopaug.retrieval.ranking import CatalogRanker, Run
 from shopaug.retrieval.retrievers import DenseRetriever
 from shopaug.train import TrainConfig, TrainingExample, fit
@@ -236,7 +237,8 @@ def report_queries(held_out: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class RankingModel:
-    """A model directory's encoder and the run's catalog encoded by it."""
+    """A model directory's query encoder and the run's catalog encoded by its item encoder
+    (the same encoder but for a query tower)."""
 
     version: str
     encoder: Encoder
@@ -247,9 +249,8 @@ class RankingModel:
         cls, model_dir: Path, catalog: RunCatalog, cache_dir: str | Path | None = None
     ) -> RankingModel:
         """Load ``model_dir`` and encode ``catalog`` through the embedding cache."""
-        encoder = load_encoder(model_dir)  # its id is the model version
-        vectors = encode_catalog(encoder, catalog.texts, cache_dir)
-        return cls(encoder.id, encoder, CatalogRanker(vectors, catalog.product_ids))
+        towers, vectors = load_model_catalog(model_dir, catalog.texts, cache_dir)
+        return cls(towers.version, towers.query, CatalogRanker(vectors, catalog.product_ids))
 
     def rank(self, queries: Mapping[str, str], depth: int) -> Run:
         """query id -> the top ``depth`` of the catalog for its text."""
@@ -353,7 +354,12 @@ def fine_tune(
     out_dir: Path,
     config: OnlineConfig,
 ) -> Path:
-    """Fine-tune a copy of the champion for ``config.steps`` steps; return the challenger dir."""
+    """Fine-tune a copy of the champion for ``config.steps`` steps; return the challenger dir.
+
+    A query tower trains its query encoder (and item adapter) against its frozen item model.
+    The champion's ``fusion.json`` is copied beside the challenger, so a promotion keeps the
+    BM25 fusion the service ranks with (the gate compares the dense rankings).
+    """
     model = load_trainable(champion_dir)
     hashing = is_hashing_model(champion_dir)
     lr = config.lr if config.lr is not None else (5e-4 if hashing else 2e-5)
@@ -375,6 +381,8 @@ def fine_tune(
     if challenger.exists():
         shutil.rmtree(challenger)
     (work / "model").rename(challenger)
+    if (champion_dir / FUSION_FILE).is_file():
+        shutil.copy2(champion_dir / FUSION_FILE, challenger / FUSION_FILE)
     shutil.rmtree(work / "checkpoints", ignore_errors=True)  # optimizer state: not needed
     return challenger
 

@@ -4,6 +4,10 @@
 * :class:`RunCatalog`: the products and their rendered texts, loaded once.
 * :func:`encode_catalog`: the catalog's vectors under an encoder, through the embedding cache
   (keyed by the model's one id, so a promoted copy of a model costs no re-encoding).
+* :func:`load_model_catalog`: a model directory's encoders
+  (:func:`shopaug.models.model_dir.load_towers`) and the catalog's vectors under its *item*
+  encoder: a query tower's catalog comes from its frozen item model (through its adapter), not
+  from its query encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
 from shopaug.encoders.base import Encoder
 from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
 from shopaug.errors import ConfigError
+from shopaug.models.model_dir import Towers, load_towers
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +125,19 @@ def encode_catalog(
         return CachedEncoder(encoder, cache).encode(list(texts))
     finally:
         cache.close()
+
+
+def load_model_catalog(
+    model_dir: str | Path, texts: tuple[str, ...] | list[str], cache_dir: str | Path | None = None
+) -> tuple[Towers, np.ndarray]:
+    """The encoders of ``model_dir`` and the vectors ``(len(texts), dim)`` of ``texts`` under
+    its item encoder, through the embedding cache (see :func:`encode_catalog`).
+
+    Queries go through ``towers.query``; ``towers.version`` is the model version.
+
+    Raises:
+        FileNotFoundError: ``model_dir`` is not a model directory.
+        ConfigError: its descriptor or weights are malformed.
+    """
+    towers = load_towers(model_dir)
+    return towers, encode_catalog(towers.item, texts, cache_dir)

@@ -49,6 +49,11 @@ class SearchBackend(Protocol):
     #: Model version shown in responses and in the ``shopaug_model_info`` metric.
     version: str
 
+    @property
+    def ranking(self) -> str:
+        """How ``search`` ranks, shown by ``GET /model`` (``dense``, ``dense + bm25 (rrf)``)."""
+        ...
+
     def search(self, query: str, k: int, filters: Mapping[str, str] | None) -> list[Hit]:
         """The top ``k`` products for ``query``, best first, honouring ``filters``
         (field -> required value). Raises :class:`UnsupportedFilterError` for unknown fields."""

@@ -3,15 +3,24 @@
 :func:`make_catalog_loader` (what ``shopaug serve`` uses) and :func:`load_catalog_backend` are
 :data:`~shopaug.serve.backend.BackendLoader` s. A loader reads the run's ``config.yaml``
 (:class:`~shopaug.retrieval.catalog.CatalogSource`), loads the catalog once, and for every
-model directory it is given (:func:`shopaug.models.model_dir.load_encoder`) encodes the catalog
-through the embedding cache (:func:`~shopaug.retrieval.catalog.encode_catalog`, keyed by the
-model's one id, so a promoted copy of a model costs no re-encoding) into a
-:class:`~shopaug.retrieval.ranking.CatalogRanker`, which ranks it.
+model directory it is given loads the model's two encoders and encodes the catalog with the
+*item* encoder through the embedding cache
+(:func:`~shopaug.retrieval.catalog.load_model_catalog`, keyed by the vectors' one id, so a
+promoted copy of a model costs no re-encoding) into a
+:class:`~shopaug.retrieval.ranking.CatalogRanker`, which ranks it. Queries are encoded by the
+*query* encoder: for a query tower (:mod:`shopaug.models.model_dir`) the fine-tuned query
+encoder against the frozen item model's vectors, for other models the same encoder.
 
 * ``search`` encodes the query (a bounded in-memory LRU cache keeps recent query vectors; new
   queries that arrive together are encoded in one batch) and ranks the whole catalog by
   cosine similarity. The one filter is ``category``: a product
   matches when any level of its category path equals the value, case-insensitively.
+* When the model directory holds ``fusion.json``
+  (:func:`shopaug.retrieval.fusion.read_fusion`), ``search`` ranks as the run evaluated the
+  fused system: the top ``depth`` (200) of the dense ranking and of BM25 over the same catalog
+  texts, both among the products the filter allows, fused by
+  :meth:`~shopaug.retrieval.fusion.FusionSpec.fuse` (convex or RRF), then cut to ``k``.
+  :attr:`CatalogBackend.ranking` (``GET /model``) says which ranking is in use.
 * ``recommend`` is content-based: the mean of the history items' vectors, renormalised, ranks
   the catalog and the history is left out. Items without any interaction are reachable.
 
@@ -34,9 +43,10 @@ import numpy as np
 from shopaug.data import Dataset
 from shopaug.data.records import Product
 from shopaug.encoders.base import Encoder
-from shopaug.models.model_dir import load_encoder
-from shopaug.retrieval.catalog import CatalogSource, RunCatalog, encode_catalog, find_run_dir
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir, load_model_catalog
+from shopaug.retrieval.fusion import FusionSpec, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker
+from shopaug.retrieval.retrievers import BM25Retriever
 from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ logger = logging.getLogger(__name__)
 FILTER_FIELDS = ("category",)
 #: Query vectors kept by default.
 DEFAULT_QUERY_CACHE_SIZE = 4096
+#: What :attr:`CatalogBackend.ranking` says of a model without ``fusion.json``.
+DENSE_RANKING = "dense"
 __all__ = [
     "CatalogBackend",
     "CatalogLoader",
@@ -155,6 +167,9 @@ class CatalogBackend:
         item_vectors: L2-normalised item embeddings ``(len(products), dim)``.
         query_encoder: encodes query texts into the same space.
         query_cache_size: query vectors kept (0 disables the cache).
+        fusion: fuse the dense ranking with ``bm25`` this way (None: dense only).
+        bm25: BM25 over the catalog texts, rows in the order of ``products`` (needed with
+            ``fusion``).
     """
 
     def __init__(
@@ -165,12 +180,18 @@ class CatalogBackend:
         query_encoder: Encoder,
         *,
         query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE,
+        fusion: FusionSpec | None = None,
+        bm25: BM25Retriever | None = None,
     ) -> None:
         if item_vectors.shape[0] != len(products):
             raise ValueError(
                 f"{item_vectors.shape[0]} item vectors for {len(products)} products; "
                 "expected one per product"
             )
+        if fusion is not None and bm25 is None:
+            raise ValueError("a fusion needs the BM25 index of the catalog; give bm25")
+        self.fusion = fusion
+        self._bm25 = bm25
         self.version = version
         self._products = tuple(products)
         self._row = {product.id: row for row, product in enumerate(self._products)}
@@ -188,6 +209,16 @@ class CatalogBackend:
     def size(self) -> int:
         """Number of products."""
         return len(self._products)
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """The catalog's vectors ``(size, dim)`` (read-only), under the model's item encoder."""
+        return self._ranker.item_vectors
+
+    @property
+    def ranking(self) -> str:
+        """How ``search`` ranks: ``dense`` or the fusion (``dense + bm25 (rrf)``, ...)."""
+        return DENSE_RANKING if self.fusion is None else self.fusion.describe()
 
     def has_product(self, product_id: str) -> bool:
         return product_id in self._row
@@ -208,8 +239,37 @@ class CatalogBackend:
             UnsupportedFilterError: a filter field other than ``category``.
         """
         allowed = self._filter_rows(filters)
+        if self.fusion is not None:
+            return self._fused_search(self.fusion, query, k, allowed)
         rows, scores = self._ranker.search(self.query_vector(query), k, allowed)
         return self._hits(rows[0], scores[0])
+
+    def _fused_search(
+        self, fusion: FusionSpec, query: str, k: int, allowed: np.ndarray | None
+    ) -> list[Hit]:
+        """The dense and BM25 top ``fusion.depth`` among ``allowed`` rows, fused, cut to ``k``."""
+        depth = fusion.depth
+        dense_rows, dense_scores = self._ranker.search(self.query_vector(query), depth, allowed)
+        dense = self._ranked(dense_rows[0], dense_scores[0])
+        bm25 = self._bm25_ranked(query, depth, allowed)
+        fused = fusion.fuse({"q": dense}, {"q": bm25}, depth=k)["q"]
+        return [self._hit(self._row[pid], score) for pid, score in fused]
+
+    def _bm25_ranked(
+        self, query: str, depth: int, allowed: np.ndarray | None
+    ) -> list[tuple[str, float]]:
+        """BM25's top ``depth`` among ``allowed`` rows (products without a query term left out)."""
+        assert self._bm25 is not None  # checked in __init__
+        if allowed is None:
+            rows, scores = self._bm25.search([query], depth)
+            return self._ranked(rows[0], scores[0])
+        rows, scores = self._bm25.search([query], self.size)  # every match, then the filter
+        keep = np.isin(rows[0], allowed)
+        return self._ranked(rows[0][keep][:depth], scores[0][keep][:depth])
+
+    def _ranked(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+        """``(product id, score)`` of the found rows, best first."""
+        return [(self._products[int(r)].id, float(s)) for r, s in zip(rows, scores) if int(r) >= 0]
 
     def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
         """``k`` products closest to the mean embedding of ``history``, history excluded.
@@ -278,6 +338,7 @@ class CatalogLoader:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.query_cache_size = query_cache_size
         self._catalog: RunCatalog | None = None
+        self._bm25: BM25Retriever | None = None
         self._lock = threading.Lock()
         if dataset is not None:
             self._catalog = RunCatalog.from_dataset(dataset, self.source.text_fields)
@@ -289,16 +350,26 @@ class CatalogLoader:
                 self._catalog = RunCatalog.from_dataset(self.source.load(), self.source.text_fields)
             return self._catalog
 
+    def bm25(self) -> BM25Retriever:
+        """BM25 over the catalog texts (built once, on the first model that fuses)."""
+        catalog = self.catalog()
+        with self._lock:
+            if self._bm25 is None:
+                self._bm25 = BM25Retriever(catalog.texts)
+            return self._bm25
+
     def __call__(self, model_dir: Path) -> CatalogBackend:
         catalog = self.catalog()
-        encoder = load_encoder(model_dir)  # its id is the model version
-        item_vectors = encode_catalog(encoder, catalog.texts, self.cache_dir)
+        fusion = read_fusion(model_dir)  # a malformed file fails before the model loads
+        towers, item_vectors = load_model_catalog(model_dir, catalog.texts, self.cache_dir)
         return CatalogBackend(
-            encoder.id,
+            towers.version,
             catalog.products,
             item_vectors,
-            encoder,
+            towers.query,
             query_cache_size=self.query_cache_size,
+            fusion=fusion,
+            bm25=None if fusion is None else self.bm25(),
         )
 
 

@@ -120,6 +120,14 @@ class Status(BaseModel):
     detail: str | None = None
 
 
+class ModelInfo(BaseModel):
+    model_version: str
+    ranking: str = Field(
+        description="How /search ranks: 'dense', or the fusion with BM25 the run chose "
+        "('dense + bm25 (convex, weight 0.6)', 'dense + bm25 (rrf)')."
+    )
+
+
 class Detail(BaseModel):
     detail: str
 

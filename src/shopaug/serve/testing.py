@@ -26,6 +26,8 @@ FILTER_FIELDS = ("category",)
 class FakeBackend:
     """Word-overlap search over a small catalog; see the module docstring."""
 
+    ranking = "title word overlap"
+
     def __init__(self, version: str, products: Sequence[Mapping[str, str]]) -> None:
         self.version = version
         self._products = [dict(product) for product in products]

@@ -1,4 +1,4 @@
-"""``GET /healthz``, ``GET /readyz`` and ``GET /metrics``."""
+"""``GET /healthz``, ``GET /readyz``, ``GET /model`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from shopaug.serve.deps import Metrics, RuntimeDep
-from shopaug.serve.schemas import Status
+from shopaug.serve.deps import Backend, Metrics, RuntimeDep
+from shopaug.serve.schemas import ModelInfo, Status, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -42,6 +42,13 @@ def readyz(runtime: RuntimeDep) -> Any:
             ).model_dump(),
         )
     return Status(status="ready", model_version=current.version)
+
+
+@router.get("/model", response_model=ModelInfo, responses=error_responses(503))
+def model_info(backend: Backend) -> ModelInfo:
+    """The model in service: its version and how ``/search`` ranks with it (dense, or fused
+    with BM25 as ``model/fusion.json`` says)."""
+    return ModelInfo(model_version=backend.version, ranking=backend.ranking)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
