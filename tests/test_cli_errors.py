@@ -97,7 +97,14 @@ def test_run_device_reaches_the_run_config(monkeypatch: pytest.MonkeyPatch, tmp_
 
     def fake_run(config: RunConfig, out: Path, *, command: str) -> dict[str, Any]:
         seen["config"] = config
-        return {"dataset": "demo", "trained_folds": 1, "folds": 5, "ablation": []}
+        return {
+            "dataset": "demo",
+            "trained_folds": 1,
+            "folds": 5,
+            "ablation": [],
+            "selected": {"system": "bm25"},
+            "metrics": {"ndcg@10": {"mean": 0.5}},
+        }
 
     monkeypatch.setattr("shopaug.experiment.runner.run_experiment", fake_run)
     args = ["run", "quick", "--out", str(tmp_path), "--seed", "7", "--train-folds", "1"]
