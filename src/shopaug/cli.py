@@ -1,4 +1,8 @@
-"""The ``shopaug`` command. Parses options, calls the library, prints results; no logic here."""
+"""The ``shopaug`` command. Parses options, calls the library, prints results; no logic here.
+
+Why one module of this length: one Typer command per verb, each only parsing options and
+printing what the library returns.
+"""
 
 from __future__ import annotations
 

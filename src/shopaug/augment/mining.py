@@ -16,6 +16,9 @@ are chosen by rank (``top``) or uniformly at random (``random``, seeded).
 
 This mirrors sentence-transformers' ``mine_hard_negatives`` (range_min, range_max, margin,
 sampling strategy), but scores the catalog once per run, in chunks, and reuses embeddings.
+
+Why one module of this length: the three retrieval miners and the two baselines share the
+positive, exclusion and margin rules that make their negatives comparable.
 """
 
 from __future__ import annotations

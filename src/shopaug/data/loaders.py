@@ -3,6 +3,9 @@
 Every loader validates what it reads and raises :class:`~shopaug.errors.DataError` naming the
 file, line and column. With ``skip_bad_rows=True`` bad rows are skipped instead, counted in
 ``Dataset.skipped`` (never silently dropped).
+
+Why one module of this length: one loader per data set, sharing the table readers' error
+conventions (file, line, column) and the checksum rules.
 """
 
 from __future__ import annotations

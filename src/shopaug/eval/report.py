@@ -48,6 +48,9 @@ Example:
     ...           "metrics": {"ndcg@10": {"mean": 0.4, "ci95": [None, None], "per_fold": [0.4]}}}
     >>> render_report(report, pathlib.Path(tempfile.mkdtemp())).name
     'report.html'
+
+Why one module of this length: the payload checks and the tables of one template; the charts
+are in :mod:`shopaug.eval.charts`.
 """
 
 from __future__ import annotations

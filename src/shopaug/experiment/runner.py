@@ -4,6 +4,9 @@ Every figure follows BENCHMARKS.md: query-level folds; each fold's validation qu
 from its training side; the system to report and to serve is chosen on validation queries
 only, and the test queries of each fold are read once, for the figure. Every finished stage is
 cached under ``RUN_DIR/cache`` by the content it depends on (see :mod:`.stages`).
+
+Why one module of this length: it is the order of the stages of one run; each stage is a short
+function and the work itself lives in ``rows``, ``rerank``, ``report`` and ``stages``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Durability and ordering:
   increasing order. SQLite has a single writer, so they do; on PostgreSQL, where concurrent
   transactions can commit out of id order, writers take a transaction-scoped advisory lock
   before inserting, which serialises the short write transactions.
+
+Why one module of this length: the SQL of both backends (SQLite and PostgreSQL) and the
+schema it depends on are read together; splitting them would separate a query from its table.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ copy of a model under another name keeps its version and its cached embeddings. 
 encoder of a query tower carries the id of its own vectors (the item model's, plus the
 adapter's hash), so the catalog vectors of the frozen base model are encoded once and shared
 by every query tower trained on top of it.
+
+Why one module of this length: the three directory kinds share the descriptor parsing and
+the version hashing, and their read rules are easiest to check side by side.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@
    ``POST /admin/reload`` when its URL and admin token are given.
 6. **Mark** the events consumed (only now: a crash before this replays them next round) and
    write ``round.json`` beside the challenger.
+
+Why one module of this length: one round of the loop in order (samples, mining, fine-tune,
+gate, promotion), each step a short function over the same round state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The training loop: optimiser, warm-up + linear decay, early stopping, checkpoints, resume."""
+"""The training loop: optimiser, warm-up + linear decay, early stopping, checkpoints, resume.
+
+Why one module of this length: ``fit`` and the state its exact resume checkpoints; splitting
+them would spread one checkpointed state over several modules.
+"""
 
 from __future__ import annotations
 

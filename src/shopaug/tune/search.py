@@ -13,6 +13,9 @@ The objective (see :func:`read_objective`) is by default the row's validation ND
 trial's ``metrics.json``: validation queries are held out from each fold's *train* queries, so
 tuning never reads a test label. ``split="test"`` tunes on the
 test folds' metric instead, which makes the reported numbers of the best trial optimistic.
+
+Why one module of this length: one Optuna study's life (trials, resume after a kill, the lock,
+the CSV and best.yaml) is one piece of state.
 """
 
 from __future__ import annotations
