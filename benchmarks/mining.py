@@ -64,18 +64,28 @@ def quality(data: str, label_fraction: float) -> list[str]:
     ]
     for method, margin, range_min in settings:
         config = MiningConfig(
-            method=method, margin=margin, range_min=range_min, label_fraction=label_fraction,
-            negatives_per_query=8, show_progress=False,
+            method=method,
+            margin=margin,
+            range_min=range_min,
+            label_fraction=label_fraction,
+            negatives_per_query=8,
+            show_progress=False,
         )
-        run = mine_hard_negatives if method in ("bm25", "dense", "hybrid") else (
-            sample_baseline_negatives
+        run = (
+            mine_hard_negatives
+            if method in ("bm25", "dense", "hybrid")
+            else (sample_baseline_negatives)
         )
         frame, stats = run(dataset, list(fold.train), config)
-        lines.append(_audit_line(frame, dataset, method, margin, range_min,
-                                 stats.filtered_false_negatives))
+        lines.append(
+            _audit_line(frame, dataset, method, margin, range_min, stats.filtered_false_negatives)
+        )
     frame, _ = augment(
-        dataset, "near-miss", list(fold.train),
-        config=AugmentConfig(mining={"label_fraction": label_fraction}), show_progress=False,
+        dataset,
+        "near-miss",
+        list(fold.train),
+        config=AugmentConfig(mining={"label_fraction": label_fraction}),
+        show_progress=False,
     )
     lines.append(_audit_line(frame, dataset, "near-miss", None, None, 0))
     lines += [
@@ -112,13 +122,21 @@ def speed(data: str) -> list[str]:
 
     dataset = load_dataset(data)
     query_ids = [q.id for q in dataset.queries]
-    config = MiningConfig(method="dense", negatives_per_query=5, range_max=100, margin=0.05,
-                          max_positives_per_query=1, show_progress=False)
+    config = MiningConfig(
+        method="dense",
+        negatives_per_query=5,
+        range_max=100,
+        margin=0.05,
+        max_positives_per_query=1,
+        show_progress=False,
+    )
     positives = positive_rows(dataset, query_ids, config)
-    pairs = hf_datasets.Dataset.from_dict({
-        "query": [dataset.query_by_id[q].text for q in positives],
-        "positive": [dataset.product(ps[0][0]).render() for ps in positives.values()],
-    })
+    pairs = hf_datasets.Dataset.from_dict(
+        {
+            "query": [dataset.query_by_id[q].text for q in positives],
+            "positive": [dataset.product(ps[0][0]).render() for ps in positives.values()],
+        }
+    )
     corpus = dataset.product_texts()
     model = SentenceTransformer(str(minilm_path()), device="cpu")
     model.max_seq_length = 128
@@ -130,20 +148,35 @@ def speed(data: str) -> list[str]:
         memory_cache = EmbeddingCache(Path(our_cache) / "e.sqlite")
         for label in ("cold", "warm"):
             start = time.perf_counter()
-            st_mine(pairs, model, corpus=corpus, range_max=100, relative_margin=0.05,
-                    num_negatives=5, sampling_strategy="top", batch_size=64, use_faiss=True,
-                    verbose=False, cache_folder=st_cache)
+            st_mine(
+                pairs,
+                model,
+                corpus=corpus,
+                range_max=100,
+                relative_margin=0.05,
+                num_negatives=5,
+                sampling_strategy="top",
+                batch_size=64,
+                use_faiss=True,
+                verbose=False,
+                cache_folder=st_cache,
+            )
             times[f"st-{label}"] = time.perf_counter() - start
             # A new cache object reads from disk (as a new process would); the first one also
             # keeps vectors in memory (as later stages of one `shopaug run` do).
-            caches = {"": memory_cache} if label == "cold" else {
-                "": EmbeddingCache(Path(our_cache) / "e.sqlite", memory=False),
-                "-memory": memory_cache,
-            }
+            caches = (
+                {"": memory_cache}
+                if label == "cold"
+                else {
+                    "": EmbeddingCache(Path(our_cache) / "e.sqlite", memory=False),
+                    "-memory": memory_cache,
+                }
+            )
             for suffix, cache in caches.items():
                 start = time.perf_counter()
-                retriever = DenseRetriever(corpus, CachedEncoder(encoder, cache),
-                                           show_progress=False)
+                retriever = DenseRetriever(
+                    corpus, CachedEncoder(encoder, cache), show_progress=False
+                )
                 mine_hard_negatives(dataset, list(positives), config, retriever=retriever)
                 times[f"ours-{label}{suffix}"] = time.perf_counter() - start
     lines = [

@@ -61,8 +61,22 @@ def test_eval_writes_metrics_and_trec_files(tmp_path: Path) -> None:
 def test_eval_scores_agree_with_ir_measures(tmp_path: Path) -> None:
     ir_measures = pytest.importorskip("ir_measures")
     out = tmp_path / "run"
-    runner.invoke(app, ["eval", "--data", "demo", "--retriever", "dense", "--model", "hashing",
-                        "--folds", "2", "--out", str(out)])
+    runner.invoke(
+        app,
+        [
+            "eval",
+            "--data",
+            "demo",
+            "--retriever",
+            "dense",
+            "--model",
+            "hashing",
+            "--folds",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     qrels = list(ir_measures.read_trec_qrels(str(out / "qrels.trec")))
     run = list(ir_measures.read_trec_run(str(out / "run.trec")))
@@ -109,8 +123,20 @@ def test_every_cheap_method_runs_from_the_cli(tmp_path: Path, method: str) -> No
     config = tmp_path / "augment.yaml"
     config.write_text("mining:\n  model: hashing\nsynthetic_queries:\n  max_products: 20\n")
     result = runner.invoke(
-        app, ["augment", "--data", "demo", "--method", method, "--fold", "1", "--config",
-              str(config), "--out", str(out)],
+        app,
+        [
+            "augment",
+            "--data",
+            "demo",
+            "--method",
+            method,
+            "--fold",
+            "1",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
@@ -120,10 +146,34 @@ def test_every_cheap_method_runs_from_the_cli(tmp_path: Path, method: str) -> No
 def test_augment_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("mining:\n  range_min: 50\n  range_max: 10\n")
-    result = runner.invoke(app, ["augment", "--data", "demo", "--method", "bm25", "--config",
-                                 str(config), "--out", str(tmp_path / "s.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "augment",
+            "--data",
+            "demo",
+            "--method",
+            "bm25",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
     assert result.exit_code == 2 and "range_max (10) must exceed range_min (50)" in result.output
     config.write_text("minning: {}\n")
-    result = runner.invoke(app, ["augment", "--data", "demo", "--method", "bm25", "--config",
-                                 str(config), "--out", str(tmp_path / "s.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "augment",
+            "--data",
+            "demo",
+            "--method",
+            "bm25",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
     assert result.exit_code == 2 and "unknown key(s) minning" in result.output
