@@ -174,15 +174,15 @@ def read_objective(
 
     ``split="validation"``: the row's validation ``metric`` in ``metrics.json`` (the mean over
     folds of the validation queries carved from each fold's training side, ranked over the
-    whole catalog by the model each fold keeps). ``split="test"``: the mean over test folds of
-    ``metric`` from ``metrics.json`` (``result["metrics"]``).
+    whole catalog by the model each fold keeps). ``split="test"``: the row's mean over test
+    folds of ``metric`` (its ``ablation`` entry's ``metrics``).
 
     Raises:
         ValueError: if the run holds no such value, or it is not finite.
     """
     del run_dir  # everything is in metrics.json
     if split == "test":
-        value = float(result["metrics"][metric]["mean"])
+        value = row_test_metric(result, metric=metric, row_name=row_name)
     else:
         entry = next((e for e in result.get("ablation", []) if e.get("name") == row_name), None)
         validation = (entry or {}).get("validation") or {}
@@ -195,6 +195,14 @@ def read_objective(
     if not math.isfinite(value):
         raise ValueError(f"the objective is {value} (no validation query scored?)")
     return value
+
+
+def row_test_metric(result: dict[str, Any], *, metric: str, row_name: str) -> float:
+    """The row's mean test ``metric`` over folds, from its ``ablation`` entry of metrics.json."""
+    entry = next((e for e in result.get("ablation", []) if e.get("name") == row_name), None)
+    if entry is None or metric not in entry.get("metrics", {}):
+        raise ValueError(f"metrics.json has no test {metric} for row {row_name!r}")
+    return float(entry["metrics"][metric]["mean"])
 
 
 @contextmanager
@@ -441,7 +449,9 @@ def tune(
             error: str | None = None
             try:
                 result = run(config, trial_dir)
-                test_metric = float(result["metrics"][settings.metric]["mean"])
+                test_metric = row_test_metric(
+                    result, metric=settings.metric, row_name=choice.row.name
+                )
                 value = read_objective(
                     trial_dir,
                     result,
