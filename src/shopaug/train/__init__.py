@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shopaug.train.config import TrainConfig, TrainingExample
     from shopaug.train.loop import StepInfo, TrainResult, epoch_order, fit, linear_schedule
+    from shopaug.train.sampling import NegativeSampling
     from shopaug.train.tracking import MetricsLogger, TensorBoardLogger
     from shopaug.train.trainable import (
         CandidateBatch,
@@ -31,6 +32,7 @@ _EXPORTS = {
     "CandidateBatch": "shopaug.train.trainable",
     "EmbeddingModel": "shopaug.train.trainable",
     "MetricsLogger": "shopaug.train.tracking",
+    "NegativeSampling": "shopaug.train.sampling",
     "PairScoringModel": "shopaug.train.trainable",
     "StepInfo": "shopaug.train.loop",
     "TensorBoardLogger": "shopaug.train.tracking",
@@ -48,6 +50,7 @@ __all__ = [
     "CandidateBatch",
     "EmbeddingModel",
     "MetricsLogger",
+    "NegativeSampling",
     "PairScoringModel",
     "StepInfo",
     "TensorBoardLogger",

@@ -34,6 +34,7 @@ from shopaug.train.checkpoint import (
     save_checkpoint,
 )
 from shopaug.train.config import TrainConfig, TrainingExample
+from shopaug.train.sampling import NegativeSampling, SampledBatch, corrected_objective
 from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
 from shopaug.train.trainable import (
     TRAINABLE_MODELS,
@@ -326,6 +327,7 @@ def fit(
     metrics_logger: MetricsLogger | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     show_progress: bool = True,
+    negative_sampling: NegativeSampling | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_examples``; resume exactly from ``run_dir`` if it holds a run.
 
@@ -361,6 +363,9 @@ def fit(
             TensorBoard under ``run_dir/tb``.
         on_step: Called after every step with a :class:`StepInfo` (progress hooks, tests).
         show_progress: Show a tqdm progress bar.
+        negative_sampling: Draw extra negatives for every group at every step through a
+            sampler (see :mod:`shopaug.train.sampling`); ``None`` (the default) trains on the
+            groups' own (and in-batch) negatives only.
 
     Returns:
         A :class:`TrainResult`.
@@ -379,6 +384,8 @@ def fit(
     examples = list(train_examples)
     if not examples:
         raise ValueError("train_examples is empty")
+    if negative_sampling is not None:
+        negative_sampling.check_loss(config.loss)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
@@ -398,6 +405,9 @@ def fit(
     )
     objective = build_objective(config)
     data_hash = data_fingerprint(examples)
+    if negative_sampling is not None:
+        sampling_record = f"{data_hash}:{negative_sampling.fingerprint()}"
+        data_hash = hashlib.sha256(sampling_record.encode()).hexdigest()
     set_torch_threads(config.num_threads)
     if isinstance(model, SequenceLengthModel):
         size_sequence_length(model, examples, config)
@@ -459,9 +469,14 @@ def fit(
                 batches = batches_of(state["epoch"])
                 batches_epoch = state["epoch"]
             batch = [examples[i] for i in batches[state["position"]]]
+            sampled = (
+                None
+                if negative_sampling is None
+                else negative_sampling.draw(batch, seed=config.seed, step=state["step"] + 1)
+            )
 
             loss_value, lr = _train_step(
-                model, batch, config, objective, optimizer, scheduler, state["step"] + 1
+                model, batch, config, objective, optimizer, scheduler, state["step"] + 1, sampled
             )
             state["step"] += 1
             state["position"] += 1
@@ -559,13 +574,20 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
+    sampled: SampledBatch | None = None,
 ) -> tuple[float, float]:
-    """One optimizer step on ``batch``; returns (loss, learning rate used)."""
+    """One optimizer step on ``batch`` (``sampled``'s groups if given); returns (loss, lr used)."""
     model.train()
+    if sampled is not None:
+        batch = sampled.examples
     candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
     scores, mask = score_batch(model, candidates)  # type: ignore[arg-type]  # (batch, width)
     weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
-    loss = objective(scores, mask=mask, weights=weights)
+    if sampled is None or sampled.log_q is None:
+        loss = objective(scores, mask=mask, weights=weights)
+    else:
+        log_q = sampled.log_q_columns(candidates, like=scores)  # (batch, width)
+        loss = corrected_objective(objective, scores, mask=mask, weights=weights, log_q=log_q)
     if not torch.isfinite(loss):
         raise ValueError(
             f"training loss is {loss.item()} at step {step}; lower config.lr or raise "
