@@ -61,6 +61,17 @@ def test_profiles_parse() -> None:
         ({"tower": "both"}, "tower must be one of"),
         ({"device": "tpu"}, "device must be one of"),
         ({"ablation": [{"name": "x", "methods": ["random"]}] * 2}, "must be unique"),
+        (
+            {"ablation": [{"name": "x", "methods": ["positives"], "sampler": {"name": "uniform"}}]},
+            "needs tower: full",
+        ),
+        (
+            {
+                "tower": "full",
+                "ablation": [{"name": "x", "methods": ["positives"], "sampler": {"name": "x"}}],
+            },
+            "sampler",
+        ),
     ],
 )
 def test_bad_run_config_names_the_problem(patch: dict, message: str) -> None:
@@ -129,7 +140,16 @@ def test_run_trains_both_towers(tmp_path: Path) -> None:
         **TINY,
         "tower": "full",
         "train_folds": 1,
-        "ablation": [{"name": "human negatives", "methods": ["human-negatives"]}],
+        "ablation": [
+            {"name": "human negatives", "methods": ["human-negatives"]},
+            {
+                "name": "popularity sampler",
+                "methods": ["positives"],
+                "sampler": {"name": "popularity", "replace": False},
+                "sampled_negatives": 2,
+                "log_q_correction": True,
+            },
+        ],
         "fusion": {"enabled": False},
         "reranker": {"enabled": False},
     }
@@ -138,6 +158,7 @@ def test_run_trains_both_towers(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    row = next(r for r in metrics["ablation"] if r["name"] == "human negatives")
-    assert row["steps"] > 0 and len(row["metrics"]["ndcg@10"]["per_fold"]) == 1
+    for name in ("human negatives", "popularity sampler"):
+        row = next(r for r in metrics["ablation"] if r["name"] == name)
+        assert row["steps"] > 0 and len(row["metrics"]["ndcg@10"]["per_fold"]) == 1
     assert not (tmp_path / "run" / "model" / "shopaug-model.json").exists()

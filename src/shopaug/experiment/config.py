@@ -29,12 +29,19 @@ class AblationRow:
             ``methods``' samples.
         augment: settings merged over the run's ``augment`` sections for this row's samples
             (e.g. another ``generator``); rows with the same methods and settings share samples.
+        sampler: a :class:`shopaug.samplers.SamplerConfig` mapping (``name: uniform`` or
+            ``popularity``): every training step also draws ``sampled_negatives`` catalog
+            negatives per group through it (popularity counted on the fold's training queries),
+            with the logQ correction when ``log_q_correction`` (``tower: full`` only).
     """
 
     name: str
     methods: tuple[str, ...]
     dynamic: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    sampled_negatives: int = 4
+    log_q_correction: bool = False
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)  # YAML gives lists
@@ -196,6 +203,19 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
     names = [row.name for row in config.ablation]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: ablation row names must be unique, got {names}")
+    for row in config.ablation:
+        if not row.sampler:
+            continue
+        if config.tower != "full":
+            raise ConfigError(
+                f"{source}: ablation row {row.name!r} draws negatives through a sampler, which "
+                "needs tower: full"
+            )
+        from shopaug.samplers import SamplerConfig
+
+        from_mapping(SamplerConfig, row.sampler, section=f"{source}: {row.name}: sampler")
+        if row.sampled_negatives < 1:
+            raise ConfigError(f"{source}: {row.name}: sampled_negatives must be at least 1")
     if config.folds < 2:
         raise ConfigError(f"{source}: folds must be at least 2")
     if not 0 < config.validation_fraction < 1:

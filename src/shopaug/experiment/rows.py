@@ -290,9 +290,31 @@ def _train_full(
         run_dir=row_dir,
         validate=run.validator(fold) if fold.valid_ids else None,
         show_progress=config.show_progress,
+        negative_sampling=_negative_sampling(run, fold, row),
     )
     best = BiEncoder(result.model_dir, device=run.device) if result.model_dir.exists() else model
     return best, result, len(examples), len(examples)
+
+
+def _negative_sampling(run: RunContext, fold: FoldContext, row: AblationRow) -> Any:
+    """The row's sampler over the catalog (popularity from the fold's training queries only),
+    or None for a row without one."""
+    if not row.sampler:
+        return None
+    from shopaug.augment.mining import popularity_counts
+    from shopaug.config import from_mapping
+    from shopaug.samplers import SamplerConfig, build_sampler
+    from shopaug.train import NegativeSampling
+
+    settings = from_mapping(SamplerConfig, row.sampler, section=f"{row.name}: sampler")
+    counts, _ = popularity_counts(run.dataset, query_ids=fold.train_ids)
+    sampler = build_sampler(settings, n_items=len(run.catalog_texts), counts=counts)
+    return NegativeSampling(
+        catalog=run.catalog_texts,
+        sampler=sampler,
+        n=row.sampled_negatives,
+        log_q_correction=row.log_q_correction,
+    )
 
 
 def train_final_model(
