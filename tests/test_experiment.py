@@ -162,3 +162,17 @@ def test_run_trains_both_towers(tmp_path: Path) -> None:
         row = next(r for r in metrics["ablation"] if r["name"] == name)
         assert row["steps"] > 0 and len(row["metrics"]["ndcg@10"]["per_fold"]) == 1
     assert not (tmp_path / "run" / "model" / "shopaug-model.json").exists()
+
+
+def test_a_row_without_a_sampler_keeps_its_cache_key() -> None:
+    from shopaug.experiment.config import AblationRow
+
+    row = AblationRow("dense hard", ("dense",))
+    assert row.cache_key() == {
+        "name": "dense hard",
+        "methods": ("dense",),
+        "dynamic": False,
+        "augment": {},
+    }
+    sampled = AblationRow("s", ("positives",), sampler={"name": "uniform"})
+    assert sampled.cache_key()["sampler"] == {"name": "uniform"}

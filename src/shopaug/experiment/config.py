@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,15 @@ class AblationRow:
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)  # YAML gives lists
+
+    def cache_key(self) -> dict[str, Any]:
+        """What the row's trained results depend on; a row without a sampler is keyed as
+        before sampler rows existed, so finished runs keep their cached rows."""
+        key = dataclasses.asdict(self)
+        if not self.sampler:
+            for name in ("sampler", "sampled_negatives", "log_q_correction"):
+                key.pop(name)
+        return key
 
     @property
     def kind(self) -> str:

@@ -248,7 +248,7 @@ def _train_row(
         samples_by_fold[fold.index] = samples
         parts = (
             "row",
-            asdict(row),
+            row.cache_key(),
             config.train,
             config.tower,
             config.gain_weights,
