@@ -10,7 +10,9 @@ class TotalLoss(nn.Module):
     """``L = L_rec + lam * L_div``; with ``lam == 0`` (the default) ``L_div`` is not computed.
 
     Both parts take the same ``(scores, mask=, weights=)`` arguments, so any loss of
-    :data:`shopaug.losses.LOSSES` can be the ranking part.
+    :data:`shopaug.losses.LOSSES` can be the ranking part. ``log_q`` (the sampling-bias
+    correction) goes to the ranking part only, and only when given (InfoNCE takes it); the
+    diversity term sees the uncorrected scores.
 
     Example:
         >>> import torch
@@ -36,8 +38,10 @@ class TotalLoss(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        loss: torch.Tensor = self.rec_loss(scores, mask=mask, weights=weights)
+        extra = {} if log_q is None else {"log_q": log_q}
+        loss: torch.Tensor = self.rec_loss(scores, mask=mask, weights=weights, **extra)
         if self.lam > 0 and self.div_loss is not None:
             loss = loss + self.lam * self.div_loss(scores, mask=mask, weights=weights)
         return loss

@@ -35,14 +35,11 @@ from torch import nn
 
 from shopaug.encoders.base import Encoder
 from shopaug.models.bi_encoder import BiEncoder
+from shopaug.models.model_dir import ITEM_ADAPTER_FILE as ADAPTER_FILE
+from shopaug.models.model_dir import MODEL_DESCRIPTOR as TOWER_DESCRIPTOR
+from shopaug.models.model_dir import QUERY_TOWER_KIND
 
 logger = logging.getLogger(__name__)
-
-#: Descriptor written beside the query encoder's weights.
-TOWER_DESCRIPTOR = "shopaug-model.json"
-QUERY_TOWER_KIND = "query-tower"
-#: Weights of the optional item adapter, ``(dim, dim)``.
-ADAPTER_FILE = "item_adapter.safetensors"
 
 
 class QueryTowerModel(nn.Module):

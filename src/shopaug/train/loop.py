@@ -34,7 +34,7 @@ from shopaug.train.checkpoint import (
     save_checkpoint,
 )
 from shopaug.train.config import TrainConfig, TrainingExample
-from shopaug.train.sampling import NegativeSampling, SampledBatch, corrected_objective
+from shopaug.train.sampling import NegativeSampling, SampledBatch
 from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
 from shopaug.train.trainable import (
     TRAINABLE_MODELS,
@@ -583,11 +583,10 @@ def _train_step(
     candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
     scores, mask = score_batch(model, candidates)  # type: ignore[arg-type]  # (batch, width)
     weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
-    if sampled is None or sampled.log_q is None:
-        loss = objective(scores, mask=mask, weights=weights)
-    else:
+    log_q = None
+    if sampled is not None and sampled.log_q is not None:
         log_q = sampled.log_q_columns(candidates, like=scores)  # (batch, width)
-        loss = corrected_objective(objective, scores, mask=mask, weights=weights, log_q=log_q)
+    loss = objective(scores, mask=mask, weights=weights, log_q=log_q)
     if not torch.isfinite(loss):
         raise ValueError(
             f"training loss is {loss.item()} at step {step}; lower config.lr or raise "

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from shopaug.errors import ConfigError
-from shopaug.losses import TotalLoss
 from shopaug.samplers import NegativeSampler
 from shopaug.samplers.base import check_int
 from shopaug.train.config import TrainingExample
@@ -175,21 +174,3 @@ class NegativeSampling:
             items=sample.items,
             log_q=log_q if self.log_q_correction else None,
         )
-
-
-def corrected_objective(
-    objective: TotalLoss,
-    scores: torch.Tensor,
-    *,
-    mask: torch.Tensor,
-    weights: torch.Tensor,
-    log_q: torch.Tensor,
-) -> torch.Tensor:
-    """``objective`` with ``log_q`` (``(batch, width)``) passed to its ranking part.
-
-    The diversity term, if any, sees the scores without the correction.
-    """
-    loss: torch.Tensor = objective.rec_loss(scores, mask=mask, weights=weights, log_q=log_q)
-    if objective.lam > 0 and objective.div_loss is not None:
-        loss = loss + objective.lam * objective.div_loss(scores, mask=mask, weights=weights)
-    return loss
