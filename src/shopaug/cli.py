@@ -316,14 +316,18 @@ def run_command(
         ),
     ] = None,
 ) -> None:
-    """Data -> augment -> train -> evaluate -> report, every stage cached by content hash."""
+    """Data -> augment -> train -> evaluate -> report, every stage cached by content hash.
+
+    The config's ``task`` (search by default; see ``shopaug.experiment.tasks``) decides what is
+    trained and measured; every task writes the same run directory.
+    """
     from shopaug.config import apply_overrides
-    from shopaug.experiment.config import load_run_config
-    from shopaug.experiment.runner import run_experiment
+    from shopaug.experiment.tasks import load_task
 
     try:
-        run_config = apply_overrides(
-            load_run_config(config),
+        task = load_task(config)
+        apply_overrides(
+            task.config,
             {
                 "data": data,
                 "data_dir": data_dir,
@@ -334,29 +338,11 @@ def run_command(
             },
             source="command line",
         )
-        result = run_experiment(run_config, out, command=" ".join(sys.argv))
+        result = task.module.run(task.config, out, " ".join(sys.argv))
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
-    typer.echo(f"{result['dataset']}: {result['trained_folds']} of {result['folds']} folds trained")
-    typer.echo(
-        f"{'system':<36} {'valid':>6} {'test':>7}  {'95% CI':<14}  {'p vs plain':>10}  "
-        f"{'p vs hybrid':>11}"
-    )
-    for entry in result["ablation"]:
-        ndcg = entry["metrics"]["ndcg@10"]
-        interval = "[-, -]" if None in ndcg["ci95"] else "[{:.3f}, {:.3f}]".format(*ndcg["ci95"])
-        valid = entry.get("validation", {}).get("ndcg@10")
-        p0, p1 = entry.get("p_value_vs_plain_fine_tune"), entry.get("p_value_vs_zero_shot_hybrid")
-        typer.echo(
-            f"{entry['name'][:36]:<36} {'-' if valid is None else f'{valid:.3f}':>6} "
-            f"{ndcg['mean']:>7.4f}  {interval:<14}  {'-' if p0 is None else f'{p0:.3g}':>10}  "
-            f"{'-' if p1 is None else f'{p1:.3g}':>11}"
-        )
-    selected = result["selected"]
-    typer.echo(
-        f"chosen on validation queries: {selected['system']} "
-        f"(test NDCG@10 {result['metrics']['ndcg@10']['mean']:.4f})"
-    )
+    for line in task.module.summary_lines(result):
+        typer.echo(line)
     typer.echo(f"wrote {out}/metrics.json, report.html, manifest.json, model/")
 
 

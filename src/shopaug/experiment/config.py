@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from shopaug.augment.pipeline import AUGMENT_METHODS, AugmentConfig
-from shopaug.config import from_mapping, read_yaml
+from shopaug.config import from_mapping
 from shopaug.data.records import DEFAULT_TEXT_FIELDS
 from shopaug.errors import ConfigError
 
-PROFILES = ("quick", "full")
 TOWERS = ("query", "full")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -235,15 +232,12 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
 
 
 def load_run_config(name_or_path: str) -> RunConfig:
-    """A profile name (``quick``, ``full``) or a YAML file."""
-    if name_or_path in PROFILES:
-        text = resources.files("shopaug.profiles").joinpath(f"{name_or_path}.yaml").read_text()
-        import yaml
+    """A search profile name (``quick``, ``full``) or a YAML file (see ``experiment.tasks``)."""
+    from shopaug.experiment.tasks import read_config
 
-        return parse_run_config(yaml.safe_load(text), source=f"profile {name_or_path}")
-    path = Path(name_or_path)
-    if not path.exists():
-        raise ConfigError(
-            f"{name_or_path!r} is neither a profile ({', '.join(PROFILES)}) nor a config file"
-        )
-    return parse_run_config(read_yaml(path), source=str(path))
+    mapping, source = read_config(name_or_path)
+    body = dict(mapping)
+    task = body.pop("task", "search")
+    if task != "search":
+        raise ConfigError(f"{source}: this command needs a search config, got task {task!r}")
+    return parse_run_config(body, source=source)
