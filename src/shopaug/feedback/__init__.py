@@ -1,7 +1,8 @@
 """shopaug.feedback: the durable feedback store, shared by the service and the online loop.
 
 The service writes events through :class:`FeedbackStore` (``record``, ``session_history``,
-``ping``); the online loop reads them (``read_new``, ``mark_consumed``). Neither package
+``ping``); the online loop reads them (``read_new``, ``mark_consumed``). A write the database
+cannot take raises :class:`StoreUnavailable` (:class:`StoreFull` when it is full). Neither package
 imports the other: both depend on this one. SQLAlchemy is imported when a store is opened.
 """
 
@@ -14,6 +15,8 @@ from shopaug.feedback.store import (
     FeedbackStore,
     IdempotencyConflict,
     StoredEvent,
+    StoreFull,
+    StoreUnavailable,
     events_frame,
 )
 
@@ -23,6 +26,8 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackStore",
     "IdempotencyConflict",
+    "StoreFull",
+    "StoreUnavailable",
     "StoredEvent",
     "events_frame",
 ]

@@ -16,6 +16,13 @@ Durability and ordering:
   increasing order. SQLite has a single writer, so they do; on PostgreSQL, where concurrent
   transactions can commit out of id order, writers take a transaction-scoped advisory lock
   before inserting, which serialises the short write transactions.
+* PostgreSQL sessions run with ``synchronous_commit = on`` whatever the server's default
+  (:mod:`shopaug.feedback.connection`).
+
+Faults: when the database cannot take a write (server down, connection lost, read-only, locked
+past ``timeout_s``, the SQLite file moved or deleted, the disk full), :meth:`FeedbackStore.record`
+raises :class:`StoreUnavailable` (:class:`StoreFull` for a full disk) and has acknowledged
+nothing; the store needs no reopening: the next write after the database is back succeeds.
 
 Why one module of this length: the SQL of both backends (SQLite and PostgreSQL) and the
 schema it depends on are read together; splitting them would separate a query from its table.
@@ -35,6 +42,16 @@ import pandas as pd
 
 from shopaug.data.records import EVENTS
 from shopaug.errors import ConfigError, require
+from shopaug.feedback.connection import (
+    StoreFull,
+    StoreUnavailable,
+    check_sqlite_file,
+    engine_options,
+    postgres_on_connect,
+    sqlite_file,
+    sqlite_on_connect,
+    unavailable_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +70,19 @@ EVENT_COLUMNS = (
     "timestamp",
 )
 DEFAULT_CONSUMER = "online"
+__all__ = [
+    "DEFAULT_CONSUMER",
+    "EVENT_COLUMNS",
+    "Acknowledgement",
+    "FeedbackEvent",
+    "FeedbackStore",
+    "IdempotencyConflict",
+    "StoreFull",
+    "StoreUnavailable",
+    "StoredEvent",
+    "events_frame",
+    "request_fingerprint",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +158,8 @@ class FeedbackStore:
         table_prefix: prepended to every table name (lets tests, or several stores, share a
             database).
         create: create missing tables on open.
+        timeout_s: how long a write may wait for a connection or a lock before it fails with
+            :class:`StoreUnavailable`; None keeps the drivers' defaults (SQLite: 30 s).
 
     Example:
         >>> store = FeedbackStore("sqlite:///:memory:")
@@ -135,7 +167,14 @@ class FeedbackStore:
         1
     """
 
-    def __init__(self, url: str, *, table_prefix: str = "", create: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        table_prefix: str = "",
+        create: bool = True,
+        timeout_s: float | None = None,
+    ) -> None:
         sqlalchemy = require("sqlalchemy", "serve")
         if table_prefix and not table_prefix.replace("_", "").isalnum():
             raise ConfigError(
@@ -144,12 +183,14 @@ class FeedbackStore:
         self.url = url
         self.table_prefix = table_prefix
         try:
-            self.engine = sqlalchemy.create_engine(url, **_engine_options(url))
+            self.engine = sqlalchemy.create_engine(url, **engine_options(url, timeout_s))
         except Exception as error:  # bad URL, missing driver
             raise ConfigError(f"feedback database URL {url!r} cannot be used: {error}") from error
         self._dialect = self.engine.dialect.name
         if self._dialect == "sqlite":
-            sqlalchemy.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sqlalchemy.event.listen(self.engine, "connect", sqlite_on_connect(timeout_s))
+        elif self._dialect == "postgresql":
+            sqlalchemy.event.listen(self.engine, "connect", postgres_on_connect(timeout_s))
         self._metadata, self.events, self.keys, self.cursors = _tables(table_prefix)
         self._lock_key = int(
             hashlib.sha256(f"shopaug:{table_prefix}".encode()).hexdigest()[:15], 16
@@ -185,10 +226,27 @@ class FeedbackStore:
 
         Raises:
             IdempotencyConflict: the key was used before for a different list of events.
+            StoreUnavailable: the database cannot take the write now (:class:`StoreFull`
+                when it is full); nothing was acknowledged, a retry later is safe.
             ValueError: ``events`` is empty.
         """
         if not events:
             raise ValueError("no events to record; expected at least one")
+        sqlalchemy = require("sqlalchemy", "serve")
+        try:
+            return self._record(events, idempotency_key)
+        except StoreUnavailable as error:
+            logger.warning("feedback not recorded: %s", error)
+            self.engine.dispose()  # the next write opens the file the path holds then
+            raise
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+            unavailable = unavailable_error(error)
+            logger.warning("feedback not recorded: %s", unavailable)
+            raise unavailable from error
+
+    def _record(
+        self, events: Sequence[FeedbackEvent], idempotency_key: str | None
+    ) -> Acknowledgement:
         sqlalchemy = require("sqlalchemy", "serve")
         fingerprint = request_fingerprint(events) if idempotency_key is not None else None
         if idempotency_key is not None:
@@ -227,6 +285,9 @@ class FeedbackStore:
                         .where(self.keys.c.key == idempotency_key)
                         .values(acknowledgement=json.dumps(list(ids)))
                     )
+                database_file = sqlite_file(connection)
+                check_sqlite_file(database_file)  # before the commit: nothing to a lost file
+            check_sqlite_file(database_file)  # moved during the commit: not acknowledged
         except sqlalchemy.exc.IntegrityError:
             if idempotency_key is None:
                 raise
@@ -359,23 +420,6 @@ def events_frame(events: Iterable[StoredEvent | FeedbackEvent | Mapping[str, Any
 
 def _row_fields(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {name: mapping[name] for name in EVENT_COLUMNS}
-
-
-def _engine_options(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        # Threads of the service share the pool; writers wait up to 30 s for the write lock.
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-    finally:
-        cursor.close()
 
 
 def _tables(prefix: str) -> tuple[Any, Any, Any, Any]:
