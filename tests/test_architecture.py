@@ -36,6 +36,27 @@ FORBIDDEN: dict[str, set[str]] = {
     "retrieval": {"serve", "online", "simulate", "train", "experiment", "augment", "eval"},
     "eval": {"serve", "online", "simulate", "experiment"},
     "augment": {"serve", "online", "simulate", "experiment", "train"},
+    # the bottom layer: feedback, llm and augment all scrub personal data through it
+    "privacy": {
+        "data",
+        "encoders",
+        "index",
+        "models",
+        "retrieval",
+        "augment",
+        "llm",
+        "samplers",
+        "losses",
+        "train",
+        "eval",
+        "experiment",
+        "tune",
+        "feedback",
+        "serve",
+        "online",
+        "simulate",
+        "scale",
+    },
 }
 #: nothing may import the command line.
 EVERYONE_FORBIDDEN = {"cli"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,8 @@ SAMPLE_SCHEMA = pa.schema(
         ("rank", pa.int32()),  # retriever rank (1-based) when there is one, else -1
     ]
 )
+logger = logging.getLogger(__name__)
+
 SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA.names)
 #: Optional extra column: the text of a generated product variant (near-miss rewrites).
 VARIANT_TEXT_COLUMN = "product_text"
@@ -43,17 +46,22 @@ def samples_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     return frame[columns]
 
 
-def write_samples(frame: pd.DataFrame, path: str | Path) -> Path:
+def write_samples(frame: pd.DataFrame, path: str | Path, *, scrub_pii: bool = True) -> Path:
     """Write ``frame`` as Parquet so that the same rows give byte-identical files.
 
     Rows are written in the given order (callers sort deterministically); no pandas index, no
     timestamps in the metadata. The file is written to a temporary name and renamed, so a crash
-    never leaves a half-written file where a good one was.
+    never leaves a half-written file where a good one was. With ``scrub_pii``, e-mail
+    addresses, phone numbers, card numbers, IBANs and street addresses in the ``query`` and
+    ``product_text`` columns are replaced first (:mod:`shopaug.privacy.pii`) and the counts
+    logged; ``frame`` itself is not changed.
     """
     path = Path(path)
     missing = [column for column in SAMPLE_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"samples frame lacks columns {missing}")
+    if scrub_pii:
+        frame = _scrubbed(frame, path)
     fields = list(SAMPLE_SCHEMA)
     if VARIANT_TEXT_COLUMN in frame.columns:
         fields.append(pa.field(VARIANT_TEXT_COLUMN, pa.string()))
@@ -66,6 +74,26 @@ def write_samples(frame: pd.DataFrame, path: str | Path) -> Path:
     pq.write_table(table, tmp, compression="zstd", write_statistics=False)
     tmp.replace(path)
     return path
+
+
+def _scrubbed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A copy of ``frame`` whose text columns hold no personal data (the same frame when none)."""
+    from shopaug.privacy.pii import default_scrubber
+
+    scrubber = default_scrubber()
+    replaced: dict[str, pd.Series] = {}
+    for column in ("query", VARIANT_TEXT_COLUMN):
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        present = values.notna()
+        texts, counts = scrubber.scrub_texts(values[present].astype(str))
+        if counts:
+            cleaned = values.copy()
+            cleaned[present] = texts
+            replaced[column] = cleaned
+            logger.info("%s: replaced personal data in %r: %s", path, column, dict(counts))
+    return frame.assign(**replaced) if replaced else frame
 
 
 def read_samples(path: str | Path) -> pd.DataFrame:

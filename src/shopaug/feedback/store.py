@@ -33,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -52,6 +54,7 @@ from shopaug.feedback.connection import (
     sqlite_on_connect,
     unavailable_error,
 )
+from shopaug.privacy.pii import default_scrubber
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +163,9 @@ class FeedbackStore:
         create: create missing tables on open.
         timeout_s: how long a write may wait for a connection or a lock before it fails with
             :class:`StoreUnavailable`; None keeps the drivers' defaults (SQLite: 30 s).
+        scrub_pii: replace e-mail addresses, phone numbers, card numbers, IBANs and street
+            addresses in each event's ``query`` before it is stored
+            (:mod:`shopaug.privacy.pii`); :attr:`scrubbed` counts what was replaced.
 
     Example:
         >>> store = FeedbackStore("sqlite:///:memory:")
@@ -174,6 +180,7 @@ class FeedbackStore:
         table_prefix: str = "",
         create: bool = True,
         timeout_s: float | None = None,
+        scrub_pii: bool = True,
     ) -> None:
         sqlalchemy = require("sqlalchemy", "serve")
         if table_prefix and not table_prefix.replace("_", "").isalnum():
@@ -182,6 +189,9 @@ class FeedbackStore:
             )
         self.url = url
         self.table_prefix = table_prefix
+        self._scrubber = default_scrubber() if scrub_pii else None
+        self.scrubbed: Counter[str] = Counter()  # personal data replaced, per kind
+        self._scrubbed_lock = threading.Lock()
         try:
             self.engine = sqlalchemy.create_engine(url, **engine_options(url, timeout_s))
         except Exception as error:  # bad URL, missing driver
@@ -232,6 +242,7 @@ class FeedbackStore:
         """
         if not events:
             raise ValueError("no events to record; expected at least one")
+        events = self._scrub(events)
         sqlalchemy = require("sqlalchemy", "serve")
         try:
             return self._record(events, idempotency_key)
@@ -243,6 +254,22 @@ class FeedbackStore:
             unavailable = unavailable_error(error)
             logger.warning("feedback not recorded: %s", unavailable)
             raise unavailable from error
+
+    def _scrub(self, events: Sequence[FeedbackEvent]) -> Sequence[FeedbackEvent]:
+        """``events`` with personal data in their queries replaced (before the fingerprint, so
+        a retried request still matches its first acknowledgement)."""
+        if self._scrubber is None:
+            return events
+        queries, counts = self._scrubber.scrub_texts(event.query or "" for event in events)
+        if not counts:
+            return events
+        with self._scrubbed_lock:
+            self.scrubbed.update(counts)
+        logger.info("feedback: replaced personal data in queries before storing: %s", dict(counts))
+        return [
+            replace(event, query=query) if event.query else event
+            for event, query in zip(events, queries)
+        ]
 
     def _record(
         self, events: Sequence[FeedbackEvent], idempotency_key: str | None

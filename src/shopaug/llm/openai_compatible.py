@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from shopaug.errors import require
 from shopaug.llm.base import GeneratorError, cut_at_stop
+from shopaug.privacy.pii import PiiScrubber, default_scrubber
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,10 @@ class OpenAICompatibleGenerator:
     (``backoff_s``, doubled each try); any other 4xx fails at once with a
     :class:`GeneratorError` naming the URL, the status and the server's message.
 
+    Prompts leave the machine, so by default e-mail addresses, phone numbers, card numbers,
+    IBANs and street addresses are replaced in each prompt before it is sent
+    (:mod:`shopaug.privacy.pii`); :attr:`scrubbed` counts what was replaced, per kind.
+
     Args:
         base_url: server root, with or without a trailing ``/v1`` (``http://localhost:8000``).
         model: model name the server expects.
@@ -35,6 +41,8 @@ class OpenAICompatibleGenerator:
         max_retries: extra tries after the first for retryable failures.
         backoff_s: wait before the first retry.
         chat: use the chat endpoint instead of plain completions.
+        scrub_pii: scrub each prompt before it is sent (turn off only for an endpoint on
+            your own machine).
 
     Example:
         >>> generator = OpenAICompatibleGenerator("http://localhost:8000", "gemma-3-270m")
@@ -51,6 +59,7 @@ class OpenAICompatibleGenerator:
         max_retries: int = 3,
         backoff_s: float = 0.5,
         chat: bool = False,
+        scrub_pii: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -66,6 +75,8 @@ class OpenAICompatibleGenerator:
         self.chat = chat
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self._scrubber: PiiScrubber | None = default_scrubber() if scrub_pii else None
+        self.scrubbed: Counter[str] = Counter()
         httpx = require("httpx", "llm")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout, headers=headers)
@@ -95,7 +106,7 @@ class OpenAICompatibleGenerator:
     ) -> list[str]:
         """One completion per prompt, in order; raises :class:`GeneratorError` on failure."""
         completions = []
-        for prompt in prompts:
+        for prompt in self._outgoing(prompts):
             body: dict[str, Any] = {
                 "model": self.model,
                 "max_tokens": max_tokens,
@@ -111,6 +122,16 @@ class OpenAICompatibleGenerator:
             # Servers that ignore ``stop`` still give a usable completion.
             completions.append(cut_at_stop(self._text(payload), stop))
         return completions
+
+    def _outgoing(self, prompts: Sequence[str]) -> list[str]:
+        """The prompts as they may leave: scrubbed of personal data unless turned off."""
+        if self._scrubber is None:
+            return list(prompts)
+        scrubbed, counts = self._scrubber.scrub_texts(prompts)
+        if counts:
+            self.scrubbed.update(counts)
+            logger.info("%s: replaced personal data in prompts: %s", self.url, dict(counts))
+        return scrubbed
 
     def _post(self, body: dict[str, Any]) -> Any:
         httpx = require("httpx", "llm")
