@@ -170,10 +170,16 @@ def _open_run(config: RunConfig, out: str | Path) -> tuple[RunContext, list[Fold
 
 
 def _use_all_cores() -> None:
+    """Give torch every core, unless the user chose a thread count with ``OMP_NUM_THREADS``
+    (on a machine shared with other jobs one thread often trains faster than two that wait
+    for each other)."""
     import os
 
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS"):
+        logger.info("torch uses %d CPU threads (OMP_NUM_THREADS)", torch.get_num_threads())
+        return
     threads = os.cpu_count() or 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
