@@ -295,10 +295,78 @@ def time_split(log: BanditLog, test_fraction: float) -> tuple[BanditLog, BanditL
     return early, late
 
 
+#: Columns of :func:`impression_table` and :func:`candidate_table` that describe a context and
+#: an item (what a CTR model reads); categorical ones hold strings.
+CATEGORICAL_FEATURES = (*USER_FEATURES, "campaign", "item", *ITEM_CATEGORICAL)
+NUMERIC_FEATURES = ("item_feature_0", "affinity", "affinity_total")
+
+
+def _item_columns(log: BanditLog, item_ids: np.ndarray) -> dict[str, np.ndarray]:
+    items = log.items.set_index("item_id").loc[item_ids]
+    # hashed tokens mean something only inside their own folder: keep the folder in the value
+    return {
+        "campaign": np.full(item_ids.size, log.campaign, dtype=object),
+        "item": np.char.add(f"{log.campaign}:", item_ids.astype(str)).astype(object),
+        "item_feature_0": items["item_feature_0"].to_numpy(dtype=np.float64),
+        **{
+            column: (f"{log.name}:" + items[column].astype(str)).to_numpy(dtype=object)
+            for column in ITEM_CATEGORICAL
+        },
+    }
+
+
+def impression_table(log: BanditLog) -> pd.DataFrame:
+    """One row per logged impression: the features of :data:`CATEGORICAL_FEATURES` and
+    :data:`NUMERIC_FEATURES`, ``position``, ``click``, ``propensity_score`` and ``item_id``.
+
+    ``affinity`` is the user's affinity to the shown item, ``affinity_total`` the sum over
+    every item of the campaign (how active the user was)."""
+    frame = log.impressions
+    item_ids = frame["item_id"].to_numpy()
+    rows = np.arange(len(frame))
+    return pd.DataFrame(
+        {
+            **{column: frame[column].to_numpy(dtype=object) for column in USER_FEATURES},
+            **_item_columns(log, item_ids),
+            "affinity": log.affinity[rows, item_ids].astype(np.float64),
+            "affinity_total": log.affinity.sum(axis=1).astype(np.float64),
+            "position": frame["position"].to_numpy(),
+            "click": frame["click"].to_numpy(),
+            "propensity_score": frame["propensity_score"].to_numpy(),
+            "item_id": item_ids,
+        }
+    )
+
+
+def candidate_table(log: BanditLog, *, position: int) -> pd.DataFrame:
+    """Every item of the campaign for every logged context, at one ``position``:
+    ``len(impressions) * n_items`` rows, context-major (row ``i * n_items + a`` is item ``a``
+    in context ``i``), with the columns of :func:`impression_table` except the logged
+    ``click`` and ``propensity_score``."""
+    n, n_items = len(log.impressions), log.n_items
+    item_ids = np.tile(np.arange(n_items), n)
+    contexts = np.repeat(np.arange(n), n_items)
+    frame = log.impressions
+    return pd.DataFrame(
+        {
+            **{column: frame[column].to_numpy(dtype=object)[contexts] for column in USER_FEATURES},
+            **_item_columns(log, item_ids),
+            "affinity": log.affinity.reshape(-1).astype(np.float64),
+            "affinity_total": np.repeat(log.affinity.sum(axis=1), n_items).astype(np.float64),
+            "position": np.full(n * n_items, position),
+            "item_id": item_ids,
+        }
+    )
+
+
 __all__ = [
     "CAMPAIGNS",
+    "CATEGORICAL_FEATURES",
+    "NUMERIC_FEATURES",
     "POLICIES",
     "BanditLog",
+    "candidate_table",
+    "impression_table",
     "load_open_bandit",
     "read_impressions",
     "read_items",

@@ -42,7 +42,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the feedback store and load the model (in a thread when configured)."""
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
-    runtime.store = FeedbackStore(settings.feedback_url, table_prefix=settings.table_prefix)
+    runtime.store = FeedbackStore(
+        settings.feedback_url,
+        table_prefix=settings.table_prefix,
+        timeout_s=settings.feedback_store_timeout_s,
+    )
     runtime.metrics.set_backlog_source(runtime.store.backlog)
     if settings.load_in_background:
         runtime.loader_thread = threading.Thread(

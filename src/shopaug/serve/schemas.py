@@ -139,7 +139,10 @@ _MEANING = {
     404: "Admin routes disabled, or nothing logged for the session.",
     409: "Idempotency-Key reused with a different body.",
     413: "Request body larger than max_body_bytes.",
-    503: "No model loaded yet, or the feedback store is unavailable.",
+    503: "No model loaded yet, or the feedback store is unavailable, or the feedback write "
+    "queue is full; nothing was written. Retry after the Retry-After header's seconds.",
+    507: "The feedback database or its disk is full; nothing was written. Retry after the "
+    "Retry-After header's seconds.",
 }
 
 

@@ -32,6 +32,13 @@ class Settings(BaseModel):
         load_in_background: load the model in a thread after start-up, so ``/healthz`` answers
             at once and ``/readyz`` turns ready when the model is loaded; when False, start-up
             waits for the model and fails if it cannot be loaded.
+        feedback_writes_in_flight: most ``/feedback`` writes in the store at once.
+        feedback_writes_waiting: most ``/feedback`` requests waiting for a write slot; one more
+            is answered 503 with ``Retry-After`` at once (the queue is bounded, so is memory).
+        feedback_wait_timeout_s: longest wait for a write slot (503 with ``Retry-After`` after).
+        feedback_store_timeout_s: longest wait of a write for a database connection or lock
+            (503 with ``Retry-After`` after; PostgreSQL ``statement_timeout``/``lock_timeout``).
+        retry_after_s: the ``Retry-After`` of 503/507 answers, in seconds.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +54,11 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_history: int = Field(200, ge=1)
     load_in_background: bool = False
+    feedback_writes_in_flight: int = Field(4, ge=1)
+    feedback_writes_waiting: int = Field(64, ge=0)
+    feedback_wait_timeout_s: float = Field(5.0, gt=0)
+    feedback_store_timeout_s: float = Field(10.0, gt=0)
+    retry_after_s: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
