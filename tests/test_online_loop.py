@@ -308,3 +308,25 @@ def test_online_round_fine_tunes_minilm(tmp_path: Path, demo) -> None:
     assert report.promoted and report.challenger_version != report.champion_version
     assert report.challenger_version.startswith("st@")
     assert (Path(report.challenger_dir) / "model.safetensors").is_file()
+
+
+def test_a_fusing_champion_is_gated_on_its_fused_ranking(tmp_path: Path, demo) -> None:
+    """With ``fusion.json`` the gate ranks as the service does: dense fused with BM25."""
+    from shopaug.retrieval.fusion import bm25_run, rrf_fuse
+    from shopaug.retrieval.retrievers import BM25Retriever
+
+    run = make_run_dir(tmp_path, demo)
+    source = CatalogSource.from_run_dir(run)
+    catalog = RunCatalog.from_dataset(demo, source.text_fields)
+    dense_only = RankingModel.load(run / "model", catalog, tmp_path / "cache")
+    assert dense_only.fusion is None and dense_only.bm25 is None
+    (run / "model" / "fusion.json").write_text('{"method": "rrf", "depth": 50}', "utf-8")
+    fused = RankingModel.load(run / "model", catalog, tmp_path / "cache")
+    assert fused.fusion is not None and fused.bm25 is not None
+    queries = {"q1": "floor lamp", "q2": "blue velvet sofa"}
+    lexical = bm25_run(BM25Retriever(catalog.texts), catalog.product_ids, queries, depth=50)
+    expected = rrf_fuse([dense_only.rank(queries, 50), lexical], depth=10)
+    assert fused.rank(queries, 10) == expected
+    assert fused.rank(queries, 10) != dense_only.rank(queries, 10)
+    # a lexical-only match of BM25 reaches the fused top 10
+    assert all(lexical[q] for q in queries)

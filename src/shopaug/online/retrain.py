@@ -66,9 +66,9 @@ from shopaug.online.clicks import PositionBiasModel, query_key
 from shopaug.online.gate import Decision
 from shopaug.online.loop import collect_feedback, gate_and_promote
 from shopaug.retrieval.catalog import CatalogSource, RunCatalog, load_model_catalog
-from shopaug.retrieval.fusion import FUSION_FILE
+from shopaug.retrieval.fusion import FUSION_FILE, FusionSpec, bm25_run, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker, Run
-from shopaug.retrieval.retrievers import DenseRetriever
+from shopaug.retrieval.retrievers import BM25Retriever, DenseRetriever
 from shopaug.train import TrainConfig, TrainingExample, fit
 
 logger = logging.getLogger(__name__)
@@ -241,25 +241,48 @@ def report_queries(held_out: Sequence[str]) -> list[str]:
 @dataclass(frozen=True)
 class RankingModel:
     """A model directory's query encoder and the run's catalog encoded by its item encoder
-    (the same encoder but for a query tower)."""
+    (the same encoder but for a query tower), ranking as the service ranks with that
+    directory: fused with BM25 when it holds a ``fusion.json``."""
 
     version: str
     encoder: Encoder
     ranker: CatalogRanker
+    fusion: FusionSpec | None = None
+    bm25: BM25Retriever | None = None
 
     @classmethod
     def load(
-        cls, model_dir: Path, catalog: RunCatalog, cache_dir: str | Path | None = None
+        cls,
+        model_dir: Path,
+        catalog: RunCatalog,
+        cache_dir: str | Path | None = None,
+        *,
+        bm25: BM25Retriever | None = None,
     ) -> RankingModel:
-        """Load ``model_dir`` and encode ``catalog`` through the embedding cache."""
+        """Load ``model_dir`` and encode ``catalog`` through the embedding cache; a fusing
+        directory uses ``bm25`` (built over the catalog texts when not given)."""
+        fusion = read_fusion(model_dir)
         towers, vectors = load_model_catalog(model_dir, catalog.texts, cache_dir)
-        return cls(towers.version, towers.query, CatalogRanker(vectors, catalog.product_ids))
+        if fusion is not None and bm25 is None:
+            bm25 = BM25Retriever(catalog.texts)
+        ranker = CatalogRanker(vectors, catalog.product_ids)
+        return cls(towers.version, towers.query, ranker, fusion, bm25 if fusion else None)
 
     def rank(self, queries: Mapping[str, str], depth: int) -> Run:
         """query id -> the top ``depth`` of the catalog for its text."""
         query_ids = list(queries)
         vectors = self.encoder.encode([queries[q] for q in query_ids])  # (n_queries, dim)
-        return self.ranker.run(query_ids, vectors, depth=depth)
+        if self.fusion is None or self.bm25 is None:
+            return self.ranker.run(query_ids, vectors, depth=depth)
+        fused_depth = max(depth, self.fusion.depth)
+        dense = self.ranker.run(query_ids, vectors, depth=fused_depth)
+        lexical = bm25_run(
+            self.bm25,
+            self.ranker.product_ids,
+            {q: queries[q] for q in query_ids},
+            depth=fused_depth,
+        )
+        return self.fusion.fuse(dense, lexical, depth=depth)
 
 
 def per_query_ndcg(model: RankingModel, dataset: Dataset, query_ids: Sequence[str]) -> np.ndarray:
@@ -361,7 +384,7 @@ def fine_tune(
 
     A query tower trains its query encoder (and item adapter) against its frozen item model.
     The champion's ``fusion.json`` is copied beside the challenger, so a promotion keeps the
-    BM25 fusion the service ranks with (the gate compares the dense rankings).
+    BM25 fusion the service ranks with (and the gate compares the fused rankings).
     """
     model = load_trainable(champion_dir)
     hashing = is_hashing_model(champion_dir)
@@ -506,7 +529,9 @@ def _train_and_gate(
     gate = gate_queries(held)
     report.held_out_queries = gate
     challenger_dir = fine_tune(Path(report.champion_dir), examples, inputs.round_dir, config)
-    challenger = RankingModel.load(challenger_dir, inputs.catalog, inputs.cache_dir)
+    challenger = RankingModel.load(
+        challenger_dir, inputs.catalog, inputs.cache_dir, bm25=inputs.champion.bm25
+    )
     report.challenger_dir = str(challenger_dir)
     report.challenger_version = challenger.version
     champion_metric = per_query_ndcg(inputs.champion, inputs.dataset, gate)

@@ -20,9 +20,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shopaug.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shopaug.retrieval.retrievers import BM25Retriever
 
 Run = dict[str, list[tuple[str, float]]]
 
@@ -131,6 +134,23 @@ class FusionSpec:
         else:
             payload["rrf_k"] = self.rrf_k
         return payload
+
+
+def bm25_run(
+    bm25: BM25Retriever,
+    product_ids: Sequence[str],
+    queries: dict[str, str],
+    *,
+    depth: int,
+) -> Run:
+    """BM25's top ``depth`` of each query (query id -> text); ``product_ids[row]`` names a row
+    of the catalog ``bm25`` indexes. Products without a query term are left out."""
+    query_ids = list(queries)
+    rows, scores = bm25.search([queries[q] for q in query_ids], depth)  # (n_queries, depth)
+    return {
+        qid: [(product_ids[int(r)], float(s)) for r, s in zip(rows[i], scores[i]) if int(r) >= 0]
+        for i, qid in enumerate(query_ids)
+    }
 
 
 def read_fusion(model_dir: str | Path) -> FusionSpec | None:
