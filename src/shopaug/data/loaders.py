@@ -21,6 +21,7 @@ import pandas as pd
 from shopaug.data.records import EVENTS, Dataset, Interaction, Judgment, Product, Query
 from shopaug.data.tables import (
     RowProblems,
+    check_readable,
     find_table,
     read_table,
     require_columns,
@@ -235,7 +236,7 @@ def load_wands(
     """Full WANDS: 42,994 products, 480 queries, 233,448 labels (needs the user's product.csv)."""
     folder = _wands_folder(data_dir(root))
     product_file = Path(products_path) if products_path else folder / "product.csv"
-    if not product_file.exists():
+    if not product_file.exists() and not product_file.is_symlink():
         raise DataError(PRODUCT_CSV_HELP.format(target=folder / "product.csv"), path=product_file)
     problems = RowProblems(skip=skip_bad_rows)
     checksums = {
@@ -307,7 +308,7 @@ def load_wands_subset(
     """
     folder = _wands_folder(data_dir(root))
     product_file = folder / "product_subset.tsv"
-    if not product_file.exists():
+    if not product_file.exists() and not product_file.is_symlink():
         raise DataError(
             "the WANDS product subset is missing (see shared/data/wands/PROVENANCE.md)",
             path=product_file,
@@ -374,11 +375,13 @@ def load_esci(
     """
     folder = data_dir(root) / "esci-subset"
     path = folder / "opensearch_esci_us_judgments.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DataError("ESCI judgment file not found; set SHOPAUG_DATA_DIR", path=path)
     try:
-        ratings = json.loads(path.read_text(encoding="utf-8"))["judgmentRatings"]
-    except (json.JSONDecodeError, KeyError) as error:
+        ratings = json.loads(check_readable(path).read_text(encoding="utf-8"))["judgmentRatings"]
+    except UnicodeDecodeError as error:
+        raise DataError(f"is not valid UTF-8 ({error.reason})", path=path) from error
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise DataError(f"not an OpenSearch judgment file: {error}", path=path) from error
     queries: list[Query] = []
     judgments: list[Judgment] = []
