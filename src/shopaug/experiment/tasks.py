@@ -25,6 +25,7 @@ from shopaug.errors import ConfigError
 #: task name -> module implementing :class:`TaskModule` (imported only when the task runs).
 TASK_MODULES: dict[str, str] = {
     "search": "shopaug.experiment.search_task",
+    "recommend": "shopaug.experiment.recommend",
 }
 
 

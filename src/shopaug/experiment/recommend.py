@@ -1,0 +1,320 @@
+"""The recommendation task of ``shopaug run`` (``task: recommend``): next-basket ranking on
+UCI Online Retail, baselines against a text two-tower model trained with each negative sampler.
+
+Order of a run: load and clean (:mod:`shopaug.data.retail`), split by time (validation cut for
+selection and early stopping, test cut for the figure), encode item names once through the
+embedding cache, fit the baselines on each split, train every two-tower row on the validation
+split, rank each split's customers, measure (:mod:`shopaug.eval.recommend`), choose the served
+system on validation recall only, and write the run directory: ``config.yaml``,
+``manifest.json``, ``metrics.json``, ``report.html``, ``samples.parquet`` (the training
+examples of the served row) and ``model/`` (the best two-tower row, safetensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shopaug.augment.samples import samples_frame, write_samples
+from shopaug.config import to_mapping
+from shopaug.data.retail import load_retail, subsample_customers, validation_and_test
+from shopaug.eval.recommend import evaluate_recommendations
+from shopaug.eval.significance import paired_bootstrap
+from shopaug.experiment.recommend_data import (
+    RecommendConfig,
+    SplitView,
+    TwoTowerRow,
+    parse_recommend_config,
+    prepare_split,
+)
+from shopaug.experiment.recommend_report import render_recommend_report
+from shopaug.experiment.recommend_systems import (
+    baseline,
+    rank_two_tower,
+    rank_with,
+    train_row,
+    training_examples,
+)
+from shopaug.manifest import prepare_run_dir, write_json, write_manifest
+from shopaug.models.two_tower import TwoTowerRecommender
+
+logger = logging.getLogger(__name__)
+#: Every system is compared with this one (paired bootstrap over customers).
+REFERENCE = "repeat purchase"
+BASELINE_NAMES = {
+    "popularity": "popularity",
+    "repeat": REFERENCE,
+    "cooccurrence": "item-item co-occurrence",
+    "als": "ALS (implicit)",
+    "bpr": "BPR (implicit)",
+}
+
+
+def parse_config(mapping: Mapping[str, Any], source: str) -> RecommendConfig:
+    return parse_recommend_config(mapping, source)
+
+
+def item_texts(
+    titles: Mapping[str, str], catalog: tuple[str, ...], augment: set[str], config: RecommendConfig
+) -> list[str]:
+    """The text each item is encoded from: its title, plus generated text for ``augment``."""
+    texts = [titles[item] for item in catalog]
+    if not augment:
+        return texts
+    from shopaug.llm.prompts import QUERY_STOPS, query_prompt
+    from shopaug.llm.registry import GeneratorConfig, build_generator
+
+    settings = GeneratorConfig(**{"seed": config.seed, **config.generator})
+    generator = build_generator(settings)
+    rows = [row for row, item in enumerate(catalog) if item in augment]
+    outputs = generator.generate(
+        [query_prompt([], texts[row]) for row in rows],
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        stop=list(QUERY_STOPS),
+    )
+    for row, extra in zip(rows, outputs, strict=True):
+        if extra.strip():
+            texts[row] = f"{texts[row]} | {extra.strip()}"
+    logger.info("augmented the text of %d items without history (%s)", len(rows), generator.id)
+    return texts
+
+
+def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
+    """Run the task into ``out``; returns the metrics.json payload."""
+    from shopaug.retrieval.retrievers import build_encoder
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = prepare_run_dir(out)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+    data = load_retail(config.data_dir, title_cut=config.cut)
+    if config.customers is not None:
+        data = subsample_customers(data, config.customers, seed=config.seed)
+    splits = validation_and_test(data.lines, config.cut, validation_days=config.validation_days)
+    test = prepare_split(
+        splits.test,
+        eval_customers=config.eval_customers,
+        seed=config.seed,
+        catalog=tuple(sorted(data.titles)),
+    )
+    valid = prepare_split(
+        splits.validation,
+        eval_customers=config.eval_customers,
+        seed=config.seed,
+        catalog=test.catalog,
+    )
+    timings["load"] = time.perf_counter() - started
+
+    systems: list[dict[str, Any]] = []
+    for key in config.baselines:
+        start = time.perf_counter()
+        runs = {
+            view_name: rank_with(baseline(key, view, config), view, config.depth)
+            for view_name, view in (("validation", valid), ("test", test))
+        }
+        systems.append(
+            {
+                "name": BASELINE_NAMES[key],
+                "kind": "baseline",
+                "runs": runs,
+                "info": {"seconds": round(time.perf_counter() - start, 1)},
+            }
+        )
+    timings["baselines"] = time.perf_counter() - started - timings["load"]
+
+    start = time.perf_counter()
+    encoder = build_encoder(config.encoder)
+    no_history = set(test.catalog) - set(valid.split.train["item_id"])
+    vectors: dict[bool, Any] = {}
+
+    def build_model(row: TwoTowerRow) -> TwoTowerRecommender:
+        if row.augment_text not in vectors:
+            texts = item_texts(
+                data.titles, test.catalog, no_history if row.augment_text else set(), config
+            )
+            vectors[row.augment_text] = encoder.encode(texts)
+        return TwoTowerRecommender(
+            test.catalog, vectors[row.augment_text], max_history=config.max_history
+        )
+
+    trained: dict[str, Any] = {}
+    for row in config.rows:
+        result = train_row(row, build_model, valid, config, run_dir / "training" / _slug(row.name))
+        trained[row.name] = result
+        runs = {
+            "validation": rank_two_tower(result.model, valid, config.depth),
+            "test": rank_two_tower(result.model, test, config.depth),
+        }
+        systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": result.info})
+    timings["two_tower"] = time.perf_counter() - start
+
+    result = _measure(systems, valid, test, config)
+    served = _serve(result, trained, run_dir, valid, config)
+    result["served"] = served
+    write_json(run_dir / "metrics.json", result)
+    timings["total"] = time.perf_counter() - started
+    write_manifest(
+        run_dir,
+        command=command or "shopaug run",
+        config=to_mapping(config),
+        data={
+            **data.summary(),
+            "source": data.source,
+            "checksums": {"online_retail": data.checksum},
+            "validation_split": splits.validation.counts,
+            "test_split": splits.test.counts,
+        },
+        seeds={"run": config.seed},
+        timings=timings,
+        metrics={e["name"]: e["test"][f"recall@{config.k}"]["mean"] for e in result["systems"]},
+        models={"served": served.get("model_dir", ""), "item_encoder": encoder.id},
+    )
+    render_recommend_report(result, run_dir / "report.html")
+    return result
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def _measure(
+    systems: list[dict[str, Any]], valid: SplitView, test: SplitView, config: RecommendConfig
+) -> dict[str, Any]:
+    """Metrics with intervals per system and split, paired differences against the reference."""
+    k = config.k
+    key = f"recall@{k}"
+    entries = []
+    per_customer: dict[str, dict[str, float]] = {}
+    for system in systems:
+        entry: dict[str, Any] = {
+            "name": system["name"],
+            "kind": system["kind"],
+            "info": system["info"],
+        }
+        for split_name, view in (("validation", valid), ("test", test)):
+            measured = evaluate_recommendations(
+                system["runs"][split_name],
+                view.truth,
+                k=k,
+                n_resamples=config.bootstrap,
+                seed=config.seed,
+            )
+            entry[split_name] = {
+                **measured["metrics"],
+                **{name: {"mean": value} for name, value in measured["exposure"].items()},
+            }
+            if split_name == "test":
+                per_customer[system["name"]] = measured["per_customer"][key]
+                entry["new_item_customers"] = measured["new_item_customers"]
+        entries.append(entry)
+    if REFERENCE in per_customer:
+        reference = per_customer[REFERENCE]
+        for entry in entries:
+            if entry["name"] == REFERENCE:
+                continue
+            ours = per_customer[entry["name"]]
+            ids = sorted(reference)
+            paired = paired_bootstrap(
+                [ours[c] for c in ids],
+                [reference[c] for c in ids],
+                n_resamples=config.bootstrap,
+                seed=config.seed,
+            )
+            entry["vs_reference"] = {
+                "metric": key,
+                "difference": paired.mean_difference,
+                "ci95": [paired.low, paired.high],
+                "p_value": paired.p_value,
+            }
+    chosen = max(entries, key=lambda e: (e["validation"][key]["mean"], e["name"]))
+    return {
+        "task": "recommend",
+        "dataset": "online-retail",
+        "k": k,
+        "reference": REFERENCE,
+        "customers": {"validation": len(valid.customers), "test": len(test.customers)},
+        "catalog": {"validation": len(valid.catalog), "test": len(test.catalog)},
+        "new_items": {"validation": len(valid.split.new_items), "test": len(test.split.new_items)},
+        "cut": str(test.split.cut),
+        "validation_cut": str(valid.split.cut),
+        "systems": entries,
+        "selected": {"system": chosen["name"], "on": f"validation {key}"},
+    }
+
+
+def _serve(
+    result: dict[str, Any],
+    trained: dict[str, Any],
+    run_dir: Path,
+    valid: SplitView,
+    config: RecommendConfig,
+) -> dict[str, Any]:
+    """Copy the best two-tower row (by validation recall) to ``model/``; its examples go to
+    ``samples.parquet``."""
+    key = f"recall@{config.k}"
+    rows = [e for e in result["systems"] if e["kind"] == "two-tower"]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda e: (e["validation"][key]["mean"], e["name"]))
+    model_dir = run_dir / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    trained[best["name"]].model.save(model_dir)
+    examples = training_examples(valid, config)
+    frame = samples_frame(
+        [
+            {
+                "query_id": hashlib.sha256(e.query.encode()).hexdigest()[:16],
+                "query": e.query,
+                "product_id": e.positive,
+                "label": 1,
+                "kind": "positive",
+                "method": "next-basket",
+                "source": "online-retail",
+                "seed": config.seed,
+                "score": None,
+                "rank": None,
+            }
+            for e in examples
+        ]
+    )
+    write_samples(
+        frame.sort_values(["query", "product_id"], kind="stable"),
+        run_dir / "samples.parquet",
+        scrub_pii=False,
+    )
+    return {"system": best["name"], "model_dir": str(model_dir), "kind": "two-tower-recommender"}
+
+
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """The table the CLI prints after a run."""
+    k = result["k"]
+    lines = [
+        f"online-retail: {result['customers']['test']} test customers, cut {result['cut']}, "
+        f"{result['new_items']['test']} new items",
+        f"{'system':<34} {'valid R@' + str(k):>10} {'R@' + str(k):>7}  {'95% CI':<15} "
+        f"{'NDCG':>6} {'MRR':>6} {'cov':>5} {'newR':>5}",
+    ]
+    for entry in result["systems"]:
+        test = entry["test"]
+        recall = test[f"recall@{k}"]
+        low, high = recall["ci95"]
+        interval = "[-, -]" if low is None else f"[{low:.3f}, {high:.3f}]"
+        new = test[f"new_recall@{k}"]["mean"]
+        lines.append(
+            f"{entry['name'][:34]:<34} {entry['validation'][f'recall@{k}']['mean']:>10.4f} "
+            f"{recall['mean']:>7.4f}  {interval:<15} {test[f'ndcg@{k}']['mean']:>6.4f} "
+            f"{test['mrr']['mean']:>6.4f} {test[f'coverage@{k}']['mean']:>5.2f} "
+            f"{'-' if new is None else f'{new:.3f}':>5}"
+        )
+    lines.append(f"chosen on validation: {result['selected']['system']}")
+    return lines

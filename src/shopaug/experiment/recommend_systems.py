@@ -1,0 +1,270 @@
+"""The systems of the recommendation task: baselines, and two-tower rows trained per sampler.
+
+Baselines are fitted on a split's training baskets and rank its catalog. A two-tower row trains
+:class:`~shopaug.models.two_tower.TwoTowerRecommender` with :func:`shopaug.train.fit` on the
+*validation* split's training baskets (invoices before the validation cut), early-stopping on
+validation baskets; the same weights then rank the test catalog from each customer's history up
+to the test cut. No user or item id is learned, so a history that grows needs no retraining.
+
+Negatives come from :mod:`shopaug.samplers` over the items sold before the validation cut only
+(nothing later reaches the negatives):
+
+=============  ========================================================================
+``uniform``    :class:`~shopaug.samplers.UniformSampler`
+``popularity`` :class:`~shopaug.samplers.PopularitySampler` (count ** alpha), optional logQ
+``in_batch``   :class:`~shopaug.samplers.InBatchSampler`: other positives of the batch, logQ
+``text_hard``  each positive's nearest items by text (:class:`~shopaug.retrieval.ranking.
+               CatalogRanker` over the MiniLM vectors) as own negatives, plus uniform ones
+``dynamic``    :class:`~shopaug.samplers.DynamicSampler`: softmax of the current model's
+               scores over a candidate subset, refreshed every step
+=============  ========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shopaug.eval.recommend import per_customer_metrics
+from shopaug.experiment.recommend_data import RecommendConfig, SplitView, TwoTowerRow
+from shopaug.models.recommenders import (
+    CoOccurrence,
+    ImplicitFactors,
+    Popularity,
+    Recommender,
+    RepeatPurchase,
+    top_k,
+)
+from shopaug.models.two_tower import TwoTowerRecommender, history_text
+from shopaug.retrieval.ranking import CatalogRanker
+from shopaug.samplers import SamplerConfig, build_sampler
+from shopaug.train.config import TrainingExample
+from shopaug.train.sampling import NegativeSampling, SampledBatch
+
+logger = logging.getLogger(__name__)
+Ranked = dict[str, list[str]]
+
+
+def baseline(name: str, view: SplitView, config: RecommendConfig) -> Recommender:
+    """Fit baseline ``name`` on the split's training baskets."""
+    data = view.interactions
+    if name == "popularity":
+        return Popularity(data)
+    if name == "repeat":
+        return RepeatPurchase(data)
+    if name == "cooccurrence":
+        return CoOccurrence(data)
+    if name == "als":
+        return ImplicitFactors(data, "als", replace(config.factors, seed=config.seed))
+    if name == "bpr":
+        factors = replace(config.factors, seed=config.seed, iterations=config.bpr_iterations)
+        return ImplicitFactors(data, "bpr", factors)
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+def rank_with(recommender: Recommender, view: SplitView, depth: int) -> Ranked:
+    """Customer -> the top ``depth`` catalog items of ``recommender``, in chunks of customers."""
+    ranked: Ranked = {}
+    for start in range(0, len(view.customers), 512):
+        customers = view.customers[start : start + 512]
+        histories = view.histories[start : start + 512]
+        rows = top_k(recommender.score(customers, histories), depth)
+        for customer, found in zip(customers, rows, strict=True):
+            ranked[customer] = [view.catalog[int(r)] for r in found]
+    return ranked
+
+
+def rank_two_tower(model: TwoTowerRecommender, view: SplitView, depth: int) -> Ranked:
+    """Customer -> top ``depth`` items of the split's catalog by the two-tower scores."""
+    model.eval()
+    model_rows = np.array([model.rows[item] for item in view.catalog], dtype=np.int64)
+    histories = [[model.rows[view.catalog[r]] for r in h] for h in view.histories]
+    ranker = CatalogRanker(model.item_matrix(), model.item_ids)
+    found, _ = ranker.search(model.user_matrix(histories), depth, rows=model_rows)
+    return {
+        customer: [model.item_ids[int(r)] for r in rows if r >= 0]
+        for customer, rows in zip(view.customers, found, strict=True)
+    }
+
+
+def training_examples(view: SplitView, config: RecommendConfig) -> list[TrainingExample]:
+    """Per customer, each of their last ``training_invoices`` invoices before the cut (but the
+    first) is a target: up to ``positives_per_basket`` of its items, seeded, each an example
+    whose query is the history before that invoice."""
+    rng = np.random.default_rng([config.seed, 11])
+    history: dict[str, list[str]] = {}
+    invoices: dict[str, list[list[str]]] = {}
+    for customer, items in view.train_baskets():
+        invoices.setdefault(customer, []).append(items)
+    examples: list[TrainingExample] = []
+    for customer in sorted(invoices):
+        baskets = invoices[customer]
+        first_target = max(1, len(baskets) - config.training_invoices)
+        history[customer] = [i for basket in baskets[:first_target] for i in basket]
+        for basket in baskets[first_target:]:
+            query = history_text(history[customer][-config.max_history :])
+            chosen = rng.choice(len(basket), size=min(config.positives_per_basket, len(basket)))
+            for position in sorted(set(chosen.tolist())):
+                examples.append(TrainingExample(query=query, positive=basket[position]))
+            history[customer].extend(basket)
+    return examples
+
+
+class ModelScorer:
+    """Lends the model in training to :class:`~shopaug.samplers.DynamicSampler`: query row ``i``
+    is the ``i``-th example of the batch being drawn for (set by :class:`BatchSampling`)."""
+
+    def __init__(self, model: TwoTowerRecommender, items: Sequence[str]) -> None:
+        self.model = model
+        self.items = list(items)
+        self.queries: list[str] = []
+
+    @torch.no_grad()
+    def score(self, query_rows: np.ndarray, item_rows: np.ndarray | None) -> np.ndarray:
+        queries = self.model.embed_queries([self.queries[int(r)] for r in query_rows])
+        rows = range(len(self.items)) if item_rows is None else item_rows.tolist()
+        items = self.model.embed_items([self.items[int(r)] for r in rows])
+        return (queries @ items.T).cpu().numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class BatchSampling(NegativeSampling):
+    """:class:`NegativeSampling` that tells a :class:`ModelScorer` which batch it draws for."""
+
+    scorer: ModelScorer | None = None
+
+    def draw(self, batch: Sequence[TrainingExample], *, seed: int, step: int) -> SampledBatch:
+        if self.scorer is not None:
+            self.scorer.queries = [example.query for example in batch]
+        return super().draw(batch, seed=seed, step=step)
+
+
+def text_neighbours(model: TwoTowerRecommender, items: Sequence[str], depth: int) -> np.ndarray:
+    """``(len(items), depth)`` indices into ``items`` of each item's nearest items by text."""
+    vectors = model.text_vectors[[model.rows[i] for i in items]].numpy()
+    found, _ = CatalogRanker(vectors, items).search(vectors, depth + 1)
+    return found[:, 1:]  # the first hit is the item itself
+
+
+def negative_sampling(
+    row: TwoTowerRow,
+    model: TwoTowerRecommender,
+    items: Sequence[str],
+    counts: np.ndarray,
+    batch_size: int,
+) -> BatchSampling | None:
+    """The sampler of ``row`` over the training ``items`` (``None`` for ``none``)."""
+    name = {"text_hard": "uniform"}.get(row.sampler, row.sampler)
+    if name == "none":
+        return None
+    n = min(row.negatives, max(1, batch_size // 4)) if name == "in_batch" else row.negatives
+    scorer = ModelScorer(model, items) if name == "dynamic" else None
+    settings = SamplerConfig(
+        name=name,
+        alpha=row.alpha,
+        temperature=row.temperature,
+        refresh_every=1,
+        candidates=min(512, len(items)) if name == "dynamic" else None,
+    )
+    sampler = build_sampler(settings, n_items=len(items), counts=counts, scorer=scorer)
+    return BatchSampling(
+        catalog=list(items), sampler=sampler, n=n, log_q_correction=row.log_q, scorer=scorer
+    )
+
+
+def with_text_hard_negatives(
+    examples: list[TrainingExample],
+    neighbours: np.ndarray,
+    items: Sequence[str],
+    *,
+    n: int,
+    seed: int,
+) -> list[TrainingExample]:
+    """Each example gets ``n`` of its positive's text neighbours as its own negatives."""
+    rng = np.random.default_rng([seed, 13])
+    index = {item: row for row, item in enumerate(items)}
+    out = []
+    for example in examples:
+        pool = neighbours[index[example.positive]]
+        picks = rng.choice(pool[pool >= 0], size=min(n, int((pool >= 0).sum())), replace=False)
+        out.append(replace(example, negatives=[items[int(p)] for p in picks]))
+    return out
+
+
+@dataclass
+class TrainedRow:
+    """A trained two-tower row: the model, what training cost, and its curve."""
+
+    model: TwoTowerRecommender
+    info: dict[str, Any]
+
+
+def train_row(
+    row: TwoTowerRow,
+    build_model: Callable[[TwoTowerRow], TwoTowerRecommender],
+    valid: SplitView,
+    config: RecommendConfig,
+    run_dir: Path,
+) -> TrainedRow:
+    """Train ``row`` on the validation split's training baskets, early-stopping on its baskets."""
+    from shopaug.train import fit
+
+    model = build_model(row)
+    started = time.perf_counter()
+    if row.sampler == "none":
+        return TrainedRow(model, {"epochs": 0, "steps": 0, "seconds": 0.0})
+    train_config = config.train_config()
+    items = valid.catalog
+    trained_items = [item for item in items if item not in valid.split.new_items]
+    counts = np.array([valid.truth.popularity.get(i, 0) for i in trained_items], dtype=np.float64)
+    examples = training_examples(valid, config)
+    if row.sampler == "text_hard":
+        neighbours = text_neighbours(model, trained_items, depth=50)
+        examples = with_text_hard_negatives(
+            examples, neighbours, trained_items, n=row.negatives, seed=config.seed
+        )
+    if row.sampler == "in_batch":  # every batch full, so every row has other positives
+        full = len(examples) - len(examples) % train_config.batch_size
+        examples = examples[: max(train_config.batch_size, full)]
+    sampling = negative_sampling(row, model, trained_items, counts, train_config.batch_size)
+    settings = train_config.model_copy(update={"in_batch_negatives": row.in_batch})
+    key = f"recall@{config.k}"
+
+    def validate(current: Any) -> float:
+        ranked = rank_two_tower(current, valid, config.k)
+        lists = [ranked[c] for c in valid.customers]
+        baskets = [valid.truth.baskets[c] for c in valid.customers]
+        return float(per_customer_metrics(ranked=lists, baskets=baskets, k=config.k)[key].mean())
+
+    result = fit(
+        model,
+        examples,
+        settings,
+        run_dir=run_dir,
+        validate=validate,
+        resume=False,
+        show_progress=False,
+        negative_sampling=sampling,
+    )
+    best = TwoTowerRecommender.load(result.model_dir)
+    info = {
+        "examples": len(examples),
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_validation": result.best_metric,
+        "stopped_early": result.stopped_early,
+        "seconds": round(time.perf_counter() - started, 1),
+        "curve": [
+            {"epoch": p.get("epoch"), "loss": p.get("loss"), key: p.get(settings.metric_name)}
+            for p in result.curve
+            if p.get(settings.metric_name) is not None
+        ],
+    }
+    return TrainedRow(best, info)

@@ -1,0 +1,119 @@
+"""``shopaug run`` with ``task: recommend`` on a small generated retail file."""
+
+from __future__ import annotations
+
+import json
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopaug.errors import ConfigError
+from shopaug.experiment.recommend import parse_config, run, summary_lines
+from shopaug.experiment.tasks import load_task
+from shopaug.models.two_tower import TwoTowerRecommender
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+WORDS = ["red", "blue", "green", "heart", "star", "mug", "jug", "lamp", "bag", "tin", "card"]
+
+
+def retail_file(root: Path, *, seed: int = 0) -> Path:
+    """60 customers with 4-6 invoices from Jan to Apr 2011; customers favour a 'taste' group of
+    items, and items 80-89 first sell in April (new items after a 2011-04-01 cut)."""
+    rng = np.random.default_rng(seed)
+    titles = [f"{WORDS[i % 5].upper()} {WORDS[5 + i % 6].upper()} {i}" for i in range(90)]
+    rows, invoice = [], 100000
+    for customer in range(60):
+        taste = customer % 4
+        days = np.sort(rng.choice(np.arange(1, 118), size=int(rng.integers(4, 7)), replace=False))
+        for day in days:
+            invoice += 1
+            date = np.datetime64("2011-01-01") + int(day)
+            pool = [i for i in range(80) if i % 4 == taste]
+            if day >= 90:
+                pool += [i for i in range(80, 90) if i % 4 == taste]
+            for item in rng.choice(pool, size=int(rng.integers(2, 6)), replace=False):
+                rows.append(
+                    f"{invoice},{20000 + item},{titles[item]},1,{date} 10:00:00,1.0,"
+                    f"{1000 + customer}.0,UK"
+                )
+    folder = root / "online-retail"
+    folder.mkdir(parents=True)
+    path = folder / "online_retail.csv.xz"
+    path.write_bytes(lzma.compress(("\n".join([HEADER, *rows]) + "\n").encode()))
+    return path
+
+
+CONFIG = {
+    "cut": "2011-04-01",
+    "validation_days": 20,
+    "k": 5,
+    "depth": 20,
+    "encoder": "hashing",
+    "factors": {"factors": 8, "iterations": 5, "threads": 1},
+    "bpr_iterations": 10,
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.01},
+    "rows": [
+        {"name": "zero-shot", "sampler": "none"},
+        {"name": "uniform", "sampler": "uniform", "negatives": 4},
+        {"name": "popularity", "sampler": "popularity", "log_q": True, "negatives": 4},
+        {"name": "in-batch", "sampler": "in_batch", "negatives": 4, "log_q": True},
+        {"name": "text-hard", "sampler": "text_hard", "negatives": 2},
+        {"name": "dynamic", "sampler": "dynamic", "negatives": 2},
+        {"name": "augmented", "sampler": "uniform", "negatives": 4, "augment_text": True},
+    ],
+    "bootstrap": 200,
+}
+
+
+def test_recommend_run_writes_the_run_directory(tmp_path: Path) -> None:
+    retail_file(tmp_path / "data")
+    config = parse_config({**CONFIG, "data_dir": str(tmp_path / "data")}, "test")
+    result = run(config, tmp_path / "run", "test")
+    names = [entry["name"] for entry in result["systems"]]
+    assert names[:5] == [
+        "popularity",
+        "repeat purchase",
+        "item-item co-occurrence",
+        "ALS (implicit)",
+        "BPR (implicit)",
+    ]
+    assert names[5:] == [row["name"] for row in CONFIG["rows"]]
+    for entry in result["systems"]:
+        recall = entry["test"]["recall@5"]
+        assert 0.0 <= recall["ci95"][0] <= recall["mean"] <= recall["ci95"][1] <= 1.0
+    by_name = {entry["name"]: entry for entry in result["systems"]}
+    # ID baselines never show an item first sold after the cut; the text model can
+    assert by_name["ALS (implicit)"]["test"]["new_share@5"]["mean"] == 0.0
+    assert by_name["popularity"]["test"]["new_recall@5"]["mean"] == 0.0
+    assert "vs_reference" in by_name["uniform"]
+    assert result["selected"]["system"] in names
+    for name in ("config.yaml", "manifest.json", "metrics.json", "report.html", "samples.parquet"):
+        assert (tmp_path / "run" / name).exists(), name
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data"]["cleaning"]["rows_read"] > 0
+    assert 1 <= manifest["data"]["test_split"]["new_items"] <= 10  # items 80-89 sell from April
+    model = TwoTowerRecommender.load(tmp_path / "run" / "model")
+    assert not list((tmp_path / "run" / "model").glob("*.pkl"))
+    assert model.score_histories([[0, 1]]).shape == (1, len(model.item_ids))
+    assert "chosen on validation" in summary_lines(result)[-1]
+    assert "repeat purchase" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_bad_configs_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_config({"cutoff": "2011-01-01"}, "cfg")
+    with pytest.raises(ConfigError, match=r"rows\[0\]"):
+        parse_config({"rows": [{"name": "x", "sampler": "magic"}]}, "cfg")
+    with pytest.raises(ConfigError, match="train"):
+        parse_config({"train": {"epochs": 0}}, "cfg")
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        parse_config({"baselines": ["random"]}, "cfg")
+
+
+def test_profiles_parse_as_recommend_tasks() -> None:
+    for name in ("retail-quick", "retail-full"):
+        task = load_task(name)
+        assert task.name == "recommend"
+        assert len(task.config.rows) == 7
