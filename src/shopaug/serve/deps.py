@@ -3,7 +3,8 @@
 Every route takes what it needs through ``Depends``: the model in service
 (:func:`get_backend`), the feedback store (:func:`get_store`), the request limits
 (:func:`get_limits`), the metrics (:func:`get_metrics`), the model holder for admin swaps
-(:func:`get_holder`) and the admin check (:func:`require_admin`). A test swaps any of them::
+(:func:`get_holder`), the bounded queue of feedback writes (:func:`get_write_queue`) and the
+admin check (:func:`require_admin`). A test swaps any of them::
 
     app.dependency_overrides[get_backend] = lambda: FakeBackend("v-test", SMALL_CATALOG)
 
@@ -26,6 +27,7 @@ from shopaug.serve.backend import SearchBackend
 from shopaug.serve.metrics import ServiceMetrics
 from shopaug.serve.settings import Settings
 from shopaug.serve.state import ModelHolder
+from shopaug.serve.write_queue import WriteQueue
 
 #: Where a value sits in the request, as FastAPI reports it (``["body", "events", 2]``).
 Location = Sequence[str | int]
@@ -40,6 +42,14 @@ class Runtime:
     metrics: ServiceMetrics
     store: FeedbackStore | None = None
     loader_thread: threading.Thread | None = field(default=None, repr=False)
+    writes: WriteQueue = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.writes = WriteQueue(
+            max_in_flight=self.settings.feedback_writes_in_flight,
+            max_waiting=self.settings.feedback_writes_waiting,
+            wait_timeout_s=self.settings.feedback_wait_timeout_s,
+        )
 
 
 def invalid(location: Location, message: str) -> HTTPException:
@@ -138,10 +148,24 @@ def get_backend(runtime: RuntimeDep) -> SearchBackend:
     return current
 
 
+def get_write_queue(runtime: RuntimeDep) -> WriteQueue:
+    """The bounded queue every ``/feedback`` write goes through."""
+    return runtime.writes
+
+
+def retry_later(status_code: int, detail: str, settings: Settings) -> HTTPException:
+    """A 503/507 with ``Retry-After``: nothing was written, the same request may be retried."""
+    return HTTPException(
+        status_code=status_code,
+        detail=detail,
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )
+
+
 def get_store(runtime: RuntimeDep) -> FeedbackStore:
     """The open feedback store; 503 outside the app's lifespan."""
     if runtime.store is None:
-        raise HTTPException(status_code=503, detail="the feedback store is not open")
+        raise retry_later(503, "the feedback store is not open", runtime.settings)
     return runtime.store
 
 
@@ -171,3 +195,5 @@ Store = Annotated[FeedbackStore, Depends(get_store)]
 Limits = Annotated[RequestLimits, Depends(get_limits)]
 Metrics = Annotated[ServiceMetrics, Depends(get_metrics)]
 Holder = Annotated[ModelHolder, Depends(get_holder)]
+Writes = Annotated[WriteQueue, Depends(get_write_queue)]
+ServiceSettings = Annotated[Settings, Depends(get_settings)]

@@ -1,8 +1,14 @@
 """The backend the service is using, and how it is swapped for a new one without failing a
-request."""
+request.
+
+A model directory is checked before it is loaded (:func:`check_model_files`): a half-written
+one (a copy still running, a crash mid-write) is refused with the name of the incomplete file,
+and the model in service stays.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +28,36 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadError(RuntimeError):
     """A model directory could not be loaded; the message names it and the loader's error."""
+
+
+def check_model_files(model_dir: Path) -> None:
+    """Refuse a half-written model directory before loading it.
+
+    Every ``*.json`` file must parse and every ``*.safetensors`` file must be complete (its
+    header read by the safetensors library, which checks that the data covers the file).
+    Loaders report such damage without the file's name; this check names it.
+
+    Raises:
+        ModelLoadError: a file is incomplete or unreadable; the message names it.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(model_dir).rglob("*")):
+        try:
+            if path.suffix == ".json" and path.is_file():
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors" and path.is_file():
+                with safe_open(str(path), framework="numpy"):
+                    pass
+        except (OSError, ValueError, UnicodeDecodeError) as error:  # incl. JSONDecodeError
+            raise ModelLoadError(
+                f"{path} is incomplete or unreadable ({error}): a half-written model directory"
+            ) from error
+        except Exception as error:  # safetensors raises its own SafetensorError
+            raise ModelLoadError(
+                f"{path} is not a complete safetensors file ({error}): a half-written model "
+                "directory"
+            ) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +156,11 @@ class ModelHolder:
 
     def _load(self, model_dir: Path) -> SearchBackend:
         logger.info("loading model from %s", model_dir)
+        try:
+            check_model_files(model_dir)
+        except ModelLoadError as error:
+            logger.error("%s", error)
+            raise
         try:
             backend = self._loader(model_dir)
         except Exception as error:

@@ -1,6 +1,9 @@
 """``POST /admin/reload`` and ``POST /admin/promote``: swap the model in service.
 
 Both need ``Authorization: Bearer <admin token>`` (:func:`shopaug.serve.deps.require_admin`).
+A model that cannot be loaded (a missing directory, a half-written one: the message names the
+incomplete file, a loader error) is answered 422 with the reason; the model in service keeps
+serving and no request fails.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ def _swap(holder: ModelHolder, do_swap: Callable[[], Swap]) -> ModelSwap:
         swap = do_swap()
     except ModelLoadError as error:
         current = holder.backend
-        serving = "no model" if current is None else f"still serving {current.version}"
-        raise HTTPException(status_code=422, detail=f"{error}; {serving}") from error
+        serving = "no model is served" if current is None else f"still serving {current.version}"
+        # The model in service first: long paths in the error may be cut in the answer.
+        raise HTTPException(status_code=422, detail=f"{serving}; {error}") from error
     return ModelSwap(
         model_version=swap.model_version,
         previous_version=swap.previous_version,

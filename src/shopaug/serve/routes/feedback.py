@@ -1,25 +1,51 @@
-"""``POST /feedback``: log one event or a batch, answered after the commit."""
+"""``POST /feedback``: log one event or a batch, answered after the commit.
+
+The write goes through the bounded :class:`~shopaug.serve.write_queue.WriteQueue` and runs in a
+worker thread. Every way it can fail without writing is answered so that a client knows to
+retry, and nothing is acknowledged that was not committed:
+
+* 503 + ``Retry-After``: the write queue is full or the wait for a slot timed out, or the
+  store cannot take the write (down, read-only, locked past its timeout, file gone);
+* 507 + ``Retry-After``: the database or its disk is full.
+
+A retry with the same ``Idempotency-Key`` is never counted twice.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Body, Header, HTTPException
 
-from shopaug.feedback.store import FeedbackEvent, IdempotencyConflict
-from shopaug.serve.deps import Backend, Limits, Metrics, Store, invalid
+from shopaug.feedback.store import FeedbackEvent, IdempotencyConflict, StoreFull, StoreUnavailable
+from shopaug.serve.deps import (
+    Backend,
+    Limits,
+    Metrics,
+    ServiceSettings,
+    Store,
+    Writes,
+    invalid,
+    retry_later,
+)
 from shopaug.serve.schemas import FeedbackAck, FeedbackBatchIn, FeedbackEventIn, error_responses
+from shopaug.serve.write_queue import WriteQueueFull
 
 router = APIRouter(tags=["feedback"])
 
 
-@router.post("/feedback", response_model=FeedbackAck, responses=error_responses(400, 409, 413, 503))
-def feedback(
+@router.post(
+    "/feedback", response_model=FeedbackAck, responses=error_responses(400, 409, 413, 503, 507)
+)
+async def feedback(
     body: Annotated[FeedbackEventIn | FeedbackBatchIn, Body()],
     backend: Backend,
     limits: Limits,
     store: Store,
     metrics: Metrics,
+    writes: Writes,
+    settings: ServiceSettings,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
@@ -43,9 +69,16 @@ def feedback(
         )
     events = [FeedbackEvent(**item.model_dump()) for item in incoming]
     try:
-        acknowledgement = store.record(events, idempotency_key)
+        async with writes.slot():
+            acknowledgement = await anyio.to_thread.run_sync(store.record, events, idempotency_key)
     except IdempotencyConflict as error:
         raise HTTPException(status_code=409, detail=str(error)) from error
+    except WriteQueueFull as error:
+        raise retry_later(503, f"{error}; retry later", settings) from error
+    except StoreFull as error:
+        raise retry_later(507, f"{error}; nothing was written, retry later", settings) from error
+    except StoreUnavailable as error:
+        raise retry_later(503, f"{error}; nothing was written, retry later", settings) from error
     if not acknowledgement.replayed:
         for stored in events:
             metrics.feedback_events.labels(event=stored.event).inc()
