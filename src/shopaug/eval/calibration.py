@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -169,7 +170,7 @@ def bootstrap_metric(
     return float(low), float(high)
 
 
-_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "shopaug-report", "text.parse_math": False}
+_STYLE: Any = {"svg.fonttype": "none", "svg.hashsalt": "shopaug-report", "text.parse_math": False}
 
 
 def reliability_chart(curves: Mapping[str, ReliabilityBins], *, title: str) -> Markup:

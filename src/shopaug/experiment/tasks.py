@@ -26,6 +26,7 @@ from shopaug.errors import ConfigError
 TASK_MODULES: dict[str, str] = {
     "search": "shopaug.experiment.search_task",
     "recommend": "shopaug.experiment.recommend",
+    "ctr": "shopaug.experiment.ctr",
 }
 
 

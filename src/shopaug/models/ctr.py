@@ -149,9 +149,10 @@ def position_propensities(table: pd.DataFrame) -> dict[int, float]:
     """``theta_k = CTR_k / max_j CTR_j`` per slot, with one pseudo-click per slot (spread at
     the pooled rate) so that a slot without clicks does not get weight infinity."""
     pooled = float(table["click"].mean())
+    clicks = table.groupby("position")["click"].agg(["sum", "size"])
     rates = {
-        int(k): (float(part["click"].sum()) + pooled) / (len(part) + 1)
-        for k, part in table.groupby("position")
+        int(k): (float(row["sum"]) + pooled) / (float(row["size"]) + 1)
+        for k, row in zip(clicks.index.to_numpy(), clicks.to_dict("records"))
     }
     best = max(rates.values())
     return {k: rate / best for k, rate in sorted(rates.items())}
