@@ -21,7 +21,7 @@ from shopaug.feedback.store import FeedbackStore
 from shopaug.serve.backend import BackendLoader
 from shopaug.serve.deps import Runtime
 from shopaug.serve.metrics import BodyLimitMiddleware, MetricsMiddleware, ServiceMetrics
-from shopaug.serve.routes import admin, feedback, health, recommend, search
+from shopaug.serve.routes import admin, ads, feedback, health, recommend, search
 from shopaug.serve.settings import Settings
 from shopaug.serve.state import ModelHolder, ModelLoadError
 
@@ -108,4 +108,5 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
     app.add_exception_handler(sqlalchemy.exc.OperationalError, _store_unavailable)
     for router in (search.router, recommend.router, feedback.router, health.router, admin.router):
         app.include_router(router)
+    app.include_router(ads.router)  # ad ranking by calibrated CTR (routes/ads.py)
     return app

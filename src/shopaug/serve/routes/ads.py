@@ -1,0 +1,218 @@
+"""``POST /ads/rank`` and ``POST /ads/click``: ad candidates ranked by calibrated CTR, with the
+impressions and clicks written to the feedback store.
+
+The ad model is the ``model/`` folder of a ``shopaug run ctr-...`` run (a
+:class:`~shopaug.models.ctr.CtrModel` and its ``items.json``), found at ``RUN_DIR/ads`` or at
+the path in ``$SHOPAUG_ADS_MODEL_DIR``; it is loaded on the first ad request. Without one the
+routes answer 503. Tests replace :func:`get_ad_ranker` through ``app.dependency_overrides``.
+
+Every ranked ad is logged as an ``impression`` event (``product_id`` ``ad:<campaign>:<item>``,
+``query_id`` ``ads/<campaign>``, ``position`` its slot), in the same store and through the same
+public API as search feedback, so the online loop and the off-policy estimators read them.
+The ranking is deterministic: the logging propensity of each shown ad is 1 for its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopaug.feedback.store import FeedbackEvent
+from shopaug.serve.deps import RuntimeDep, Store, invalid
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ads"])
+
+ADS_MODEL_ENV = "SHOPAUG_ADS_MODEL_DIR"
+USER_FEATURES = ("user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3")
+_LOCK = threading.Lock()
+
+
+class AdRanker:
+    """A CTR model and the items of each campaign it may show."""
+
+    def __init__(self, model: Any, items: dict[str, list[dict[str, Any]]], version: str) -> None:
+        self.model = model
+        self.items = items
+        self.version = version
+
+    @classmethod
+    def load(cls, directory: Path) -> AdRanker:
+        import json
+
+        from shopaug.models.ctr import CtrModel
+
+        model = CtrModel.load(directory)
+        items = json.loads((directory / "items.json").read_text("utf-8"))
+        return cls(model, items, f"ctr@{directory.resolve().name}")
+
+    def score(
+        self, campaign: str, user: dict[str, str], affinity: dict[int, float], item_ids: list[int]
+    ) -> np.ndarray:
+        """Calibrated CTR of each item at the serving slot, ``(len(item_ids),)``."""
+        from shopaug.models.ctr import SERVING_POSITION
+
+        by_id = {int(row["item_id"]): row for row in self.items[campaign]}
+        rows = pd.DataFrame([by_id[item] for item in item_ids])
+        total = float(sum(affinity.values()))
+        table = rows.assign(
+            **user,
+            affinity=[float(affinity.get(item, 0.0)) for item in item_ids],
+            affinity_total=total,
+        )
+        return np.asarray(self.model.predict(table, position=SERVING_POSITION), dtype=float)
+
+
+def get_ad_ranker(request: Request, runtime: RuntimeDep) -> AdRanker:
+    """The ad model of the app (loaded once); 503 when the service has none."""
+    ranker: AdRanker | None = getattr(request.app.state, "ad_ranker", None)
+    if ranker is not None:
+        return ranker
+    directory = Path(os.environ.get(ADS_MODEL_ENV) or runtime.settings.run_dir / "ads")
+    if not (directory / "ctr-model.json").exists():
+        raise HTTPException(
+            status_code=503,
+            detail=f"no ad model: put a CTR run's model/ at {directory} or set {ADS_MODEL_ENV}",
+        )
+    with _LOCK:
+        ranker = getattr(request.app.state, "ad_ranker", None)
+        if ranker is None:
+            ranker = AdRanker.load(directory)
+            request.app.state.ad_ranker = ranker
+            logger.info("ad model %s loaded from %s", ranker.version, directory)
+    return ranker
+
+
+AdModel = Annotated[AdRanker, Depends(get_ad_ranker)]
+
+
+class AdRankRequest(BaseModel):
+    """A context to fill ``k`` ad slots for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: str = Field(min_length=1, max_length=40)
+    user_features: dict[str, str] = Field(
+        description="user_feature_0..3, the hashed user features of the Open Bandit logs"
+    )
+    affinity: dict[int, float] = Field(
+        default_factory=dict, description="item id -> the user's affinity to it (0 if absent)"
+    )
+    candidates: list[int] | None = Field(
+        default=None, max_length=1000, description="item ids to rank; default every item"
+    )
+    k: int = Field(default=3, ge=1, le=100)
+    user_id: str | None = Field(default=None, max_length=200)
+    session_id: str | None = Field(default=None, max_length=200)
+    log_impressions: bool = True
+
+
+class RankedAd(BaseModel):
+    item_id: int
+    position: int
+    ctr: float = Field(description="calibrated click probability at the first slot")
+
+
+class AdRankResponse(BaseModel):
+    model_version: str
+    campaign: str
+    ads: list[RankedAd]
+    impression_ids: list[int]
+
+
+class AdClick(BaseModel):
+    """A click on an ad shown by ``/ads/rank``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: str = Field(min_length=1, max_length=40)
+    item_id: int
+    position: int = Field(ge=1)
+    user_id: str | None = Field(default=None, max_length=200)
+    session_id: str | None = Field(default=None, max_length=200)
+
+
+def ad_product_id(campaign: str, item_id: int) -> str:
+    return f"ad:{campaign}:{item_id}"
+
+
+def _check_context(request: AdRankRequest, ranker: AdRanker) -> list[int]:
+    if request.campaign not in ranker.items:
+        raise invalid(
+            ["body", "campaign"],
+            f"unknown campaign {request.campaign!r}; expected one of {', '.join(ranker.items)}",
+        )
+    missing = [name for name in USER_FEATURES if name not in request.user_features]
+    extra = sorted(set(request.user_features) - set(USER_FEATURES))
+    if missing or extra:
+        raise invalid(
+            ["body", "user_features"],
+            f"expected exactly the keys {', '.join(USER_FEATURES)}; missing {missing}, "
+            f"unknown {extra}",
+        )
+    known = [int(row["item_id"]) for row in ranker.items[request.campaign]]
+    candidates = known if request.candidates is None else request.candidates
+    unknown = sorted(set(candidates) - set(known))
+    if unknown or not candidates:
+        raise invalid(
+            ["body", "candidates"],
+            f"expected item ids of campaign {request.campaign!r} (0..{len(known) - 1}); "
+            f"unknown {unknown[:20]}",
+        )
+    return list(dict.fromkeys(candidates))
+
+
+@router.post("/ads/rank", response_model=AdRankResponse)
+def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store) -> AdRankResponse:
+    """Rank the candidates by calibrated CTR, fill ``k`` slots, log the impressions."""
+    candidates = _check_context(request, ranker)
+    ctr = ranker.score(request.campaign, request.user_features, request.affinity, candidates)
+    order = np.argsort(-ctr, kind="stable")[: request.k]
+    ads = [
+        RankedAd(item_id=candidates[index], position=slot, ctr=float(ctr[index]))
+        for slot, index in enumerate(order, start=1)
+    ]
+    ids: list[int] = []
+    if request.log_impressions and ads:
+        events = [
+            FeedbackEvent(
+                "impression",
+                ad_product_id(request.campaign, ad.item_id),
+                query_id=f"ads/{request.campaign}",
+                position=ad.position,
+                user_id=request.user_id,
+                session_id=request.session_id,
+            )
+            for ad in ads
+        ]
+        ids = list(store.record(events).event_ids)
+    return AdRankResponse(
+        model_version=ranker.version, campaign=request.campaign, ads=ads, impression_ids=ids
+    )
+
+
+@router.post("/ads/click")
+def click_ad(click: AdClick, ranker: AdModel, store: Store) -> dict[str, Any]:
+    """Log a click on an ad (same store and event schema as ``/feedback``)."""
+    items = ranker.items.get(click.campaign)
+    if items is None or not 0 <= click.item_id < len(items):
+        raise invalid(["body"], f"unknown ad {click.campaign!r}/{click.item_id}")
+    event = FeedbackEvent(
+        "click",
+        ad_product_id(click.campaign, click.item_id),
+        query_id=f"ads/{click.campaign}",
+        position=click.position,
+        user_id=click.user_id,
+        session_id=click.session_id,
+    )
+    acknowledgement = store.record([event])
+    return {"accepted": acknowledgement.accepted, "event_ids": list(acknowledgement.event_ids)}
