@@ -100,9 +100,9 @@ def test_candidates_affinity_and_bad_input(client: TestClient) -> None:
         assert field in answer.text
 
 
-def test_no_ad_model_is_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_ad_model_is_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOPAUG_ADS_MODEL_DIR", raising=False)
     write_fake_model(tmp_path / "model", "v1", SMALL_CATALOG)
     with TestClient(create_app(Settings(run_dir=tmp_path), load_fake_backend)) as client:
         answer = client.post("/ads/rank", json={"campaign": "men", "user_features": USER})
-    assert answer.status_code == 503 and "no ad model" in answer.text
+    assert answer.status_code == 404 and "ads are disabled" in answer.text

@@ -4,7 +4,8 @@ impressions and clicks written to the feedback store.
 The ad model is the ``model/`` folder of a ``shopaug run ctr-...`` run (a
 :class:`~shopaug.models.ctr.CtrModel` and its ``items.json``), found at ``RUN_DIR/ads`` or at
 the path in ``$SHOPAUG_ADS_MODEL_DIR``; it is loaded on the first ad request. Without one the
-routes answer 503. Tests replace :func:`get_ad_ranker` through ``app.dependency_overrides``.
+routes answer 404 (ads are disabled), as the admin routes do without a token. Tests replace
+:func:`get_ad_ranker` through ``app.dependency_overrides``.
 
 Every ranked ad is logged as an ``impression`` event (``product_id`` ``ad:<campaign>:<item>``,
 ``query_id`` ``ads/<campaign>``, ``position`` its slot), in the same store and through the same
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopaug.feedback.store import FeedbackEvent
 from shopaug.serve.deps import RuntimeDep, Store, invalid
+from shopaug.serve.schemas import error_responses
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +75,16 @@ class AdRanker:
 
 
 def get_ad_ranker(request: Request, runtime: RuntimeDep) -> AdRanker:
-    """The ad model of the app (loaded once); 503 when the service has none."""
+    """The ad model of the app (loaded once); 404 when the service has none."""
     ranker: AdRanker | None = getattr(request.app.state, "ad_ranker", None)
     if ranker is not None:
         return ranker
     directory = Path(os.environ.get(ADS_MODEL_ENV) or runtime.settings.run_dir / "ads")
-    if not (directory / "ctr-model.json").exists():
+    if not (directory / "ctr-model.json").exists():  # like admin routes without a token
         raise HTTPException(
-            status_code=503,
-            detail=f"no ad model: put a CTR run's model/ at {directory} or set {ADS_MODEL_ENV}",
+            status_code=404,
+            detail=f"ads are disabled: no ad model at {directory} (put a CTR run's model/ "
+            f"there or set {ADS_MODEL_ENV})",
         )
     with _LOCK:
         ranker = getattr(request.app.state, "ad_ranker", None)
@@ -171,7 +174,9 @@ def _check_context(request: AdRankRequest, ranker: AdRanker) -> list[int]:
     return list(dict.fromkeys(candidates))
 
 
-@router.post("/ads/rank", response_model=AdRankResponse)
+@router.post(
+    "/ads/rank", response_model=AdRankResponse, responses=error_responses(400, 404, 413, 503, 507)
+)
 def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store) -> AdRankResponse:
     """Rank the candidates by calibrated CTR, fill ``k`` slots, log the impressions."""
     candidates = _check_context(request, ranker)
@@ -200,7 +205,7 @@ def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store) -> AdRankRes
     )
 
 
-@router.post("/ads/click")
+@router.post("/ads/click", responses=error_responses(400, 404, 413, 503, 507))
 def click_ad(click: AdClick, ranker: AdModel, store: Store) -> dict[str, Any]:
     """Log a click on an ad (same store and event schema as ``/feedback``)."""
     items = ranker.items.get(click.campaign)
