@@ -13,7 +13,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +54,21 @@ class Device(StrEnum):
     cpu = "cpu"
     cuda = "cuda"
     auto = "auto"
+
+
+class Tracking(StrEnum):
+    """The choices of ``--tracking``."""
+
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+    none = "none"
+
+
+class Engine(StrEnum):
+    """The choices of ``--engine``."""
+
+    local = "local"
+    ray = "ray"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -315,6 +330,23 @@ def run_command(
             "Default: the config's device (cpu unless it says otherwise).",
         ),
     ] = None,
+    tracking: Annotated[
+        Tracking | None,
+        typer.Option(
+            "--tracking",
+            help="Where training is recorded: tensorboard, mlflow (needs shopaug[tracking]; "
+            "a SQLite store in RUN_DIR/mlflow unless the config's tracking.uri says otherwise) "
+            "or none. Default: the config's tracking section (tensorboard).",
+        ),
+    ] = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            "--engine",
+            help="local, or ray: the same steps on Ray (needs shopaug[scale]; joins the "
+            "cluster of RAY_ADDRESS, else starts a local one). See docs/scale.md.",
+        ),
+    ] = None,
 ) -> None:
     """Data -> augment -> train -> evaluate -> report, every stage cached by content hash.
 
@@ -335,6 +367,10 @@ def run_command(
                 "seed": seed,
                 "train_folds": train_folds,
                 "device": device,
+                "engine": engine,
+                "tracking": None
+                if tracking is None
+                else {**getattr(task.config, "tracking", {}), "backend": tracking.value},
             },
             source="command line",
         )
@@ -514,17 +550,40 @@ def serve_command(
             "(default: SQLite in the run directory).",
         ),
     ] = None,
+    encoder_runtime: Annotated[
+        str,
+        typer.Option(
+            "--encoder-runtime",
+            help="Query encoder: torch, onnx, onnx-int8 (ONNX Runtime; needs shopaug[fast]) or "
+            "static (a distilled static model; needs shopaug[fast]).",
+        ),
+    ] = "torch",
+    ann_threshold: Annotated[
+        int,
+        typer.Option(
+            "--ann-threshold", help="Catalogs of at least this many products use an ANN index."
+        ),
+    ] = 200_000,
+    ann_kind: Annotated[
+        str, typer.Option("--ann-kind", help="The ANN index: hnsw or ivf-pq.")
+    ] = "hnsw",
 ) -> None:
     """Serve search, recommendations and feedback for a run (admin token: $SHOPAUG_ADMIN_TOKEN)."""
     from shopaug.serve import run as serve_run
     from shopaug.serve.catalog_backend import make_catalog_loader
+    from shopaug.serve.runtime import ServingOptions
 
+    speed: dict[str, Any] = {
+        "encoder_runtime": encoder_runtime,
+        "ann_threshold": ann_threshold,
+        "ann_kind": ann_kind,
+    }
     try:
-        loader = make_catalog_loader(run_dir)
+        loader = make_catalog_loader(run_dir, options=ServingOptions(**speed))
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error
     settings = {"database_url": database_url} if database_url else {}
-    serve_run(run_dir, host, port, loader=loader, **settings)
+    serve_run(run_dir, host, port, loader=loader, **settings, **speed)
 
 
 def _online_options(tolerance: float, steps: int, seed: int):

@@ -21,6 +21,9 @@ encoder against the frozen item model's vectors, for other models the same encod
   texts, both among the products the filter allows, fused by
   :meth:`~shopaug.retrieval.fusion.FusionSpec.fuse` (convex or RRF), then cut to ``k``.
   :attr:`CatalogBackend.ranking` (``GET /model``) says which ranking is in use.
+* :class:`~shopaug.serve.runtime.ServingOptions` choose the query encoder's runtime (torch,
+  ONNX fp32/int8, a distilled static model) and, for large catalogs, an ANN index that answers
+  unfiltered searches (filtered ones are ranked exactly among the allowed rows).
 * ``recommend`` is content-based: the mean of the history items' vectors, renormalised, ranks
   the catalog and the history is left out. Items without any interaction are reachable.
 
@@ -43,11 +46,13 @@ import numpy as np
 from shopaug.data import Dataset
 from shopaug.data.records import Product
 from shopaug.encoders.base import Encoder
-from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir, load_model_catalog
+from shopaug.index.vector import NearestNeighbours
+from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir
 from shopaug.retrieval.fusion import FusionSpec, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker
 from shopaug.retrieval.retrievers import BM25Retriever
 from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
+from shopaug.serve.runtime import ServingOptions, build_catalog_index, load_served_model
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +175,8 @@ class CatalogBackend:
         fusion: fuse the dense ranking with ``bm25`` this way (None: dense only).
         bm25: BM25 over the catalog texts, rows in the order of ``products`` (needed with
             ``fusion``).
+        nearest: an (approximate) index over ``item_vectors`` for unfiltered searches; None:
+            exact search.
     """
 
     def __init__(
@@ -182,6 +189,7 @@ class CatalogBackend:
         query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE,
         fusion: FusionSpec | None = None,
         bm25: BM25Retriever | None = None,
+        nearest: NearestNeighbours | None = None,
     ) -> None:
         if item_vectors.shape[0] != len(products):
             raise ValueError(
@@ -196,6 +204,7 @@ class CatalogBackend:
         self._products = tuple(products)
         self._row = {product.id: row for row, product in enumerate(self._products)}
         self._ranker = CatalogRanker(item_vectors, [product.id for product in self._products])
+        self._nearest = nearest
         self._encoder = query_encoder
         self._batcher = QueryBatcher(query_encoder)
         self.query_cache = QueryVectorCache(query_cache_size)
@@ -214,6 +223,11 @@ class CatalogBackend:
     def item_vectors(self) -> np.ndarray:
         """The catalog's vectors ``(size, dim)`` (read-only), under the model's item encoder."""
         return self._ranker.item_vectors
+
+    @property
+    def index_kind(self) -> str:
+        """``exact``, or the ANN index of unfiltered searches (``hnsw``, ``ivf-pq``)."""
+        return "exact" if self._nearest is None else str(getattr(self._nearest, "kind", "ann"))
 
     @property
     def ranking(self) -> str:
@@ -241,15 +255,23 @@ class CatalogBackend:
         allowed = self._filter_rows(filters)
         if self.fusion is not None:
             return self._fused_search(self.fusion, query, k, allowed)
-        rows, scores = self._ranker.search(self.query_vector(query), k, allowed)
+        rows, scores = self._dense_search(self.query_vector(query), k, allowed)
         return self._hits(rows[0], scores[0])
+
+    def _dense_search(
+        self, vector: np.ndarray, depth: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ANN index for unfiltered searches when there is one, else exact ranking."""
+        if allowed is None and self._nearest is not None:
+            return self._nearest.search(vector, depth)
+        return self._ranker.search(vector, depth, allowed)
 
     def _fused_search(
         self, fusion: FusionSpec, query: str, k: int, allowed: np.ndarray | None
     ) -> list[Hit]:
         """The dense and BM25 top ``fusion.depth`` among ``allowed`` rows, fused, cut to ``k``."""
         depth = fusion.depth
-        dense_rows, dense_scores = self._ranker.search(self.query_vector(query), depth, allowed)
+        dense_rows, dense_scores = self._dense_search(self.query_vector(query), depth, allowed)
         dense = self._ranked(dense_rows[0], dense_scores[0])
         bm25 = self._bm25_ranked(query, depth, allowed)
         fused = fusion.fuse({"q": dense}, {"q": bm25}, depth=k)["q"]
@@ -285,7 +307,7 @@ class CatalogBackend:
         norm = float(np.linalg.norm(profile))
         if norm > 0:
             profile = profile / norm
-        found, scores = self._ranker.search(profile, min(k + len(rows), self.size))
+        found, scores = self._dense_search(profile, min(k + len(rows), self.size), None)
         excluded = set(rows)
         keep = [(r, s) for r, s in zip(found[0], scores[0]) if r >= 0 and int(r) not in excluded]
         return [self._hit(int(r), float(s)) for r, s in keep[:k]]
@@ -323,6 +345,7 @@ class CatalogLoader:
         cache_dir: embedding cache folder (default ``$SHOPAUG_CACHE_DIR`` or ~/.cache/shopaug).
         query_cache_size: query vectors kept per backend.
         dataset: the run's data set when the caller has it loaded already.
+        options: the encoder runtime and the ANN choice (default: torch, exact below 200k).
     """
 
     def __init__(
@@ -332,8 +355,10 @@ class CatalogLoader:
         cache_dir: str | Path | None = None,
         query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE,
         dataset: Dataset | None = None,
+        options: ServingOptions | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.options = options or ServingOptions()
         self.source = CatalogSource.from_run_dir(self.run_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.query_cache_size = query_cache_size
@@ -361,15 +386,16 @@ class CatalogLoader:
     def __call__(self, model_dir: Path) -> CatalogBackend:
         catalog = self.catalog()
         fusion = read_fusion(model_dir)  # a malformed file fails before the model loads
-        towers, item_vectors = load_model_catalog(model_dir, catalog.texts, self.cache_dir)
+        served = load_served_model(model_dir, catalog.texts, self.options, self.cache_dir)
         return CatalogBackend(
-            towers.version,
+            served.version,
             catalog.products,
-            item_vectors,
-            towers.query,
+            served.item_vectors,
+            served.query,
             query_cache_size=self.query_cache_size,
             fusion=fusion,
             bm25=None if fusion is None else self.bm25(),
+            nearest=build_catalog_index(served.item_vectors, self.options),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -32,6 +33,12 @@ class Settings(BaseModel):
         load_in_background: load the model in a thread after start-up, so ``/healthz`` answers
             at once and ``/readyz`` turns ready when the model is loaded; when False, start-up
             waits for the model and fails if it cannot be loaded.
+        encoder_runtime: how queries are encoded: ``torch`` (the model as saved), ``onnx`` /
+            ``onnx-int8`` (ONNX Runtime, fp32 / int8 weights) or ``static`` (a static model
+            distilled from it); see :mod:`shopaug.serve.runtime`.
+        ann_threshold: catalogs of at least this many products are searched through an ANN
+            index (unfiltered searches); smaller ones exactly.
+        ann_kind: the ANN index: ``hnsw`` or ``ivf-pq``.
         feedback_writes_in_flight: most ``/feedback`` writes in the store at once.
         feedback_writes_waiting: most ``/feedback`` requests waiting for a write slot; one more
             is answered 503 with ``Retry-After`` at once (the queue is bounded, so is memory).
@@ -54,6 +61,9 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_history: int = Field(200, ge=1)
     load_in_background: bool = False
+    encoder_runtime: Literal["torch", "onnx", "onnx-int8", "static"] = "torch"
+    ann_threshold: int = Field(200_000, ge=0)
+    ann_kind: Literal["hnsw", "ivf-pq"] = "hnsw"
     feedback_writes_in_flight: int = Field(4, ge=1)
     feedback_writes_waiting: int = Field(64, ge=0)
     feedback_wait_timeout_s: float = Field(5.0, gt=0)
