@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,50 @@ class TrainingExample:
             raise ValueError("TrainingExample.negatives must be a list of str")
         if not self.weight >= 0:
             raise ValueError(f"TrainingExample.weight must be >= 0, got {self.weight!r}")
+
+
+class PrivacyConfig(BaseModel):
+    """Differential privacy of a query-tower fine-tune: DP-SGD through Opacus
+    (:func:`shopaug.train.dp.fit_query_groups_private`).
+
+    The protected unit is one training query group (a query with its positives and negatives).
+    Each group is scored against its own negatives only: in-batch negatives would make one
+    group's gradient depend on another group's items, and DP-SGD bounds each example's
+    gradient on its own. See docs/privacy.md.
+
+    Attributes:
+        enabled: Train with DP-SGD (``tower: query`` without an item adapter only).
+        target_epsilon: Calibrate the noise so that the planned steps spend this epsilon at
+            ``delta``; give this or ``noise_multiplier``.
+        noise_multiplier: Gaussian noise standard deviation over ``max_grad_norm``, set
+            directly (the epsilon is then what the accountant reports).
+        delta: The delta of (epsilon, delta)-DP; keep it below 1 / training queries.
+        max_grad_norm: Each example's gradient is clipped to this L2 norm.
+        accountant: Opacus accountant: ``rdp`` (Rényi DP) or ``prv`` (privacy random
+            variables, tighter).
+        trainable_layers: Train the top this many transformer layers of the query encoder
+            (token, position and type embeddings stay frozen); ``None``: every layer. Fewer
+            parameters mean less noise in total and per-example gradients that fit in memory.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    target_epsilon: float | None = Field(default=None, gt=0)
+    noise_multiplier: float | None = Field(default=None, ge=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    trainable_layers: int | None = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> PrivacyConfig:
+        if self.enabled and (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                "privacy: give exactly one of target_epsilon (noise calibrated to it) or "
+                "noise_multiplier"
+            )
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -80,6 +124,7 @@ class TrainConfig(BaseModel):
         length_buckets: Put groups of similar total text length into the same batch (less
             padding, faster on CPU); the order stays a function of ``(seed, epoch)``.
         num_threads: Torch CPU threads; ``None``: one per core available to the process.
+        privacy: Differential privacy (DP-SGD) settings; off by default.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -108,3 +153,4 @@ class TrainConfig(BaseModel):
     sequence_length_coverage: float = Field(default=0.99, gt=0, le=1)
     length_buckets: bool = False
     num_threads: int | None = Field(default=None, ge=1)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)

@@ -143,10 +143,26 @@ def fit_query_groups(
             groups replace the current ones (dynamic negatives from the current model).
         show_progress: A tqdm bar over steps.
 
+    With ``config.privacy.enabled`` the groups train with DP-SGD instead
+    (:func:`shopaug.train.dp.fit_query_groups_private`: own negatives only, per-example
+    clipping, noise, an accountant's epsilon in ``privacy.json`` and the result).
+
     Raises:
         TypeError: If the model lacks the query/item methods.
         ValueError: If there are no groups or the loss is not finite.
     """
+    if config.privacy.enabled:
+        from shopaug.train.dp import fit_query_groups_private
+
+        return fit_query_groups_private(
+            model,
+            groups,
+            config,
+            run_dir=run_dir,
+            validate=validate,
+            refresh=refresh,
+            show_progress=show_progress,
+        )
     if not isinstance(model, torch.nn.Module) or not isinstance(model, QueryItemModel):
         raise TypeError(
             f"fit_query_groups needs an nn.Module with embed_queries, embed_items and save; "

@@ -81,6 +81,8 @@ class TrainResult:
         checkpoint_path: The last checkpoint written.
         elapsed_seconds: Training time, summed over resumed sessions.
         stopped_early: Whether early stopping ended the run.
+        privacy: The DP-SGD guarantee (:class:`shopaug.train.dp.PrivacyReport` as a dict) of
+            a run with ``config.privacy`` enabled; ``None`` otherwise.
     """
 
     best_metric: float | None
@@ -91,6 +93,7 @@ class TrainResult:
     checkpoint_path: Path | None
     elapsed_seconds: float
     stopped_early: bool
+    privacy: dict[str, Any] | None = None
 
 
 def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
@@ -373,8 +376,15 @@ def fit(
     Raises:
         TypeError: If the model is neither kind of trainable model.
         ValueError: If there are no examples, or the loss or a metric is not finite.
-        ConfigError: If ``run_dir`` holds a checkpoint of another config or other data.
+        ConfigError: If ``run_dir`` holds a checkpoint of another config or other data, or
+            ``config.privacy`` is enabled (DP-SGD trains query towers only).
     """
+    if config.privacy.enabled:
+        raise ConfigError(
+            "train.privacy: DP-SGD trains a query tower (tower: query, "
+            "shopaug.train.dp.fit_query_groups_private), not both towers through fit: "
+            "in-batch negatives and shared item encodings couple the examples"
+        )
     if not isinstance(model, nn.Module) or not isinstance(model, TRAINABLE_MODELS):
         raise TypeError(
             f"fit needs an nn.Module with embed(texts), embed_queries(texts) + "
