@@ -77,3 +77,13 @@ class BM25Index:
         rows[:, :k_eff] = np.where(positive, found_rows, -1)
         scores[:, :k_eff] = np.where(positive, found_scores, -np.inf)
         return rows, scores
+
+    def score_all(self, query: str) -> np.ndarray:
+        """BM25 score of every product for ``query``, shape ``(size,)`` (0 without a query
+        term)."""
+        tokens = self._bm25s.tokenize(
+            [query], stopwords="en", stemmer=self._stemmer, show_progress=False, return_ids=False
+        )[0]
+        if not tokens:
+            return np.zeros(self.size, dtype=np.float32)
+        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)

@@ -12,7 +12,9 @@ from shopaug.data.records import DEFAULT_TEXT_FIELDS
 from shopaug.errors import ConfigError
 
 TOWERS = ("query", "full")
+RERANKER_KINDS = ("cross-encoder", "lambdamart")
 DEVICES = ("cpu", "cuda", "auto")
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -88,11 +90,17 @@ class FusionConfig:
 
 @dataclass
 class RerankerConfig:
-    """A cross-encoder trained on the training queries' graded judgments (and the first
-    stage's augmented negatives), reranking the top ``top_k`` of the best first stage."""
+    """A reranker trained on the training queries' graded judgments, reranking the top
+    ``top_k`` of the best first stage: ``kind: cross-encoder`` (all-MiniLM-L6-v2 with a new
+    scoring head, ``epochs`` over judged positives, judged negatives and the first stage's
+    augmented negatives) or ``kind: lambdamart`` (LightGBM lambdarank with ``trees`` trees of
+    ``leaves`` leaves over candidate features, :mod:`shopaug.retrieval.rerank_features`)."""
 
     enabled: bool = False
+    kind: str = "cross-encoder"
     top_k: int = 50
+    trees: int = 300
+    leaves: int = 15
     epochs: int = 2
     batch_size: int = 16
     lr: float = 3e-5
@@ -121,6 +129,10 @@ class RunConfig:
         augment: sections mining, near_miss, synthetic_queries, generator.
         ablation: the rows to train; the default covers every sample source.
         device: torch device for training and encoding (``cpu``, ``cuda``, ``auto``).
+        tracking: keyword arguments of :class:`shopaug.train.config.TrackingConfig`
+            (``backend: tensorboard | mlflow | none``, ``uri``, ``experiment``).
+        engine: ``local`` (this process) or ``ray``: samples are made through Ray Data over
+            catalog and query shards (see :mod:`shopaug.scale`), with the same results.
     """
 
     name: str = "custom"
@@ -146,6 +158,23 @@ class RunConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     show_progress: bool = True
+    tracking: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"
+
+    @property
+    def tracking_config(self) -> Any:
+        """The ``tracking`` section as a :class:`shopaug.train.config.TrackingConfig`."""
+        from pydantic import ValidationError
+
+        from shopaug.train.config import TrackingConfig
+
+        try:
+            return TrackingConfig(**self.tracking)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'tracking'}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigError(f"tracking: {problems}") from error
 
     @property
     def augment_config(self) -> AugmentConfig:
@@ -203,10 +232,23 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
     config.dynamic = from_mapping(DynamicConfig, dynamic, section=f"{source}: dynamic")
     config.fusion = from_mapping(FusionConfig, fusion, section=f"{source}: fusion")
     config.reranker = from_mapping(RerankerConfig, reranker, section=f"{source}: reranker")
+    if config.reranker.kind not in RERANKER_KINDS:
+        raise ConfigError(
+            f"{source}: reranker.kind must be one of {RERANKER_KINDS}, "
+            f"got {config.reranker.kind!r}"
+        )
     if config.tower not in TOWERS:
         raise ConfigError(f"{source}: tower must be one of {TOWERS}, got {config.tower!r}")
     if config.device not in DEVICES:
         raise ConfigError(f"{source}: device must be one of {DEVICES}, got {config.device!r}")
+    if config.engine not in ENGINES:
+        raise ConfigError(f"{source}: engine must be one of {ENGINES}, got {config.engine!r}")
+    if not isinstance(config.tracking, dict):
+        raise ConfigError(f"{source}: tracking must be a mapping, got {config.tracking!r}")
+    try:
+        config.tracking_config  # noqa: B018 - validates the section early
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from error
     names = [row.name for row in config.ablation]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: ablation row names must be unique, got {names}")

@@ -1,5 +1,6 @@
-"""A cross-encoder reranker per fold, trained on the fold's training queries, reranking the top
-``top_k`` of a first-stage run. Whether it is served is decided on validation queries."""
+"""A reranker per fold, trained on the fold's training queries, reranking the top ``top_k`` of a
+first-stage run: a cross-encoder (``reranker.kind: cross-encoder``) or LambdaMART over cheap
+candidate features (``lambdamart``). Whether it is served is decided on validation queries."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from shopaug.experiment.context import FoldContext, RunContext
@@ -75,3 +77,84 @@ def rerank_run(run: RunContext, reranker: Any, first_stage: Run) -> Run:
         top = reranker.rerank(run.dataset.query_by_id[qid].text, candidates, top_k=top_k)
         reranked[qid] = [(pid, float(s)) for pid, s in top] + ranked[top_k:]
     return reranked
+
+
+def _hybrid_candidates(run: RunContext, query_ids: Sequence[str], depth: int) -> Run:
+    """The zero-shot hybrid's (BM25 + base encoder, RRF) top ``depth`` of ``query_ids``: the
+    candidate lists the LambdaMART reranker learns on (no trained model ranks its own training
+    queries)."""
+    from shopaug.retrieval.fusion import bm25_run, rrf_fuse
+    from shopaug.retrieval.retrievers import BM25Retriever
+
+    ids = list(query_ids)
+    texts = dict(zip(ids, run.query_texts(ids)))
+    dense = run.rank(run.item_encoder().encode(list(texts.values())), run.base_vectors(), ids)
+    lexical = bm25_run(BM25Retriever(run.catalog_texts), run.product_ids, texts, depth=depth)
+    return rrf_fuse([dense, lexical], depth=depth, rrf_k=run.config.fusion.rrf_k)
+
+
+def _feature_builder(run: RunContext) -> Any:
+    from shopaug.retrieval.rerank_features import RerankFeatures
+
+    builder = getattr(run, "_rerank_features", None)
+    if builder is None:
+        builder = RerankFeatures(run.dataset, run.catalog_texts, run.base_vectors())
+        run._rerank_features = builder  # type: ignore[attr-defined]
+    return builder
+
+
+def lambdamart_reranking(
+    run: RunContext, fold: FoldContext, first_stage: tuple[Run, Run]
+) -> tuple[Run, Run]:
+    """Train a :class:`~shopaug.models.ltr_reranker.LambdaMartReranker` on the fold's training
+    queries (graded judgments of the zero-shot hybrid's top ``top_k``; unjudged products count
+    as grade 0) and rerank the top ``top_k`` of ``first_stage``'s (validation, test) runs."""
+    from shopaug.models.ltr_reranker import LambdaMartReranker, LambdaMartSettings
+    from shopaug.retrieval.rerank_features import FEATURE_NAMES
+
+    settings = run.config.reranker
+    top_k = settings.top_k
+    builder = _feature_builder(run)
+    encoder = run.item_encoder()
+    train_ids = list(run.scored(fold.train_ids))
+    candidates = _hybrid_candidates(run, train_ids, top_k)
+    vectors = dict(zip(train_ids, encoder.encode(run.query_texts(train_ids))))
+    blocks: list[np.ndarray] = []
+    gains: list[int] = []
+    groups: list[int] = []
+    for qid in train_ids:
+        products = [pid for pid, _ in candidates.get(qid, [])[:top_k]]
+        if not products:
+            continue
+        text = run.dataset.query_by_id[qid].text
+        blocks.append(builder.matrix(text, vectors[qid], products))
+        judged = run.qrels.get(qid, {})
+        gains.extend(int(max(0, min(2, judged.get(pid, 0)))) for pid in products)
+        groups.append(len(products))
+    reranker = LambdaMartReranker(
+        LambdaMartSettings(trees=settings.trees, leaves=settings.leaves),
+        feature_names=FEATURE_NAMES,
+        seed=run.config.seed,
+    )
+    reranker.fit(np.vstack(blocks), np.array(gains), groups)
+    logger.info(
+        "fold %d: lambdamart reranker trained on %d queries, %d pairs",
+        fold.index,
+        len(groups),
+        len(gains),
+    )
+
+    def rerank(first: Run) -> Run:
+        ids = list(first)
+        query_vectors = dict(zip(ids, encoder.encode(run.query_texts(ids))))
+        reranked: Run = {}
+        for qid, ranked in first.items():
+            head = ranked[:top_k]
+            features = builder.matrix(
+                run.dataset.query_by_id[qid].text, query_vectors[qid], [pid for pid, _ in head]
+            )
+            reranked[qid] = reranker.rerank(head, features) + ranked[top_k:]
+        return reranked
+
+    valid_run, test_run = first_stage
+    return rerank(valid_run), rerank(test_run)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,7 +33,7 @@ from shopaug.experiment.config import AblationRow, RunConfig
 from shopaug.experiment.context import FoldContext, PerQuery, RunContext, resolve_device
 from shopaug.experiment.report import assemble_result, render
 from shopaug.experiment.rows import RowResult, train_and_rank_row
-from shopaug.experiment.stages import Stages, content_hash
+from shopaug.experiment.stages import MakeSamples, Stages, content_hash
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
 from shopaug.retrieval.fusion import convex_fuse, pick_weight, rrf_fuse
 
@@ -75,10 +77,66 @@ class System:
 
 
 def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> dict[str, Any]:
-    """Run the whole pipeline into ``out``; returns the metrics.json payload."""
+    """Run the whole pipeline into ``out``; returns the metrics.json payload.
+
+    ``config.tracking`` says where it is recorded (TensorBoard, MLflow or nothing; see
+    :mod:`shopaug.train.tracking`): with MLflow, the config as params, every training as a
+    nested run, the final metrics, the run directory and the served model.
+    ``config.engine: ray`` makes the samples on Ray (:mod:`shopaug.scale`).
+    """
+    from shopaug.train.tracking import tracking_session
+
+    run_dir = prepare_run_dir(out)
+    with (
+        tracking_session(
+            config.tracking_config, run_dir, run_name=config.name, params=to_mapping(config)
+        ) as session,
+        _samples_engine(config) as make_samples,
+    ):
+        result = _run_pipeline(config, run_dir, command=command, make_samples=make_samples)
+        session.log_metrics(tracked_metrics(result))
+        served = result.get("served", {}).get("model_dir")
+        if served:
+            session.log_served_model(Path(served))
+        session.log_run_directory()
+    return result
+
+
+@contextmanager
+def _samples_engine(config: RunConfig) -> Iterator[MakeSamples]:
+    """What makes the samples: :func:`augment` here, or the same on Ray (``engine: ray``)."""
+    if config.engine != "ray":
+        from shopaug.augment.pipeline import augment
+
+        yield augment
+        return
+    from shopaug.scale import ray_engine
+
+    with ray_engine() as engine:
+        yield engine.augment
+
+
+def tracked_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The figures of a run to record: the chosen system's test means (``test/ndcg@10``) and
+    every ablation row's test NDCG@10 (``ablation/<row>/ndcg@10``)."""
+    values = {
+        f"test/{name}": float(value["mean"])
+        for name, value in result.get("metrics", {}).items()
+        if isinstance(value, dict) and isinstance(value.get("mean"), int | float)
+    }
+    for entry in result.get("ablation", []):
+        mean = entry["metrics"]["ndcg@10"]["mean"]
+        if isinstance(mean, int | float):
+            values[f"ablation/{entry['name']}/ndcg@10"] = float(mean)
+    return values
+
+
+def _run_pipeline(
+    config: RunConfig, out: str | Path, *, command: str, make_samples: MakeSamples
+) -> dict[str, Any]:
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    run, folds = _open_run(config, out)
+    run, folds = _open_run(config, out, make_samples=make_samples)
     timings["load"] = time.perf_counter() - started
 
     start = time.perf_counter()
@@ -140,7 +198,9 @@ def run_experiment(config: RunConfig, out: str | Path, *, command: str = "") -> 
     return result
 
 
-def _open_run(config: RunConfig, out: str | Path) -> tuple[RunContext, list[FoldContext]]:
+def _open_run(
+    config: RunConfig, out: str | Path, *, make_samples: MakeSamples
+) -> tuple[RunContext, list[FoldContext]]:
     run_dir = prepare_run_dir(out)
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(to_mapping(config), sort_keys=False), "utf-8"
@@ -150,7 +210,8 @@ def _open_run(config: RunConfig, out: str | Path) -> tuple[RunContext, list[Fold
     device = resolve_device(config.device)
     if device == "cpu":
         _use_all_cores()
-    run = RunContext(dataset, config, Stages(run_dir, data_key), run_dir, device=device)
+    stages = Stages(run_dir, data_key, make_samples=make_samples)
+    run = RunContext(dataset, config, stages, run_dir, device=device)
     splits = kfold_queries([q.id for q in dataset.queries], n_folds=config.folds, seed=config.seed)
     write_folds(splits, run_dir / "folds.json", seed=config.seed)
     folds = []
@@ -366,14 +427,33 @@ def _rerank(
     first_stage: System,
     samples_by_row: dict[str, dict[int, pd.DataFrame]],
 ) -> System:
-    """Per fold: a cross-encoder trained on the fold's training queries (judged positives and
-    negatives, plus the first stage's row samples) reranks the first stage's top ``top_k``."""
-    from shopaug.experiment.rerank import rerank_run, train_reranker
+    """Per fold: a reranker trained on the fold's training queries reranks the first stage's
+    top ``top_k``: a cross-encoder (judged positives and negatives, plus the first stage's row
+    samples) or LambdaMART over candidate features (``reranker.kind``)."""
+    from shopaug.experiment.rerank import lambdamart_reranking, rerank_run, train_reranker
 
     config = run.config
+    kind = config.reranker.kind
     source_row = first_stage.info.get("of", first_stage.name)
-    system = System(f"{first_stage.name} + reranker", "reranker", info={"of": first_stage.name})
+    system = System(
+        f"{first_stage.name} + reranker ({kind})", "reranker", info={"of": first_stage.name}
+    )
     for fold in folds:
+        if kind == "lambdamart":
+            parts: tuple[Any, ...] = (
+                "reranker-lambdamart",
+                asdict(config.reranker),
+                config.text_fields,
+                config.model,
+                fold.train_ids,
+                first_stage.runs[fold.index],
+            )
+            cached = run.stages.read(*parts)
+            if cached is None:
+                valid_run, test_run = lambdamart_reranking(run, fold, first_stage.runs[fold.index])
+                cached = run.stages.write([valid_run, test_run], *parts)
+            system.runs[fold.index] = (cached[0], cached[1])
+            continue
         judged, key = run.stages.samples(
             run.dataset,
             "human-negatives",

@@ -1,0 +1,130 @@
+"""Features of (query, candidate product) pairs for a learning-to-rank reranker.
+
+A first stage gives each query a list of candidates; :class:`RerankFeatures` describes every
+candidate by signals that need no training and are cheap on a CPU:
+
+=====================  =====================================================================
+``list_position``      position in the first stage's list, divided by the list length
+``dense_cosine``       cosine of the query and the product under the base encoder
+``dense_rank``         rank of ``dense_cosine`` among the list's candidates (0 = best) / length
+``bm25``               BM25 score of the product's text for the query
+``bm25_share``         ``bm25`` divided by the list's highest BM25 score (0 when none matches)
+``bm25_rank``          rank of ``bm25`` among the list's candidates / length
+``title_overlap``      share of the query's terms found in the product title
+``category_overlap``   share of the query's terms found in the product's category path
+``text_overlap``       share of the query's terms found in the rendered text
+``all_in_title``       1 when every query term is in the title
+``class_consensus``    share of the list's first 10 candidates in the product's leaf category
+``class_consensus_dense``  the same share among the 10 candidates closest under the encoder
+``query_terms``        number of query terms
+``title_terms``        number of title terms
+=====================  =====================================================================
+
+Terms are lower-cased alphanumeric tokens with a trailing plural ``s`` removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shopaug.data.records import Dataset
+from shopaug.encoders.bm25 import BM25Index
+
+FEATURE_NAMES = (
+    "list_position",
+    "dense_cosine",
+    "dense_rank",
+    "bm25",
+    "bm25_share",
+    "bm25_rank",
+    "title_overlap",
+    "category_overlap",
+    "text_overlap",
+    "all_in_title",
+    "class_consensus",
+    "class_consensus_dense",
+    "query_terms",
+    "title_terms",
+)
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+CONSENSUS_DEPTH = 10
+
+
+def terms(text: str) -> set[str]:
+    """Lower-cased alphanumeric tokens, a trailing plural ``s`` removed (``chairs``: ``chair``)."""
+    return {t[:-1] if len(t) > 3 and t.endswith("s") else t for t in _TOKEN.findall(text.lower())}
+
+
+def _overlap(query: set[str], text: set[str]) -> float:
+    return len(query & text) / len(query) if query else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """0 for the largest value, 1 for the next, ... (ties in list order)."""
+    order = np.argsort(-values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values))
+    return ranks
+
+
+@dataclass
+class RerankFeatures:
+    """Builds the feature matrix of a query's candidate list (see the module doc).
+
+    Args:
+        dataset: the catalog (titles, categories).
+        texts: each product's rendered text, in ``dataset.products`` order.
+        item_vectors: the catalog under the base encoder, L2-normalised, ``(n_products, dim)``.
+    """
+
+    dataset: Dataset
+    texts: Sequence[str]
+    item_vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        self._row = self.dataset.product_index
+        self._bm25 = BM25Index(self.texts)
+        products = self.dataset.products
+        self._title_terms = [terms(p.title) for p in products]
+        self._category_terms = [terms(" ".join(p.category)) for p in products]
+        self._text_terms = [terms(t) for t in self.texts]
+        self._leaf = [p.category[-1] if p.category else "" for p in products]
+
+    def matrix(self, query: str, query_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+        """Features of ``candidates`` (product ids, first-stage order) for ``query``:
+        ``(len(candidates), len(FEATURE_NAMES))``."""
+        n = len(candidates)
+        if n == 0:
+            return np.zeros((0, len(FEATURE_NAMES)))
+        rows = np.array([self._row[pid] for pid in candidates])
+        cosine = self.item_vectors[rows] @ query_vector  # (n,)
+        bm25 = self._bm25.score_all(query)[rows].astype(np.float64)  # (n,)
+        top = float(bm25.max())
+        words = terms(query)
+        leaves = [self._leaf[r] for r in rows]
+        listed = leaves[:CONSENSUS_DEPTH]
+        by_dense = [leaves[i] for i in np.argsort(-cosine, kind="stable")[:CONSENSUS_DEPTH]]
+        features = np.zeros((n, len(FEATURE_NAMES)))
+        features[:, 0] = np.arange(n) / n
+        features[:, 1] = cosine
+        features[:, 2] = _ranks(cosine) / n
+        features[:, 3] = bm25
+        features[:, 4] = bm25 / top if top > 0 else 0.0
+        features[:, 5] = _ranks(bm25) / n
+        for i, row in enumerate(rows):
+            title = self._title_terms[row]
+            features[i, 6] = _overlap(words, title)
+            features[i, 7] = _overlap(words, self._category_terms[row])
+            features[i, 8] = _overlap(words, self._text_terms[row])
+            features[i, 9] = float(bool(words) and words <= title)
+            leaf = leaves[i]
+            features[i, 10] = sum(x == leaf for x in listed) / len(listed) if leaf else 0.0
+            features[i, 11] = sum(x == leaf for x in by_dense) / len(by_dense) if leaf else 0.0
+            features[i, 13] = len(title)
+        features[:, 12] = len(words)
+        return features
