@@ -289,7 +289,7 @@ class RetailSplit:
     def histories(self) -> dict[str, list[str]]:
         """Customer id -> item ids bought before the cut, oldest first (one per invoice line)."""
         grouped = self.train.groupby("customer_id", sort=False)["item_id"]
-        return {customer: list(items) for customer, items in grouped}
+        return {str(customer): list(items) for customer, items in grouped}
 
     def item_counts(self) -> dict[str, int]:
         """Item id -> training lines (baskets holding it): the popularity nothing after the

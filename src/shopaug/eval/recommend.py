@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,7 @@ def evaluate_recommendations(
     k: int = DEFAULT_K,
     n_resamples: int = 2000,
     seed: int = 0,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Every metric of this module for one system, with bootstrap intervals over customers.
 
     Args:

@@ -148,13 +148,13 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
 
     trained: dict[str, Any] = {}
     for row in config.rows:
-        result = train_row(row, build_model, valid, config, run_dir / "training" / _slug(row.name))
-        trained[row.name] = result
+        fitted = train_row(row, build_model, valid, config, run_dir / "training" / _slug(row.name))
+        trained[row.name] = fitted
         runs = {
-            "validation": rank_two_tower(result.model, valid, config.depth),
-            "test": rank_two_tower(result.model, test, config.depth),
+            "validation": rank_two_tower(fitted.model, valid, config.depth),
+            "test": rank_two_tower(fitted.model, test, config.depth),
         }
-        systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": result.info})
+        systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": fitted.info})
     timings["two_tower"] = time.perf_counter() - start
 
     result = _measure(systems, valid, test, config)

@@ -114,7 +114,12 @@ class RecommendConfig:
     bootstrap: int = 2000
 
     def train_config(self) -> TrainConfig:
-        settings = {"epochs": 3, "batch_size": 256, "lr": 1e-3, "metric_name": "val_recall@20"}
+        settings: dict[str, Any] = {
+            "epochs": 3,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "metric_name": "val_recall@20",
+        }
         settings.update({"seed": self.seed, "early_stopping_patience": 2})
         settings.update(self.train)
         try:

@@ -54,6 +54,8 @@ class TwoTowerRecommender(nn.Module):
         ValueError: Ids with whitespace or repeated, or vectors of the wrong shape.
     """
 
+    text_vectors: torch.Tensor  # (n_items, dim), a buffer: saved, never trained
+
     def __init__(
         self, item_ids: Sequence[str], text_vectors: np.ndarray, *, max_history: int = 50
     ) -> None:
