@@ -12,7 +12,7 @@ import pytest
 
 from shopaug.augment.samples import SAMPLE_COLUMNS
 from shopaug.data.records import Judgment, Query
-from shopaug.feedback.store import FeedbackEvent, FeedbackStore
+from shopaug.feedback.store import FeedbackEvent, FeedbackStore, events_frame
 from shopaug.online.clicks import (
     PositionBiasModel,
     click_samples,
@@ -195,6 +195,43 @@ def test_no_clicks_gives_an_empty_frame_with_the_schema() -> None:
     samples = click_samples(pd.DataFrame(page("s", "q", "ab", {})))
     assert samples.empty
     assert list(samples.columns) == [*SAMPLE_COLUMNS, "weight"]
+
+
+def test_click_only_log_of_issue_13_gives_positives() -> None:
+    """2,568 clicks with query, product and position from concurrent clients, no impression:
+    this ended in a pandas KeyError (the page table lost its bool column)."""
+    rng = np.random.default_rng(13)
+    queries = ["blue sofa", "oak table", "floor lamp", "velvet chair"]
+    events = [
+        FeedbackEvent(
+            "click",
+            f"p{int(rng.integers(1, 40))}",
+            query=queries[int(rng.integers(len(queries)))],
+            position=int(rng.integers(1, 11)),
+            user_id=f"client-{int(rng.integers(3))}",
+        )
+        for _ in range(2568)
+    ]
+    frame = events_frame(events)
+    samples = click_samples(frame)
+
+    expected = {(query_key(e.query or ""), e.product_id) for e in events}
+    assert set(zip(samples["query_id"], samples["product_id"], strict=True)) == expected
+    assert (samples["label"] == 1).all() and (samples["kind"] == "positive").all()
+    # A page is (client, session, query); a product clicked twice on one page counts once, at
+    # its first click's position. Weight: the sum over pages of 1/propensity = position (<= 10).
+    first_position: dict[tuple[str, str, str], int] = {}
+    for e in events:
+        first_position.setdefault(
+            (str(e.user_id), str(e.query), e.product_id), int(e.position or 1)
+        )
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for (_, query, product), position in first_position.items():
+        by_pair.setdefault((query_key(query), product), []).append(position)
+    got = samples.set_index(["query_id", "product_id"])
+    for pair, positions in by_pair.items():
+        assert got.loc[pair, "weight"] == pytest.approx(float(sum(positions)))
+        assert got.loc[pair, "rank"] == min(positions)
 
 
 # -- simulator -------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ ways to get them:
   "Position bias estimation for unbiased learning to rank in personal search") with one
   relevance value per (query, product) instead of a regression. It needs the same pair to be
   shown at several positions (result lists that change over time or between users).
+
+Every log ``/feedback`` accepts goes through :func:`feedback_samples`: events that cannot give
+a sample (no query, an impression without position, a page where nothing was clicked, ...) are
+counted by reason and logged, never a traceback. Why one module of this length: the position
+model, the result pages and the skip reasons share one notion of a result page.
 """
 
 from __future__ import annotations
@@ -170,43 +175,88 @@ def query_key(query: str) -> str:
     return "q-" + hashlib.sha1(normalised.encode("utf-8")).hexdigest()[:12]
 
 
-def result_pages(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per (result page, shown product): its position and whether it was clicked.
+@dataclass(frozen=True)
+class FeedbackSamples:
+    """Samples made from a feedback log, and the events that could not be used.
 
-    A result page is the (user_id, session_id, query) triple; the query is ``query_id`` when
-    logged, else the query text. Impressions without a position are dropped (logged). A click
-    whose product has no impression on the page is kept at its own logged position (position 1
-    if it has none, so it gets weight 1).
-
-    Args:
-        events: columns ``event, product_id, position, query, query_id, user_id, session_id``
-            (e.g. :func:`shopaug.feedback.store.events_frame`).
-
-    Returns:
-        DataFrame with :data:`PAGE_COLUMNS`, sorted by page then position.
+    Attributes:
+        samples: see :func:`click_samples`.
+        skipped: reason -> number of events skipped for it (see :data:`SKIP_REASONS`).
     """
+
+    samples: pd.DataFrame
+    skipped: dict[str, int]
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+#: Why an event gives no sample; each skipped event is counted under one of these.
+SKIP_REASONS = {
+    "unknown_event": "not an impression, click, add_to_cart or purchase",
+    "no_product": "no product id",
+    "no_query": "neither query text nor a query id with text elsewhere in the log",
+    "bad_position": "position is not a whole number of 1 or more",
+    "unplaced_impression": "impression without a position",
+    "page_without_click": "impression on a result page where nothing was clicked",
+}
+
+
+def _text(column: pd.Series) -> pd.Series:
+    """A column as stripped strings, missing values as ''."""
+    return column.astype(object).where(column.notna(), "").astype(str).str.strip()
+
+
+def _positions(column: pd.Series) -> pd.Series:
+    """Positions as floats: NaN where missing; -1 where not a whole number of 1 or more."""
+    numbers = pd.to_numeric(column.astype(object), errors="coerce").astype("float64")
+    bad = column.notna() & (numbers.isna() | (numbers < 1) | (numbers % 1 != 0))
+    return numbers.mask(bad, -1.0)
+
+
+def _clean_events(events: pd.DataFrame, skipped: dict[str, int]) -> pd.DataFrame:
+    """The usable events with text columns, a query id and a page key; counts the rest."""
+    frame = events.copy()
+    for column in ("query", "query_id", "user_id", "session_id"):
+        frame[column] = _text(frame[column]) if column in frame.columns else ""
+    frame["event"] = _text(frame["event"])
+    frame["product_id"] = _text(frame["product_id"])
+    frame["position"] = _positions(frame["position"])
+    # A query id logged with text on one event gives its text to the others.
+    known = frame[(frame["query_id"] != "") & (frame["query"] != "")]
+    text_of_id = dict(zip(known["query_id"], known["query"], strict=True))
+    missing_text = (frame["query"] == "") & (frame["query_id"] != "")
+    frame.loc[missing_text, "query"] = frame.loc[missing_text, "query_id"].map(
+        lambda qid: text_of_id.get(qid, "")
+    )
+    checks = [
+        ("unknown_event", ~frame["event"].isin(("impression", *CLICK_EVENTS))),
+        ("no_product", frame["product_id"] == ""),
+        ("no_query", frame["query"] == ""),
+        ("bad_position", frame["position"] == -1.0),
+        ("unplaced_impression", (frame["event"] == "impression") & frame["position"].isna()),
+    ]
+    keep = pd.Series(True, index=frame.index)
+    for reason, mask in checks:
+        counted = int((mask & keep).sum())
+        if counted:
+            skipped[reason] = skipped.get(reason, 0) + counted
+        keep &= ~mask
+    frame = frame[keep]
+    frame["query_id"] = frame["query_id"].where(
+        frame["query_id"] != "", frame["query"].map(query_key)
+    )
+    frame["page"] = frame["user_id"] + "\x1f" + frame["session_id"] + "\x1f" + frame["query_id"]
+    return frame
+
+
+def _result_pages(events: pd.DataFrame, skipped: dict[str, int]) -> pd.DataFrame:
     missing = [c for c in ("event", "product_id", "position", "query") if c not in events.columns]
     if missing:
         raise ValueError(f"events frame lacks columns {missing}")
-    frame = events.copy()
-    for column in ("query_id", "user_id", "session_id"):
-        if column not in frame.columns:
-            frame[column] = None
-    frame["query"] = frame["query"].fillna("").astype(str)
-    logged_id = frame["query_id"].fillna("").astype(str)
-    frame["query_id"] = logged_id.where(logged_id != "", frame["query"].map(query_key))
-    frame["page"] = (
-        frame["user_id"].fillna("").astype(str)
-        + "\x1f"
-        + frame["session_id"].fillna("").astype(str)
-        + "\x1f"
-        + frame["query_id"]
-    )
+    frame = _clean_events(events, skipped)
     impressions = frame[frame["event"] == "impression"]
-    unplaced = int(impressions["position"].isna().sum())
-    if unplaced:
-        logger.warning("%d impressions have no position and are not used", unplaced)
-    impressions = impressions.dropna(subset=["position"])
     shown = (
         impressions.assign(position=impressions["position"].astype(np.int64))
         .sort_values(["page", "position"], kind="stable")
@@ -231,36 +281,56 @@ def result_pages(events: pd.DataFrame) -> pd.DataFrame:
     orphan = clicked.loc[orphan_mask]
     orphan = orphan.assign(position=orphan["position"].fillna(1).astype(np.int64), clicked=True)
     pages = pd.concat([shown, orphan], ignore_index=True)[list(PAGE_COLUMNS)]
+    # With no impressions the concatenation loses the column types (the KeyError of issue 13).
+    pages = pages.astype({"position": np.int64, "clicked": bool})
+    pages_with_click = set(pages.loc[pages["clicked"], "page"])
+    idle = int((~impressions["page"].isin(pages_with_click)).sum())
+    if idle:
+        skipped["page_without_click"] = skipped.get("page_without_click", 0) + idle
     return pages.sort_values(["page", "position", "product_id"], kind="stable").reset_index(
         drop=True
     )
 
 
-def click_samples(
+def result_pages(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per (result page, shown product): its position and whether it was clicked.
+
+    A result page is the (user_id, session_id, query) triple; the query is ``query_id`` when
+    logged, else the query text. A click whose product has no impression on the page is kept
+    at its own logged position (position 1 if it has none, so it gets weight 1). Events that
+    cannot be placed (see :data:`SKIP_REASONS`) are left out; :func:`feedback_samples` counts
+    them.
+
+    Args:
+        events: columns ``event, product_id, position, query`` and optionally ``query_id,
+            user_id, session_id`` (e.g. :func:`shopaug.feedback.store.events_frame`).
+
+    Returns:
+        DataFrame with :data:`PAGE_COLUMNS` (``position`` int64, ``clicked`` bool), sorted by
+        page then position.
+    """
+    return _result_pages(events, {})
+
+
+def feedback_samples(
     events: pd.DataFrame,
     position_model: PositionBiasModel | None = None,
     *,
     max_weight: float = 10.0,
-) -> pd.DataFrame:
-    """Training samples from logged events: clicks positive, skip-above negatives, IPW weights.
+) -> FeedbackSamples:
+    """:func:`click_samples` plus the count of events skipped, by reason (logged).
 
-    Rows of the same (query, product, label) are merged: ``weight`` is the sum of their
-    weights and ``rank`` the best position they were shown at.
-
-    Args:
-        events: logged events (see :func:`result_pages`).
-        position_model: examination propensities; default ``PositionBiasModel.power_law(1.0)``.
-        max_weight: clip of ``1 / propensity``.
-
-    Returns:
-        DataFrame with the samples.parquet columns (``method="feedback"``, ``source="clicks"``,
-        ``score`` NaN, ``seed`` -1) plus ``weight`` (float64), sorted by query id, label
-        (positives first), rank and product id.
+    Every log the service accepts goes through: clicks without impressions (positives at
+    their own position, no negatives), impressions without clicks (nothing, counted), events
+    with no query (counted), one event per session, the same position twice.
     """
     if max_weight < 1.0:
         raise ValueError(f"max_weight is {max_weight}; expected 1 or more")
     model = position_model or PositionBiasModel.power_law(1.0)
-    pages = result_pages(events)
+    skipped: dict[str, int] = {}
+    pages = _result_pages(events, skipped)
+    for reason, count in sorted(skipped.items()):
+        logger.info("%d of %d events give no sample: %s", count, len(events), SKIP_REASONS[reason])
     rows: list[dict[str, object]] = []
     for _, page in pages.groupby("page", sort=True):
         clicked = page[page["clicked"]]
@@ -270,12 +340,12 @@ def click_samples(
         for row in clicked.itertuples(index=False):
             position = int(row.position)  # type: ignore[arg-type]
             rows.append(_row(row, 1, model.weight(position, max_weight)))
-        skipped = page[(~page["clicked"]) & (page["position"] < lowest_click)]
-        for row in skipped.itertuples(index=False):
+        skipped_above = page[(~page["clicked"]) & (page["position"] < lowest_click)]
+        for row in skipped_above.itertuples(index=False):
             rows.append(_row(row, 0, 1.0))
     columns = [*SAMPLE_COLUMNS, "weight"]
     if not rows:
-        return _typed(pd.DataFrame(columns=columns))
+        return FeedbackSamples(_typed(pd.DataFrame(columns=columns)), skipped)
     frame = pd.DataFrame(rows)
     merged = (
         frame.groupby(["query_id", "product_id", "label"], sort=False)
@@ -290,7 +360,32 @@ def click_samples(
     merged = merged.sort_values(
         ["query_id", "label", "rank", "product_id"], ascending=[True, False, True, True]
     )
-    return _typed(merged[columns].reset_index(drop=True))
+    return FeedbackSamples(_typed(merged[columns].reset_index(drop=True)), skipped)
+
+
+def click_samples(
+    events: pd.DataFrame,
+    position_model: PositionBiasModel | None = None,
+    *,
+    max_weight: float = 10.0,
+) -> pd.DataFrame:
+    """Training samples from logged events: clicks positive, skip-above negatives, IPW weights.
+
+    Rows of the same (query, product, label) are merged: ``weight`` is the sum of their
+    weights and ``rank`` the best position they were shown at. Events that give no sample
+    are counted and logged (:func:`feedback_samples` returns the counts).
+
+    Args:
+        events: logged events (see :func:`result_pages`).
+        position_model: examination propensities; default ``PositionBiasModel.power_law(1.0)``.
+        max_weight: clip of ``1 / propensity``.
+
+    Returns:
+        DataFrame with the samples.parquet columns (``method="feedback"``, ``source="clicks"``,
+        ``score`` NaN, ``seed`` -1) plus ``weight`` (float64), sorted by query id, label
+        (positives first), rank and product id.
+    """
+    return feedback_samples(events, position_model, max_weight=max_weight).samples
 
 
 def _row(row: object, label: int, weight: float) -> dict[str, object]:
