@@ -22,6 +22,17 @@ from shopaug.index.vector import (
 DIM = 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    """Small indexes build fastest on one thread (OpenMP on busy cores only waits)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 def clustered(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2000 unit vectors in 50 tight clusters of 40, and one query near each cluster centre:
     a query's 10 exact neighbours all sit in its cluster."""

@@ -82,11 +82,8 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows and scores per query, each (n_queries, k), best first; -1 pads."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        queries, rows, scores, k_eff = _prepare(queries, k, self.size)
         n = queries.shape[0]
-        rows = np.full((n, k), -1, dtype=np.int64)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        k_eff = min(k, self.size)
         if n == 0 or k_eff == 0:
             return rows, scores
         for start in range(0, n, self.chunk_size):
@@ -98,6 +95,17 @@ class VectorIndex:
             rows[start : start + len(chunk), :k_eff] = found_rows
             scores[start : start + len(chunk), :k_eff] = found_scores
         return rows, scores
+
+
+def _prepare(
+    queries: np.ndarray, k: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Queries as a contiguous float32 matrix, result arrays padded with -1 / -inf, and the
+    number of results a catalog of ``size`` can give."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    rows = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+    return queries, rows, scores, min(k, size)
 
 
 def _numpy_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,16 +223,16 @@ class AnnIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows and scores per query, each (n_queries, k), best first; -1 pads."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        import faiss
+
+        queries, rows, scores, k_eff = _prepare(queries, k, self.size)
         n = queries.shape[0]
-        rows = np.full((n, k), -1, dtype=np.int64)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        k_eff = min(k, self.size)
         if n == 0 or k_eff == 0:
             return rows, scores
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = max(self.config.ef_search, k_eff)
-        found_scores, found_rows = self._index.search(queries, k_eff)
+        params = None
+        if self.kind == "hnsw":  # per call, so concurrent requests with other k do not race
+            params = faiss.SearchParametersHNSW(efSearch=max(self.config.ef_search, k_eff))
+        found_scores, found_rows = self._index.search(queries, k_eff, params=params)
         found = found_rows >= 0
         rows[:, :k_eff] = np.where(found, found_rows, -1)
         scores[:, :k_eff] = np.where(found, found_scores, -np.inf)
