@@ -78,6 +78,10 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--command", required=True, help="the command that made the run")
     parser.add_argument("--section", default="ablation")
+    parser.add_argument("--title", default="Ablation: which samples help")
+    parser.add_argument(
+        "--note", type=Path, help="a Markdown file whose text goes under the section's title"
+    )
     args = parser.parse_args()
     metrics = json.loads((args.run_dir / "metrics.json").read_text())
     config_text = (args.run_dir / "config.yaml").read_text()
@@ -88,8 +92,9 @@ def main() -> None:
     reranker = metrics.get("reranker") or {}
     served = metrics.get("served") or {}
     lines = [
-        f"## Ablation: which samples help ({metrics['dataset']})",
+        f"## {args.title} ({metrics['dataset']})",
         "",
+        *([args.note.read_text().strip(), ""] if args.note else []),
         f"{trained} of {folds} query-level folds, {metrics['queries']['test']} test queries "
         f"and {metrics['queries']['validation']} validation queries (carved from each fold's "
         f"training side) in all. Tower: `{metrics['tower']}`; training: "
@@ -105,13 +110,16 @@ def main() -> None:
     ]
     if reranker:
         lines += [
-            f"Reranker (cross-encoder over the top {config['reranker']['top_k']} of "
+            f"Reranker ({config['reranker'].get('kind', 'cross-encoder')} over the top "
+            f"{config['reranker']['top_k']} of "
             f"{reranker['first_stage']}): validation NDCG@10 {reranker['validation_reranked']:.4f} "
             f"against {reranker['validation_first_stage']:.4f} for its first stage, so it is "
             f"{'served' if reranker['served'] else 'not served'}.",
             "",
         ]
-    if served:
+    if served.get("note"):
+        lines += [f"Served `model/`: {served['note']}.", ""]
+    elif served:
         lines += [
             f"Served `model/`: {served.get('row')} retrained on all {served.get('queries')} "
             f"judged queries for {served.get('epochs')} epoch(s) (the median of the folds' best "

@@ -94,3 +94,25 @@ def test_reranker_kind_is_checked() -> None:
     assert config.reranker.kind == "lambdamart"
     with pytest.raises(ConfigError, match=r"reranker\.kind must be one of"):
         parse_run_config({"reranker": {"kind": "oracle"}}, source="t")
+
+
+def test_class_prior_counts_training_judgments_and_leaves_a_query_out() -> None:
+    from shopaug.retrieval.rerank_features import ClassPrior
+
+    prior = ClassPrior(
+        [
+            ("blue sofa", "Sofas", 2.0),
+            ("blue sofa", "Lamps", 1.0),
+            ("sofa bed", "Sofas", 2.0),
+        ]
+    )
+    # "blue": 3 in all, 2 in Sofas; "sofa": 5 in all, 4 in Sofas -> mean(2/3, 4/5)
+    assert prior.score("blue sofa", "Sofas") == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert prior.score("green chair", "Sofas") == 0.0
+    # without its own judgments, "blue sofa" only knows "sofa bed": "blue" unseen, "sofa" 2/2
+    assert prior.score("blue sofa", "Sofas", leave_out=True) == pytest.approx((0 + 1) / 2)
+    assert prior.score("blue sofa", "Lamps", leave_out=True) == pytest.approx(0.0)
+    column = FEATURE_NAMES.index("class_prior")
+    features = builder().matrix("blue sofa", np.ones(4) / 2, ["p1", "p3"], prior=prior)
+    assert features[0, column] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert features[1, column] == pytest.approx((1 / 3 + 1 / 5) / 2)

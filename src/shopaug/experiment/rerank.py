@@ -108,9 +108,11 @@ def lambdamart_reranking(
 ) -> tuple[Run, Run]:
     """Train a :class:`~shopaug.models.ltr_reranker.LambdaMartReranker` on the fold's training
     queries (graded judgments of the zero-shot hybrid's top ``top_k``; unjudged products count
-    as grade 0) and rerank the top ``top_k`` of ``first_stage``'s (validation, test) runs."""
+    as grade 0; the category prior from the same training queries, each query's own judgments
+    left out of its features) and rerank the top ``top_k`` of ``first_stage``'s (validation,
+    test) runs."""
     from shopaug.models.ltr_reranker import LambdaMartReranker, LambdaMartSettings
-    from shopaug.retrieval.rerank_features import FEATURE_NAMES
+    from shopaug.retrieval.rerank_features import FEATURE_NAMES, ClassPrior
 
     settings = run.config.reranker
     top_k = settings.top_k
@@ -118,6 +120,12 @@ def lambdamart_reranking(
     encoder = run.item_encoder()
     train_ids = list(run.scored(fold.train_ids))
     candidates = _hybrid_candidates(run, train_ids, top_k)
+    prior = ClassPrior(
+        (run.dataset.query_by_id[qid].text, builder.leaf(pid), float(gain))
+        for qid in train_ids
+        for pid, gain in run.qrels.get(qid, {}).items()
+        if gain > 0 and pid in run.dataset.product_index
+    )
     vectors = dict(zip(train_ids, encoder.encode(run.query_texts(train_ids))))
     blocks: list[np.ndarray] = []
     gains: list[int] = []
@@ -127,7 +135,7 @@ def lambdamart_reranking(
         if not products:
             continue
         text = run.dataset.query_by_id[qid].text
-        blocks.append(builder.matrix(text, vectors[qid], products))
+        blocks.append(builder.matrix(text, vectors[qid], products, prior=prior, leave_out=True))
         judged = run.qrels.get(qid, {})
         gains.extend(int(max(0, min(2, judged.get(pid, 0)))) for pid in products)
         groups.append(len(products))
@@ -151,7 +159,10 @@ def lambdamart_reranking(
         for qid, ranked in first.items():
             head = ranked[:top_k]
             features = builder.matrix(
-                run.dataset.query_by_id[qid].text, query_vectors[qid], [pid for pid, _ in head]
+                run.dataset.query_by_id[qid].text,
+                query_vectors[qid],
+                [pid for pid, _ in head],
+                prior=prior,
             )
             reranked[qid] = reranker.rerank(head, features) + ranked[top_k:]
         return reranked

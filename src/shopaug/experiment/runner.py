@@ -440,8 +440,11 @@ def _rerank(
     )
     for fold in folds:
         if kind == "lambdamart":
+            from shopaug.retrieval.rerank_features import FEATURE_NAMES
+
             parts: tuple[Any, ...] = (
                 "reranker-lambdamart",
+                FEATURE_NAMES,
                 asdict(config.reranker),
                 config.text_fields,
                 config.model,

@@ -18,6 +18,8 @@ candidate by signals that need no training and are cheap on a CPU:
 ``class_consensus_dense``  the same share among the 10 candidates closest under the encoder
 ``query_terms``        number of query terms
 ``title_terms``        number of title terms
+``class_prior``        how often training queries with the query's terms had relevant products
+                       in the product's leaf category (:class:`ClassPrior`; 0 without one)
 =====================  =====================================================================
 
 Terms are lower-cased alphanumeric tokens with a trailing plural ``s`` removed.
@@ -26,7 +28,8 @@ Terms are lower-cased alphanumeric tokens with a trailing plural ``s`` removed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +52,7 @@ FEATURE_NAMES = (
     "class_consensus_dense",
     "query_terms",
     "title_terms",
+    "class_prior",
 )
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -70,6 +74,44 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.float64)
     ranks[order] = np.arange(len(values))
     return ranks
+
+
+class ClassPrior:
+    """Which leaf categories the training queries' relevant products are in, by query term.
+
+    ``score(query, leaf)`` is the mean over the query's terms ``t`` of ``n(t, leaf) / n(t)``:
+    ``n(t)`` is the gain-weighted count of relevant (query, product) judgments of training
+    queries containing ``t``, ``n(t, leaf)`` of those in ``leaf`` (a term never seen gives 0).
+    Built from training queries only; ``leave_out`` removes one training query's own
+    judgments, so that its features do not contain its label.
+
+    Args:
+        judged: ``(query text, leaf category, gain)`` of the training queries' relevant products.
+    """
+
+    def __init__(self, judged: Iterable[tuple[str, str, float]]) -> None:
+        self._total: Counter[str] = Counter()
+        self._by_leaf: dict[str, Counter[str]] = defaultdict(Counter)
+        self._own: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for query, leaf, gain in judged:
+            self._own[query].append((leaf, gain))
+            for term in terms(query):
+                self._total[term] += gain
+                self._by_leaf[term][leaf] += gain
+
+    def score(self, query: str, leaf: str, *, leave_out: bool = False) -> float:
+        words = terms(query)
+        if not words or not leaf:
+            return 0.0
+        own = self._own.get(query, []) if leave_out else []
+        own_total = sum(g for _, g in own)
+        own_leaf = sum(g for item, g in own if item == leaf)
+        shares = []
+        for term in words:
+            total = self._total.get(term, 0.0) - own_total
+            in_leaf = self._by_leaf[term].get(leaf, 0.0) - own_leaf if term in self._by_leaf else 0
+            shares.append(in_leaf / total if total > 0 else 0.0)
+        return float(np.mean(shares))
 
 
 @dataclass
@@ -95,9 +137,22 @@ class RerankFeatures:
         self._text_terms = [terms(t) for t in self.texts]
         self._leaf = [p.category[-1] if p.category else "" for p in products]
 
-    def matrix(self, query: str, query_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+    def leaf(self, product_id: str) -> str:
+        """The product's leaf category ("" without one)."""
+        return self._leaf[self._row[product_id]]
+
+    def matrix(
+        self,
+        query: str,
+        query_vector: np.ndarray,
+        candidates: Sequence[str],
+        *,
+        prior: ClassPrior | None = None,
+        leave_out: bool = False,
+    ) -> np.ndarray:
         """Features of ``candidates`` (product ids, first-stage order) for ``query``:
-        ``(len(candidates), len(FEATURE_NAMES))``."""
+        ``(len(candidates), len(FEATURE_NAMES))``; ``leave_out`` for a query the ``prior``
+        was built from."""
         n = len(candidates)
         if n == 0:
             return np.zeros((0, len(FEATURE_NAMES)))
@@ -126,5 +181,7 @@ class RerankFeatures:
             features[i, 10] = sum(x == leaf for x in listed) / len(listed) if leaf else 0.0
             features[i, 11] = sum(x == leaf for x in by_dense) / len(by_dense) if leaf else 0.0
             features[i, 13] = len(title)
+            if prior is not None:
+                features[i, 14] = prior.score(query, leaf, leave_out=leave_out)
         features[:, 12] = len(words)
         return features
