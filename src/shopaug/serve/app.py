@@ -14,14 +14,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopaug.errors import require
 from shopaug.feedback.store import FeedbackStore
+from shopaug.serve import input_checks
 from shopaug.serve.backend import BackendLoader
 from shopaug.serve.deps import Runtime
 from shopaug.serve.metrics import BodyLimitMiddleware, MetricsMiddleware, ServiceMetrics
+from shopaug.serve.openapi import complete_openapi
 from shopaug.serve.routes import admin, ads, feedback, health, recommend, search
+from shopaug.serve.schemas import error_responses
 from shopaug.serve.settings import Settings
 from shopaug.serve.state import ModelHolder, ModelLoadError
 
@@ -97,15 +102,25 @@ def create_app(settings: Settings, loader: BackendLoader) -> FastAPI:
         title="shopaug",
         summary="Product search and recommendations with feedback logging.",
         lifespan=_lifespan,
+        responses=error_responses(400, 408, 415),
     )
     app.state.runtime = Runtime(
         settings=settings,
         holder=ModelHolder(loader, settings.pointer, settings.run_dir, on_swap=on_swap),
         metrics=metrics,
     )
+    # Outermost last: metrics, then the body deadline, the size limit, the raw-byte checks.
+    app.add_middleware(input_checks.RawInputMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        input_checks.BodyReadTimeoutMiddleware,
+        seconds=input_checks.BODY_READ_TIMEOUT_SECONDS,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, _store_unavailable)
+    app.add_exception_handler(RequestValidationError, input_checks.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, input_checks.http_error_handler)
+    complete_openapi(app, settings)
     for router in (search.router, recommend.router, feedback.router, health.router, admin.router):
         app.include_router(router)
     app.include_router(ads.router)  # ad ranking by calibrated CTR (routes/ads.py)

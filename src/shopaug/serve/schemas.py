@@ -1,29 +1,38 @@
 """Request and response bodies of the service (they make its OpenAPI schema).
 
-Hard caps here protect the parser; the configurable limits of :class:`Settings` are checked in
-the handlers, which answer 422 naming the field.
+Request models are strict: every string is valid Unicode without control characters
+(:mod:`shopaug.serve.text_fields`), integers are JSON integers (``true`` or ``2.0`` is not a
+``k``), numbers are finite. Hard caps here protect the parser; the configurable limits of
+:class:`Settings` are checked in the handlers, which answer 422 naming the field, and written
+into the OpenAPI schema by :mod:`shopaug.serve.openapi`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shopaug.serve.backend import Hit
+from shopaug.serve.text_fields import Identifier, IdentifierOrEmpty, QueryText, ServerPath
 
-Identifier = Field(min_length=1, max_length=200)
 EventName = Literal["impression", "click", "add_to_cart", "purchase"]
+#: ``k`` of /search and /recommend: a JSON integer (no bool, no float), range from Settings.
+StrictK = Annotated[int, Field(strict=True, description="Number of results, 1 to Settings.max_k.")]
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(description="Query text (at most Settings.max_query_chars characters).")
-    k: int = Field(10, description="Number of results, 1 to Settings.max_k.")
-    filters: dict[str, str] | None = Field(None, description="Field -> required value.")
+    query: QueryText = Field(
+        description="Query text (at most Settings.max_query_chars characters)."
+    )
+    k: StrictK = 10
+    filters: dict[Identifier, QueryText] | None = Field(
+        None, description="Field -> required value."
+    )
 
 
 class Result(BaseModel):
@@ -50,13 +59,13 @@ class SearchResponse(BaseModel):
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    history: list[str] | None = Field(
+    history: list[Identifier] | None = Field(
         None, description="Product ids the user interacted with, oldest first."
     )
-    session_id: str | None = Field(
-        None, max_length=200, description="Use the session's logged clicks/carts/purchases."
+    session_id: IdentifierOrEmpty | None = Field(
+        None, description="Use the session's logged clicks/carts/purchases."
     )
-    k: int = Field(10, description="Number of items, 1 to Settings.max_k.")
+    k: StrictK = 10
 
 
 class RecommendResponse(BaseModel):
@@ -71,13 +80,19 @@ class FeedbackEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: EventName
-    product_id: str = Identifier
-    query: str | None = Field(None, description="At most Settings.max_query_chars characters.")
-    query_id: str | None = Field(None, max_length=200)
-    position: int | None = Field(None, ge=1, le=100_000, description="1-based rank shown.")
-    user_id: str | None = Field(None, max_length=200)
-    session_id: str | None = Field(None, max_length=200)
-    timestamp: float | None = Field(None, ge=0, description="Client time, Unix seconds.")
+    product_id: Identifier
+    query: QueryText | None = Field(
+        None, description="At most Settings.max_query_chars characters."
+    )
+    query_id: IdentifierOrEmpty | None = None
+    position: int | None = Field(
+        None, ge=1, le=100_000, strict=True, description="1-based rank shown."
+    )
+    user_id: IdentifierOrEmpty | None = None
+    session_id: IdentifierOrEmpty | None = None
+    timestamp: float | None = Field(
+        None, ge=0, strict=True, description="Client time, Unix seconds."
+    )
 
     @field_validator("timestamp")
     @classmethod
@@ -105,7 +120,7 @@ class FeedbackAck(BaseModel):
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = Field(min_length=1, description="Model directory on the server.")
+    model_dir: ServerPath = Field(description="Model directory on the server.")
 
 
 class ModelSwap(BaseModel):
@@ -133,12 +148,15 @@ class Detail(BaseModel):
 
 
 _MEANING = {
-    400: "The body is not parseable JSON.",
+    400: "The body is not UTF-8 JSON (bytes that are not UTF-8, a duplicate key, NaN or "
+    "Infinity, nesting too deep), or a query parameter is not UTF-8.",
+    408: "The request body did not arrive in time (the connection is closed).",
     401: "Missing or malformed admin token.",
     403: "Wrong admin token.",
     404: "Admin routes disabled, or nothing logged for the session.",
     409: "Idempotency-Key reused with a different body.",
     413: "Request body larger than max_body_bytes.",
+    415: "The body is not sent as Content-Type: application/json (UTF-8).",
     503: "No model loaded yet, or the feedback store is unavailable, or the feedback write "
     "queue is full; nothing was written. Retry after the Retry-After header's seconds.",
     507: "The feedback database or its disk is full; nothing was written. Retry after the "
