@@ -12,6 +12,7 @@ from shopaug.eval.calibration import (
     reliability_bins,
     reliability_chart,
     roc_auc,
+    summarize_probabilities,
 )
 
 
@@ -81,3 +82,13 @@ def test_reliability_chart_is_svg_with_one_line_per_model() -> None:
     chart = reliability_chart({"model a": table, "model b": table}, title="Reliability")
     assert chart.startswith('<svg data-plot="reliability"')
     assert "model a" in chart and "model b" in chart and "<title>Reliability</title>" in chart
+
+
+def test_summary_holds_each_metric_inside_its_interval() -> None:
+    y, p = _rare_clicks(n=1000)
+    summary = summarize_probabilities(labels=y, probabilities=p, n_resamples=100, seed=2)
+    assert summary["auc"]["mean"] == roc_auc(labels=y, scores=p)
+    for name in ("auc", "log_loss", "ece"):
+        low, high = summary[name]["ci95"]
+        assert low <= summary[name]["mean"] <= high
+    assert summary["mean_predicted"] == pytest.approx(p.mean())

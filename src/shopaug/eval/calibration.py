@@ -170,6 +170,40 @@ def bootstrap_metric(
     return float(low), float(high)
 
 
+def summarize_probabilities(
+    *,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    bins: int = 10,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """AUC, mean log loss and ECE, each ``{"mean": value, "ci95": [low, high]}`` with a
+    :func:`bootstrap_metric` interval, and ``mean_predicted``."""
+
+    def auc(y: np.ndarray, p: np.ndarray) -> float:
+        return roc_auc(labels=y, scores=p)
+
+    def loss(y: np.ndarray, p: np.ndarray) -> float:
+        return float(log_losses(labels=y, probabilities=p).mean())
+
+    def ece(y: np.ndarray, p: np.ndarray) -> float:
+        return expected_calibration_error(labels=y, probabilities=p, bins=bins)
+
+    out: dict[str, Any] = {}
+    for name, metric in (("auc", auc), ("log_loss", loss), ("ece", ece)):
+        low, high = bootstrap_metric(
+            metric,
+            labels=labels,
+            probabilities=probabilities,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        out[name] = {"mean": metric(labels, probabilities), "ci95": [low, high]}
+    out["mean_predicted"] = float(np.mean(probabilities))
+    return out
+
+
 _STYLE: Any = {"svg.fonttype": "none", "svg.hashsalt": "shopaug-report", "text.parse_math": False}
 
 
@@ -216,4 +250,5 @@ __all__ = [
     "reliability_bins",
     "reliability_chart",
     "roc_auc",
+    "summarize_probabilities",
 ]

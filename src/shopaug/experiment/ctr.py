@@ -152,39 +152,6 @@ def load_split(config: CtrRunConfig) -> tuple[Split, dict[str, Any]]:
     return split, data
 
 
-def _with_ci(value: float, interval: tuple[float, float]) -> dict[str, Any]:
-    return {"mean": value, "ci95": list(interval)}
-
-
-def score_predictions(
-    labels: np.ndarray, predicted: np.ndarray, config: CtrRunConfig
-) -> dict[str, Any]:
-    """AUC, log loss and ECE of test predictions, each with a bootstrap interval."""
-    bins = config.calibration_bins
-
-    def auc(y: np.ndarray, p: np.ndarray) -> float:
-        return calibration.roc_auc(labels=y, scores=p)
-
-    def loss(y: np.ndarray, p: np.ndarray) -> float:
-        return float(calibration.log_losses(labels=y, probabilities=p).mean())
-
-    def ece(y: np.ndarray, p: np.ndarray) -> float:
-        return calibration.expected_calibration_error(labels=y, probabilities=p, bins=bins)
-
-    out = {}
-    for name, metric in (("auc", auc), ("log_loss", loss), ("ece", ece)):
-        interval = calibration.bootstrap_metric(
-            metric,
-            labels=labels,
-            probabilities=predicted,
-            n_resamples=config.bootstrap,
-            seed=config.seed,
-        )
-        out[name] = _with_ci(metric(labels, predicted), interval)
-    out["mean_predicted"] = float(predicted.mean())
-    return out
-
-
 def _ope_terms(
     model: CtrModel | None, logs: list[BanditLog], config: CtrRunConfig, policy: str
 ) -> dict[str, np.ndarray]:
@@ -241,16 +208,31 @@ def _ope_terms(
 
 def off_policy_estimates(terms: Mapping[str, np.ndarray], config: CtrRunConfig) -> dict[str, Any]:
     """IPS, SNIPS and (with DR terms) DR with bootstrap intervals, and the mean weight."""
-    boot = {"n_resamples": config.bootstrap, "seed": config.seed}
+
+    def estimate(numerators: np.ndarray, denominators: np.ndarray | None = None) -> Any:
+        return off_policy.bootstrap_estimate(
+            numerators, denominators, n_resamples=config.bootstrap, seed=config.seed
+        ).as_dict()
+
     out = {
-        "ips": off_policy.bootstrap_estimate(terms["ips"], **boot).as_dict(),
-        "snips": off_policy.bootstrap_estimate(terms["ips"], terms["weights"], **boot).as_dict(),
+        "ips": estimate(terms["ips"]),
+        "snips": estimate(terms["ips"], terms["weights"]),
         "mean_weight": float(terms["weights"].mean()),
         "rounds_with_weight": int((terms["weights"] > 0).sum()),
     }
     if "dr" in terms:
-        out["dr"] = off_policy.bootstrap_estimate(terms["dr"], **boot).as_dict()
+        out["dr"] = estimate(terms["dr"])
     return out
+
+
+def _score(labels: np.ndarray, predicted: np.ndarray, config: CtrRunConfig) -> dict[str, Any]:
+    return calibration.summarize_probabilities(
+        labels=labels,
+        probabilities=predicted,
+        bins=config.calibration_bins,
+        n_resamples=config.bootstrap,
+        seed=config.seed,
+    )
 
 
 def _variant_name(settings: CtrSettings) -> str:
@@ -291,7 +273,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
         {
             "name": "base rate (constant)",
             "kind": "baseline",
-            **score_predictions(test_labels, constant, config),
+            **_score(test_labels, constant, config),
         }
     ]
     curves = {}
@@ -309,7 +291,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             "kind": "model",
             "settings": {k: v for k, v in asdict(settings).items() if k != "estimator"},
             "validation_log_loss": float(valid_loss),
-            **score_predictions(test_labels, predicted, config),
+            **_score(test_labels, predicted, config),
             "ope": off_policy_estimates(_ope_terms(model, random_test, config, "softmax"), config),
             "seconds": round(time.perf_counter() - tick, 2),
         }
