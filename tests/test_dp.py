@@ -226,3 +226,30 @@ def test_full_tower_fit_refuses_privacy(tmp_path: Path) -> None:
             config(noise_multiplier=1.0),
             run_dir=tmp_path,
         )
+
+
+def test_a_run_config_with_privacy_needs_the_query_tower() -> None:
+    from shopaug.experiment.config import parse_run_config
+
+    privacy = {"enabled": True, "target_epsilon": 8.0}
+    config = parse_run_config({"tower": "query", "train": {"privacy": privacy}}, source="t.yaml")
+    assert TrainConfig(**config.train).privacy.target_epsilon == 8.0
+    with pytest.raises(ConfigError, match=r"t.yaml: train.privacy \(DP-SGD\) needs tower: query"):
+        parse_run_config({"tower": "full", "train": {"privacy": privacy}}, source="t.yaml")
+    with pytest.raises(ConfigError, match="item_adapter: false"):
+        parse_run_config(
+            {"tower": "query", "item_adapter": True, "train": {"privacy": privacy}},
+            source="t.yaml",
+        )
+
+
+def test_the_manifest_carries_the_guarantee(tmp_path: Path) -> None:
+    from shopaug.manifest import write_manifest
+
+    report = {"epsilon": 7.9, "delta": 1e-5, "accountant": "rdp"}
+    path = write_manifest(
+        tmp_path, command="t", config={}, data={}, seeds={}, timings={}, privacy=report
+    )
+    assert json.loads(path.read_text())["privacy"] == report
+    plain = write_manifest(tmp_path, command="t", config={}, data={}, seeds={}, timings={})
+    assert "privacy" not in json.loads(plain.read_text())

@@ -111,7 +111,10 @@ def write_manifest(
     timings: Mapping[str, float],
     metrics: Mapping[str, Any] | None = None,
     models: Mapping[str, str] | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> Path:
+    """Write ``manifest.json``; ``privacy`` (the served model's DP-SGD guarantee: epsilon,
+    delta, accountant, ...) is added when the model was trained with differential privacy."""
     payload = {
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -129,4 +132,6 @@ def write_manifest(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "metrics": dict(metrics or {}),
     }
+    if privacy is not None:
+        payload["privacy"] = dict(privacy)
     return write_json(run_dir / MANIFEST, payload)

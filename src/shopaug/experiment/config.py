@@ -265,6 +265,13 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
         from_mapping(SamplerConfig, row.sampler, section=f"{source}: {row.name}: sampler")
         if row.sampled_negatives < 1:
             raise ConfigError(f"{source}: {row.name}: sampled_negatives must be at least 1")
+    privacy = config.train.get("privacy") or {}
+    private = isinstance(privacy, dict) and bool(privacy.get("enabled"))
+    if private and (config.tower != "query" or config.item_adapter):
+        raise ConfigError(
+            f"{source}: train.privacy (DP-SGD) needs tower: query and item_adapter: false; "
+            f"got tower {config.tower!r}, item_adapter {config.item_adapter}"
+        )
     if config.folds < 2:
         raise ConfigError(f"{source}: folds must be at least 2")
     if not 0 < config.validation_fraction < 1:

@@ -193,6 +193,7 @@ def _run_pipeline(
         timings=timings,
         metrics={e["name"]: e["metrics"]["ndcg@10"]["mean"] for e in result["ablation"]},
         models={"served": served_info.get("model_dir", ""), "base": config.model},
+        privacy=served_info.get("privacy"),
     )
     render(result, run.run_dir)
     return result
@@ -512,6 +513,11 @@ def _serve_model(
     model_dir = run.run_dir / "model"
     train_final_model(run, row, samples, epochs=epochs, out=model_dir)
     info.update({"model_dir": str(model_dir), "epochs": epochs, "queries": len(all_ids)})
+    from shopaug.train.dp import read_privacy
+
+    privacy = read_privacy(model_dir)  # a DP-SGD model's guarantee, for the manifest
+    if privacy is not None:
+        info["privacy"] = privacy
     if first_stage.kind == "fusion":
         fusion: dict[str, Any] = {"method": "rrf" if "(rrf)" in first_stage.name else "convex"}
         if fusion["method"] == "convex":

@@ -175,6 +175,20 @@ def freeze_for_privacy(model: torch.nn.Module, trainable_layers: int | None) -> 
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _freeze_unreached(
+    model: torch.nn.Module, group: QueryGroup, objective: MultiPositiveInfoNCELoss
+) -> int:
+    """Freeze trainable parameters that a query's loss does not reach (a module of the item
+    side, say): Opacus needs a per-example gradient for every parameter it updates. Which
+    parameters are reached depends on the model's structure, not on the group's data."""
+    per_example_losses(model, [group], objective).sum().backward()
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.grad is None:
+            parameter.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def noise_for(privacy: PrivacyConfig, *, sample_rate: float, steps: int) -> float:
     """The noise multiplier: the configured one, or the one that spends ``target_epsilon``."""
     if privacy.noise_multiplier is not None:
@@ -264,7 +278,9 @@ def fit_query_groups_private(
     sample_rate = min(1.0, config.batch_size / len(current))
     expected_batch = max(1, round(sample_rate * len(current)))
     sigma = noise_for(privacy, sample_rate=sample_rate, steps=total_steps)
-    trainable = freeze_for_privacy(model, privacy.trainable_layers)
+    objective = MultiPositiveInfoNCELoss(temperature=config.temperature)
+    freeze_for_privacy(model, privacy.trainable_layers)
+    trainable = _freeze_unreached(model, current[0], objective)
     torch.manual_seed(config.seed)
     tracked = grad_sample.GradSampleModule(model, batch_first=True, loss_reduction="mean")
     optimizer = optimizers.DPOptimizer(
@@ -279,7 +295,6 @@ def fit_query_groups_private(
         optimizer, linear_schedule(total_steps, round(config.warmup_ratio * total_steps))
     )
     accountant = accountants.create_accountant(privacy.accountant)
-    objective = MultiPositiveInfoNCELoss(temperature=config.temperature)
     logger.info(
         "DP-SGD: %d groups, q=%.4f, sigma=%.3f, C=%.3g, %d steps, %d trainable parameters",
         len(current),
