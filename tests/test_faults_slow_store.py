@@ -7,6 +7,7 @@ exactly; no assertion depends on timing.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ pytest.importorskip("httpx")
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fault_injection import wait_until
+from fault_injection import SenderTally, record_figures, wait_until
 from shopaug.feedback.store import Acknowledgement, FeedbackEvent, FeedbackStore
 from shopaug.serve import Settings, create_app
 from shopaug.serve.deps import get_store
@@ -93,6 +94,9 @@ def test_full_queue_is_refused_at_once_and_bounded(tmp_path: Path) -> None:
     assert gated.entered == 3
     assert (queue.stats.peak_in_flight, queue.stats.peak_waiting) == (1, 2)
     assert queue.stats.rejected_full == 20
+    answers = Counter([*statuses.values(), *(response.status_code for response in flood)])
+    tally = SenderTally(acknowledged={key: [] for key in statuses}, statuses=answers)
+    record_figures("slow store: write queue full (1 in flight, 2 waiting)", tally, 3 - stored)
 
 
 def test_wait_for_a_slot_times_out_with_503(tmp_path: Path) -> None:

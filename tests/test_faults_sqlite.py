@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,3 +207,5 @@ def test_locked_database_times_out_with_503(tmp_path: Path) -> None:
     assert "locked" in refused.json()["detail"]
     assert retried.status_code == 200
     assert retried.json()["replayed"] is False  # the refused attempt wrote nothing
+    tally = SenderTally(acknowledged={"slow-1": []}, statuses=Counter([503, 200]))
+    record_figures("slow store: SQLite locked past the store timeout", tally, 0)
