@@ -253,3 +253,21 @@ def test_the_manifest_carries_the_guarantee(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["privacy"] == report
     plain = write_manifest(tmp_path, command="t", config={}, data={}, seeds={}, timings={})
     assert "privacy" not in json.loads(plain.read_text())
+
+
+class TowerWithItemModule(TinyTower):
+    """A module the query side never reaches (like an item encoder that is an nn.Module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Linear(DIM, DIM)
+
+
+def test_parameters_a_query_does_not_reach_are_frozen(tmp_path: Path) -> None:
+    model = TowerWithItemModule()
+    before = model.unused.weight.detach().clone()
+    train = config(noise_multiplier=1.0).model_copy(update={"epochs": 1})
+    result = fit_query_groups_private(model, groups(), train, run_dir=tmp_path, show_progress=False)
+    assert result.privacy is not None
+    assert result.privacy["trainable_parameters"] == DIM * DIM  # the query map only
+    assert torch.equal(model.unused.weight, before)
