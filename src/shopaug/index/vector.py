@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -223,7 +223,7 @@ class AnnIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows and scores per query, each (n_queries, k), best first; -1 pads."""
-        import faiss
+        faiss: Any = require("faiss", "train")  # its stubs lack SearchParametersHNSW
 
         queries, rows, scores, k_eff = _prepare(queries, k, self.size)
         n = queries.shape[0]
