@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopaug.data.records import Dataset, Product
+from shopaug.data.records import Product
 from shopaug.errors import ConfigError
 from shopaug.experiment.config import parse_run_config
 from shopaug.models.ltr_reranker import LambdaMartReranker, LambdaMartSettings
@@ -25,10 +25,9 @@ PRODUCTS = [
 
 
 def builder() -> RerankFeatures:
-    dataset = Dataset(name="tiny", products=PRODUCTS, queries=[], judgments=[], gains={})
     texts = [f"{p.title} {' '.join(p.category)}" for p in PRODUCTS]
     vectors = np.eye(4)  # product i is the unit vector e_i
-    return RerankFeatures(dataset, texts, vectors)
+    return RerankFeatures(PRODUCTS, texts, vectors)
 
 
 def test_terms_lowercase_and_drop_plural_s() -> None:
@@ -116,3 +115,115 @@ def test_class_prior_counts_training_judgments_and_leaves_a_query_out() -> None:
     features = builder().matrix("blue sofa", np.ones(4) / 2, ["p1", "p3"], prior=prior)
     assert features[0, column] == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert features[1, column] == pytest.approx((1 / 3 + 1 / 5) / 2)
+
+
+class _FixedEncoder:
+    """Every query lands nearest p4 (the oak table), then p1, p2, p3."""
+
+    id = "fixed"
+    dim = 4
+
+    def encode(self, texts, *, show_progress: bool = False) -> np.ndarray:
+        return np.tile(np.array([0.3, 0.2, 0.1, 0.9], dtype=np.float32), (len(texts), 1))
+
+
+def _title_reranker(tmp_path: Path):
+    """A reranker trained to put products whose title holds every query term first."""
+    from shopaug.retrieval.rerank_features import ClassPrior
+    from shopaug.retrieval.reranking import FeatureReranker, save_feature_reranker
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, len(FEATURE_NAMES)))
+    column = FEATURE_NAMES.index("all_in_title")
+    features[:, column] = rng.integers(0, 2, size=400)
+    gains = 2 * features[:, column].astype(int)
+    model = LambdaMartReranker(
+        LambdaMartSettings(trees=30, leaves=4, min_data_in_leaf=5), feature_names=FEATURE_NAMES
+    )
+    model.fit(features, gains, [20] * 20)
+    prior = ClassPrior([("blue sofa", "Sofas", 2.0)])
+    folder = save_feature_reranker(tmp_path / "reranker", model, prior, top_k=3)
+    texts = [f"{p.title} {' '.join(p.category)}" for p in PRODUCTS]
+    return FeatureReranker.load(folder, PRODUCTS, texts, np.eye(4, dtype=np.float32))
+
+
+def test_a_saved_reranker_round_trips_and_reorders_only_its_top_k(tmp_path: Path) -> None:
+    reranker = _title_reranker(tmp_path)
+    assert reranker.top_k == 3 and reranker.prior.judged == [("blue sofa", "Sofas", 2.0)]
+    ranked = [("p4", 0.9), ("p3", 0.8), ("p1", 0.7), ("p2", 0.1)]
+    reordered = reranker.rerank("blue velvet sofa", np.array([0, 0, 0, 1.0]), ranked)
+    assert reordered[0][0] == "p1"  # the only title with every query term
+    assert {pid for pid, _ in reordered[:3]} == {"p4", "p3", "p1"}
+    assert reordered[3] == ("p2", 0.1)  # beyond top_k: untouched
+
+
+def test_a_broken_reranker_folder_names_its_file(tmp_path: Path) -> None:
+    from shopaug.retrieval.reranking import FeatureReranker
+
+    (tmp_path / "reranker").mkdir()
+    (tmp_path / "reranker" / "reranker.json").write_text('{"top_k": "many"}', "utf-8")
+    with pytest.raises(ConfigError, match=r"reranker\.json"):
+        FeatureReranker.load(tmp_path / "reranker", PRODUCTS, ["a"] * 4, np.eye(4))
+
+
+def test_the_service_reranks_its_first_stage(tmp_path: Path) -> None:
+    from shopaug.serve.catalog_backend import CatalogBackend
+
+    vectors = np.eye(4, dtype=np.float32)
+    plain = CatalogBackend("v", PRODUCTS, vectors, _FixedEncoder(), query_cache_size=0)
+    assert [h.product_id for h in plain.search("blue velvet sofa", 2)] == ["p4", "p1"]
+    reranked = CatalogBackend(
+        "v",
+        PRODUCTS,
+        vectors,
+        _FixedEncoder(),
+        query_cache_size=0,
+        reranker=_title_reranker(tmp_path),
+    )
+    hits = reranked.search("blue velvet sofa", 2)
+    assert hits[0].product_id == "p1" and hits[0].title == "Blue Velvet Sofa"
+    assert len(hits) == 2
+    assert "reranked (lambdamart)" in reranked.ranking
+
+
+def test_a_run_that_chooses_the_reranker_serves_it(tmp_path: Path, monkeypatch) -> None:
+    """Whatever selection chose is what model/ serves: here the zero-shot hybrid + LambdaMART
+    (selection forced, since on the tiny demo data validation prefers BM25): the base encoder,
+    RRF fusion and the reranker trained on every judged query."""
+    import json
+
+    from shopaug.experiment import runner
+    from shopaug.experiment.tasks import read_config
+    from shopaug.retrieval.fusion import read_fusion
+    from shopaug.serve.catalog_backend import load_catalog_backend
+
+    gate = runner.gate_reranker
+    monkeypatch.setattr(
+        runner,
+        "select_system",
+        lambda systems, scored: next(s for s in systems if s.name == "zero-shot hybrid"),
+    )
+
+    def always_serve(first_stage, reranked, scored):
+        _, decision = gate(first_stage, reranked, scored)
+        return reranked, {**decision, "served": True}
+
+    monkeypatch.setattr(runner, "gate_reranker", always_serve)
+    mapping, _ = read_config("quick")
+    mapping.update(ablation=[], reranker={"enabled": True, "kind": "lambdamart", "top_k": 10})
+    mapping["reranker"].update(trees=20, leaves=4)
+    config = parse_run_config(mapping, source="test")
+    config.show_progress = False
+    result = runner.run_experiment(config, tmp_path / "run")
+    served = result["served"]
+    assert result["selected"]["system"] == "zero-shot hybrid + reranker (lambdamart)"
+    assert served["reranker"]["top_k"] == 10
+    model = tmp_path / "run" / "model"
+    assert (model / "reranker" / "lambdamart.txt").is_file()
+    fusion = read_fusion(model)
+    assert fusion is not None and fusion.method == "rrf"
+    backend = load_catalog_backend(model)
+    assert backend.reranker is not None and "reranked" in backend.ranking
+    hits = backend.search("sofa", 5)
+    assert len(hits) == 5 and len({h.product_id for h in hits}) == 5
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["served"] == served

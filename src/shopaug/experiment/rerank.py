@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,27 +99,24 @@ def _feature_builder(run: RunContext) -> Any:
 
     builder = getattr(run, "_rerank_features", None)
     if builder is None:
-        builder = RerankFeatures(run.dataset, run.catalog_texts, run.base_vectors())
+        builder = RerankFeatures(run.dataset.products, run.catalog_texts, run.base_vectors())
         run._rerank_features = builder  # type: ignore[attr-defined]
     return builder
 
 
-def lambdamart_reranking(
-    run: RunContext, fold: FoldContext, first_stage: tuple[Run, Run]
-) -> tuple[Run, Run]:
-    """Train a :class:`~shopaug.models.ltr_reranker.LambdaMartReranker` on the fold's training
-    queries (graded judgments of the zero-shot hybrid's top ``top_k``; unjudged products count
-    as grade 0; the category prior from the same training queries, each query's own judgments
-    left out of its features) and rerank the top ``top_k`` of ``first_stage``'s (validation,
-    test) runs."""
+def fit_lambdamart(run: RunContext, query_ids: Sequence[str]) -> Any:
+    """A :class:`~shopaug.retrieval.reranking.FeatureReranker` trained on ``query_ids``: graded
+    judgments of the zero-shot hybrid's top ``top_k`` (unjudged products count as grade 0) and
+    the category prior of the same queries, each query's own judgments left out of its
+    features."""
     from shopaug.models.ltr_reranker import LambdaMartReranker, LambdaMartSettings
     from shopaug.retrieval.rerank_features import FEATURE_NAMES, ClassPrior
+    from shopaug.retrieval.reranking import FeatureReranker
 
     settings = run.config.reranker
     top_k = settings.top_k
     builder = _feature_builder(run)
-    encoder = run.item_encoder()
-    train_ids = list(run.scored(fold.train_ids))
+    train_ids = list(run.scored(query_ids))
     candidates = _hybrid_candidates(run, train_ids, top_k)
     prior = ClassPrior(
         (run.dataset.query_by_id[qid].text, builder.leaf(pid), float(gain))
@@ -126,7 +124,7 @@ def lambdamart_reranking(
         for pid, gain in run.qrels.get(qid, {}).items()
         if gain > 0 and pid in run.dataset.product_index
     )
-    vectors = dict(zip(train_ids, encoder.encode(run.query_texts(train_ids))))
+    vectors = dict(zip(train_ids, run.item_encoder().encode(run.query_texts(train_ids))))
     blocks: list[np.ndarray] = []
     gains: list[int] = []
     groups: list[int] = []
@@ -139,33 +137,41 @@ def lambdamart_reranking(
         judged = run.qrels.get(qid, {})
         gains.extend(int(max(0, min(2, judged.get(pid, 0)))) for pid in products)
         groups.append(len(products))
-    reranker = LambdaMartReranker(
+    model = LambdaMartReranker(
         LambdaMartSettings(trees=settings.trees, leaves=settings.leaves),
         feature_names=FEATURE_NAMES,
         seed=run.config.seed,
     )
-    reranker.fit(np.vstack(blocks), np.array(gains), groups)
-    logger.info(
-        "fold %d: lambdamart reranker trained on %d queries, %d pairs",
-        fold.index,
-        len(groups),
-        len(gains),
-    )
+    model.fit(np.vstack(blocks), np.array(gains), groups)
+    logger.info("lambdamart reranker trained on %d queries, %d pairs", len(groups), len(gains))
+    return FeatureReranker(model, prior, top_k, builder)
+
+
+def lambdamart_reranking(
+    run: RunContext, fold: FoldContext, first_stage: tuple[Run, Run]
+) -> tuple[Run, Run]:
+    """LambdaMART trained on the fold's training queries (:func:`fit_lambdamart`) reranking
+    the top ``top_k`` of ``first_stage``'s (validation, test) runs."""
+    reranker = fit_lambdamart(run, fold.train_ids)
+    encoder = run.item_encoder()
 
     def rerank(first: Run) -> Run:
         ids = list(first)
         query_vectors = dict(zip(ids, encoder.encode(run.query_texts(ids))))
-        reranked: Run = {}
-        for qid, ranked in first.items():
-            head = ranked[:top_k]
-            features = builder.matrix(
-                run.dataset.query_by_id[qid].text,
-                query_vectors[qid],
-                [pid for pid, _ in head],
-                prior=prior,
-            )
-            reranked[qid] = reranker.rerank(head, features) + ranked[top_k:]
-        return reranked
+        return {
+            qid: reranker.rerank(run.dataset.query_by_id[qid].text, query_vectors[qid], ranked)
+            for qid, ranked in first.items()
+        }
 
     valid_run, test_run = first_stage
     return rerank(valid_run), rerank(test_run)
+
+
+def save_served_reranker(run: RunContext, directory: Path) -> dict[str, Any]:
+    """LambdaMART trained on every judged query, written to ``directory`` for the service."""
+    from shopaug.retrieval.reranking import save_feature_reranker
+
+    all_ids = [q.id for q in run.dataset.queries]
+    reranker = fit_lambdamart(run, all_ids)
+    save_feature_reranker(directory, reranker.model, reranker.prior, reranker.top_k)
+    return {"dir": str(directory), "queries": len(run.scored(all_ids)), "top_k": reranker.top_k}

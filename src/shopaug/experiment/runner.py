@@ -502,15 +502,20 @@ def _serve_model(
     row_name = first_stage.info.get("of", first_stage.name)
     row = next((r for r in config.ablation if r.name == row_name), None)
     info: dict[str, Any] = {"system": chosen.name, "row": row_name}
+    model_dir = run.run_dir / "model"
     if row is None:
-        info["note"] = f"{row_name} trains no model: the base model is what it serves"
+        info.update(_serve_base_model(run, row_name, model_dir))
+        if chosen.kind == "reranker" and config.reranker.kind == "lambdamart":
+            from shopaug.experiment.rerank import save_served_reranker
+            from shopaug.retrieval.reranking import RERANKER_DIR
+
+            info["reranker"] = save_served_reranker(run, model_dir / RERANKER_DIR)
         return info
     all_ids = tuple(q.id for q in run.dataset.queries)
     samples, _ = _row_samples(run, row, all_ids)
     write_samples(samples, run.run_dir / "samples.parquet")
     best_epochs = [e for e in systems[row_name].info.get("best_epoch", []) if e]
     epochs = max(1, round(float(np.median(best_epochs)))) if best_epochs else 1
-    model_dir = run.run_dir / "model"
     train_final_model(run, row, samples, epochs=epochs, out=model_dir)
     info.update({"model_dir": str(model_dir), "epochs": epochs, "queries": len(all_ids)})
     from shopaug.train.dp import read_privacy
@@ -525,7 +530,30 @@ def _serve_model(
         write_json(model_dir / "fusion.json", fusion)
         info["fusion"] = fusion
     if chosen.kind == "reranker":
-        info["reranker"] = "chosen on validation; model/ holds its first stage"
+        info["reranker"] = (
+            "chosen on validation but not served: its features use the base encoder's "
+            "vectors and model/ holds a fine-tuned one; model/ holds its first stage"
+        )
+    return info
+
+
+def _serve_base_model(run: RunContext, name: str, model_dir: Path) -> dict[str, Any]:
+    """The untrained baseline ``name`` as a served model: the base encoder in ``model_dir``,
+    with ``fusion.json`` (RRF with BM25) for the zero-shot hybrid. BM25 alone is not a model
+    the service can serve."""
+    if name not in ("zero-shot", ZERO_SHOT_HYBRID):
+        return {"note": f"{name} trains no model and the service serves none for it"}
+    from shopaug.models.bi_encoder import BiEncoder
+
+    base = run.config.model
+    encoder = BiEncoder(None if base == "minilm" else base)
+    encoder.save(model_dir)
+    info: dict[str, Any] = {"model_dir": str(model_dir), "note": f"{name}: the base model"}
+    if name == ZERO_SHOT_HYBRID:
+        depth = max(run.config.depth, run.config.fusion.depth)
+        fusion = {"method": "rrf", "rrf_k": run.config.fusion.rrf_k, "depth": depth}
+        write_json(model_dir / "fusion.json", fusion)
+        info["fusion"] = fusion
     return info
 
 

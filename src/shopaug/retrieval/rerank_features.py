@@ -28,13 +28,13 @@ Terms are lower-cased alphanumeric tokens with a trailing plural ``s`` removed.
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from shopaug.data.records import Dataset
+from shopaug.data.records import Product
 from shopaug.encoders.bm25 import BM25Index
 
 FEATURE_NAMES = (
@@ -90,10 +90,11 @@ class ClassPrior:
     """
 
     def __init__(self, judged: Iterable[tuple[str, str, float]]) -> None:
-        self._total: Counter[str] = Counter()
-        self._by_leaf: dict[str, Counter[str]] = defaultdict(Counter)
+        self.judged = [(str(q), str(leaf), float(g)) for q, leaf, g in judged]
+        self._total: defaultdict[str, float] = defaultdict(float)
+        self._by_leaf: dict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._own: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        for query, leaf, gain in judged:
+        for query, leaf, gain in self.judged:
             self._own[query].append((leaf, gain))
             for term in terms(query):
                 self._total[term] += gain
@@ -119,19 +120,19 @@ class RerankFeatures:
     """Builds the feature matrix of a query's candidate list (see the module doc).
 
     Args:
-        dataset: the catalog (titles, categories).
-        texts: each product's rendered text, in ``dataset.products`` order.
+        products: the catalog (titles, categories).
+        texts: each product's rendered text, in ``products`` order.
         item_vectors: the catalog under the base encoder, L2-normalised, ``(n_products, dim)``.
     """
 
-    dataset: Dataset
+    products: Sequence[Product]
     texts: Sequence[str]
     item_vectors: np.ndarray
 
     def __post_init__(self) -> None:
-        self._row = self.dataset.product_index
+        products = self.products
+        self._row = {product.id: row for row, product in enumerate(products)}
         self._bm25 = BM25Index(self.texts)
-        products = self.dataset.products
         self._title_terms = [terms(p.title) for p in products]
         self._category_terms = [terms(" ".join(p.category)) for p in products]
         self._text_terms = [terms(t) for t in self.texts]

@@ -50,6 +50,7 @@ from shopaug.index.vector import NearestNeighbours
 from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir
 from shopaug.retrieval.fusion import FusionSpec, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker
+from shopaug.retrieval.reranking import RERANKER_DIR, FeatureReranker
 from shopaug.retrieval.retrievers import BM25Retriever
 from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
 from shopaug.serve.runtime import ServingOptions, build_catalog_index, load_served_model
@@ -177,6 +178,8 @@ class CatalogBackend:
             ``fusion``).
         nearest: an (approximate) index over ``item_vectors`` for unfiltered searches; None:
             exact search.
+        reranker: reorders the top ``reranker.top_k`` of every search (``model/reranker/``,
+            :mod:`shopaug.retrieval.reranking`); None: no reranking.
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class CatalogBackend:
         fusion: FusionSpec | None = None,
         bm25: BM25Retriever | None = None,
         nearest: NearestNeighbours | None = None,
+        reranker: FeatureReranker | None = None,
     ) -> None:
         if item_vectors.shape[0] != len(products):
             raise ValueError(
@@ -199,6 +203,7 @@ class CatalogBackend:
         if fusion is not None and bm25 is None:
             raise ValueError("a fusion needs the BM25 index of the catalog; give bm25")
         self.fusion = fusion
+        self.reranker = reranker
         self._bm25 = bm25
         self.version = version
         self._products = tuple(products)
@@ -232,7 +237,10 @@ class CatalogBackend:
     @property
     def ranking(self) -> str:
         """How ``search`` ranks: ``dense`` or the fusion (``dense + bm25 (rrf)``, ...)."""
-        return DENSE_RANKING if self.fusion is None else self.fusion.describe()
+        ranking = DENSE_RANKING if self.fusion is None else self.fusion.describe()
+        if self.reranker is not None:
+            ranking += f", top {self.reranker.top_k} reranked (lambdamart)"
+        return ranking
 
     def has_product(self, product_id: str) -> bool:
         return product_id in self._row
@@ -253,6 +261,14 @@ class CatalogBackend:
             UnsupportedFilterError: a filter field other than ``category``.
         """
         allowed = self._filter_rows(filters)
+        if self.reranker is None:
+            return self._first_stage(query, k, allowed)
+        depth = max(k, self.reranker.top_k)
+        ranked = [(hit.product_id, hit.score) for hit in self._first_stage(query, depth, allowed)]
+        reranked = self.reranker.rerank(query, self.query_vector(query), ranked)
+        return [self._hit(self._row[pid], score) for pid, score in reranked[:k]]
+
+    def _first_stage(self, query: str, k: int, allowed: np.ndarray | None) -> list[Hit]:
         if self.fusion is not None:
             return self._fused_search(self.fusion, query, k, allowed)
         rows, scores = self._dense_search(self.query_vector(query), k, allowed)
@@ -387,6 +403,11 @@ class CatalogLoader:
         catalog = self.catalog()
         fusion = read_fusion(model_dir)  # a malformed file fails before the model loads
         served = load_served_model(model_dir, catalog.texts, self.options, self.cache_dir)
+        reranker = None
+        if (model_dir / RERANKER_DIR).is_dir():
+            reranker = FeatureReranker.load(
+                model_dir / RERANKER_DIR, catalog.products, catalog.texts, served.item_vectors
+            )
         return CatalogBackend(
             served.version,
             catalog.products,
@@ -396,6 +417,7 @@ class CatalogLoader:
             fusion=fusion,
             bm25=None if fusion is None else self.bm25(),
             nearest=build_catalog_index(served.item_vectors, self.options),
+            reranker=reranker,
         )
 
 

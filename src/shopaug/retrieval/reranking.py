@@ -1,0 +1,94 @@
+"""A trained feature reranker as a unit that can be saved beside a model and served.
+
+``shopaug run`` writes ``model/reranker/`` when the reranker it chose on validation is
+LambdaMART over :mod:`shopaug.retrieval.rerank_features` (``reranker.kind: lambdamart``):
+the LightGBM model, the category prior's training judgments and how many of the first stage's
+results it reorders. ``shopaug serve`` loads it with the model and reranks the top ``top_k`` of
+every search the way the run evaluated it::
+
+    model/reranker/lambdamart.txt    LightGBM text model
+    model/reranker/lambdamart.json   settings and feature names
+    model/reranker/reranker.json     {"kind": "lambdamart", "top_k": 100,
+                                      "prior": [[query, leaf, gain], ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shopaug.data.records import Product
+from shopaug.errors import ConfigError
+from shopaug.models.ltr_reranker import LambdaMartReranker
+from shopaug.retrieval.rerank_features import FEATURE_NAMES, ClassPrior, RerankFeatures
+
+RERANKER_DIR = "reranker"
+RERANKER_FILE = "reranker.json"
+
+
+def save_feature_reranker(
+    directory: str | Path, model: LambdaMartReranker, prior: ClassPrior, top_k: int
+) -> Path:
+    """Write ``model``, ``prior`` and ``top_k`` into ``directory`` (created)."""
+    folder = Path(directory)
+    model.save(folder)
+    payload = {"kind": "lambdamart", "top_k": top_k, "prior": [list(t) for t in prior.judged]}
+    (folder / RERANKER_FILE).write_text(json.dumps(payload), "utf-8")
+    return folder
+
+
+@dataclass
+class FeatureReranker:
+    """LambdaMART over candidate features, ready to rerank served results."""
+
+    model: LambdaMartReranker
+    prior: ClassPrior
+    top_k: int
+    features: RerankFeatures
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        products: Sequence[Product],
+        texts: Sequence[str],
+        item_vectors: np.ndarray,
+    ) -> FeatureReranker:
+        """The reranker saved in ``directory`` over this catalog.
+
+        Raises:
+            ConfigError: the folder is not a saved reranker (the message names the file).
+        """
+        folder = Path(directory)
+        path = folder / RERANKER_FILE
+        try:
+            payload = json.loads(path.read_text("utf-8"))
+            top_k = int(payload["top_k"])
+            prior = ClassPrior((q, leaf, float(g)) for q, leaf, g in payload["prior"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"{path}: not a saved reranker: {error}") from error
+        if top_k < 1:
+            raise ConfigError(f"{path}: top_k must be at least 1, got {top_k}")
+        model = LambdaMartReranker.load(folder)
+        if model.feature_names and model.feature_names != FEATURE_NAMES:
+            raise ConfigError(
+                f"{folder}: the reranker was trained on features {model.feature_names}; this "
+                f"version computes {FEATURE_NAMES}: retrain it with `shopaug run`"
+            )
+        return cls(model, prior, top_k, RerankFeatures(products, texts, item_vectors))
+
+    def rerank(
+        self, query: str, query_vector: np.ndarray, ranked: Sequence[tuple[str, float]]
+    ) -> list[tuple[str, float]]:
+        """``ranked`` with its top ``top_k`` reordered by the model (the rest keep their order)."""
+        head = list(ranked[: self.top_k])
+        if not head:
+            return []
+        features = self.features.matrix(
+            query, query_vector, [pid for pid, _ in head], prior=self.prior
+        )
+        return self.model.rerank(head, features) + list(ranked[self.top_k :])
