@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ from shopaug.config import from_mapping
 from shopaug.data import Dataset
 from shopaug.manifest import write_json
 
+#: ``augment(dataset, method, query_ids, *, config, seed, show_progress) -> (samples, summary)``:
+#: :func:`shopaug.augment.pipeline.augment`, or the same on Ray (:mod:`shopaug.scale`).
+MakeSamples = Callable[..., tuple[pd.DataFrame, dict[str, Any]]]
+
 
 def content_hash(*parts: Any) -> str:
     """A short sha256 of the JSON of ``parts`` (dataclasses and paths through ``str``)."""
@@ -28,11 +32,18 @@ def content_hash(*parts: Any) -> str:
 
 
 class Stages:
-    """Cached stage results of one run directory (under ``run_dir/cache``)."""
+    """Cached stage results of one run directory (under ``run_dir/cache``).
 
-    def __init__(self, run_dir: Path, data_key: str) -> None:
+    ``make_samples`` makes the samples that are not cached yet (default: :func:`augment` in
+    this process; ``--engine ray`` passes :meth:`shopaug.scale.RayEngine.augment`).
+    """
+
+    def __init__(
+        self, run_dir: Path, data_key: str, *, make_samples: MakeSamples = augment
+    ) -> None:
         self.root = run_dir / "cache"
         self.data_key = data_key
+        self.make_samples = make_samples
         self.root.mkdir(parents=True, exist_ok=True)
 
     def samples_key(
@@ -78,7 +89,7 @@ class Stages:
             return read_samples(path), key
         config = from_mapping(AugmentConfig, augment_section, section="augment")
         config.mining = {"text_fields": tuple(text_fields), **config.mining}
-        frame, summary = augment(
+        frame, summary = self.make_samples(
             dataset, method, list(train_ids), config=config, seed=seed, show_progress=show_progress
         )
         write_samples(frame, path)

@@ -84,6 +84,34 @@ class PrivacyConfig(BaseModel):
         return self
 
 
+class TrackingConfig(BaseModel):
+    """Where training metrics, the run directory and the served model are recorded
+    (:mod:`shopaug.train.tracking`); the ``tracking:`` section of a run config.
+
+    It changes no result: stage caches and checkpoints ignore it.
+
+    Attributes:
+        backend: ``tensorboard`` (event files under each training folder's ``tb/``),
+            ``mlflow`` (one MLflow run per ``shopaug run``, a nested run per training, the run
+            directory and the served model at the end; needs ``shopaug[tracking]``) or
+            ``none``. ``curve.jsonl`` is written in every case.
+        uri: MLflow tracking URI; ``None``: a SQLite store in the run directory
+            (``sqlite:///RUN_DIR/mlflow/mlflow.db``, artifacts under ``RUN_DIR/mlflow/``).
+        experiment: MLflow experiment name.
+        log_artifacts: Copy the run directory (without ``cache/`` and the store itself) into
+            the MLflow run at the end.
+        log_model: Log the served model as an MLflow pyfunc model with its signature.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["tensorboard", "mlflow", "none"] = "tensorboard"
+    uri: str | None = None
+    experiment: str = Field(default="shopaug", min_length=1)
+    log_artifacts: bool = True
+    log_model: bool = True
+
+
 class TrainConfig(BaseModel):
     """Hyper-parameters of :func:`shopaug.train.fit`; every field is checked on construction.
 

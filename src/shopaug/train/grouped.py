@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from shopaug.losses.multi_positive import MultiPositiveInfoNCELoss
 from shopaug.train.config import TrainConfig
 from shopaug.train.loop import TrainResult, build_optimizer, epoch_order, linear_schedule
-from shopaug.train.tracking import append_curve, write_curve
+from shopaug.train.tracking import append_curve, default_logger, write_curve
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,9 @@ def fit_query_groups(
         groups: The training groups.
         config: ``batch_size`` counts groups (queries); ``temperature``, ``lr``, schedule,
             ``grad_clip``, ``early_stopping_patience``, ``min_delta`` and ``seed`` apply.
-        run_dir: Gets ``model/`` (the best model by ``validate``, else the last) and
-            ``curve.jsonl``.
+        run_dir: Gets ``model/`` (the best model by ``validate``, else the last),
+            ``curve.jsonl`` and the tracking logs (``tb/``, or the active MLflow session's run:
+            :func:`shopaug.train.tracking.default_logger`).
         validate: Called with the model in eval mode at the end of every epoch; higher is
             better.
         refresh: Called as ``refresh(model, epoch)`` before every epoch after the first; its
@@ -197,6 +198,7 @@ def fit_query_groups(
     bad, step, stopped = 0, 0, False
     started = time.monotonic()
     progress = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress)
+    metrics_logger = default_logger(run_dir, purge_step=None)  # TensorBoard or MLflow
     try:
         for epoch in range(config.epochs):
             if epoch > 0 and refresh is not None:
@@ -210,9 +212,12 @@ def fit_query_groups(
                 if step >= total_steps:
                     break
                 batch = [current[i] for i in order[start : start + config.batch_size]]
+                lr = float(optimizer.param_groups[0]["lr"])
                 loss = _step(model, batch, objective, optimizer, scheduler, config, step + 1)
                 losses.append(loss)
                 step += 1
+                if metrics_logger is not None:
+                    metrics_logger.log_scalars({"train/loss": loss, "train/lr": lr}, step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss:.4f}")
             point: dict[str, Any] = {
@@ -230,6 +235,8 @@ def fit_query_groups(
                 if not math.isfinite(metric):
                     raise ValueError(f"validate returned {metric} after epoch {epoch + 1}")
                 point[config.metric_name] = metric
+                if metrics_logger is not None:
+                    metrics_logger.log_scalars({config.metric_name: metric}, step)
                 if best is None or metric > best + config.min_delta:
                     best, best_step, bad = metric, step, 0
                     model.save(model_dir)
@@ -244,6 +251,8 @@ def fit_query_groups(
                 break
     finally:
         progress.close()
+        if metrics_logger is not None:
+            metrics_logger.close()
     if validate is None or not model_dir.exists():
         model.save(model_dir)
     return TrainResult(
