@@ -36,6 +36,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "retrieval": {"serve", "online", "simulate", "train", "experiment", "augment", "eval"},
     "eval": {"serve", "online", "simulate", "experiment"},
     "augment": {"serve", "online", "simulate", "experiment", "train"},
+    # the same transforms on Ray: below experiment, beside serve and online
+    "scale": {"serve", "online", "simulate", "experiment", "tune", "feedback"},
     # the bottom layer: feedback, llm and augment all scrub personal data through it
     "privacy": {
         "data",
