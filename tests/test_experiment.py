@@ -105,7 +105,7 @@ def test_run_writes_every_artifact_and_reuses_cached_stages(tmp_path: Path) -> N
         "dynamic",
     ]
     assert "random + bm25 (convex)" in names and "random + bm25 (rrf)" in names
-    assert names[-1].endswith("+ reranker")
+    assert names[-1].endswith("+ reranker (cross-encoder)")
     for row in metrics["ablation"]:
         assert len(row["metrics"]["ndcg@10"]["per_fold"]) == 2
         assert 0 <= row["validation"]["ndcg@10"] <= 1

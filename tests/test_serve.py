@@ -235,7 +235,8 @@ def test_health_and_ready(client: TestClient) -> None:
 
 
 def test_background_load_turns_ready(tmp_path: Path) -> None:
-    write_fake_model(tmp_path / "model", "slow", SMALL_CATALOG, load_seconds=0.5)
+    # long enough that the first requests surely arrive before it is loaded, on a busy machine
+    write_fake_model(tmp_path / "model", "slow", SMALL_CATALOG, load_seconds=5.0)
     with make_client(tmp_path, load_in_background=True) as c:
         assert c.get("/healthz").status_code == 200
         first = c.get("/readyz")
