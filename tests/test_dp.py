@@ -173,6 +173,8 @@ def test_an_update_is_the_mean_of_clipped_per_example_gradients(
     else:
         assert float(np.linalg.norm(moved)) > 10 * 1e-3  # unclipped moves much further
     assert result.privacy is not None and result.privacy["epsilon"] is None  # no noise
+    assert [point["epsilon"] for point in result.curve] == [None]
+    json.loads((tmp_path / "curve.jsonl").read_text(), parse_constant=pytest.fail)
 
 
 def test_the_seed_decides_the_noise(tmp_path: Path) -> None:

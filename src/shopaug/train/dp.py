@@ -97,8 +97,7 @@ class PrivacyReport:
 
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)
-        if not math.isfinite(self.epsilon):
-            payload["epsilon"] = None
+        payload["epsilon"] = _finite_or_none(self.epsilon)
         return payload
 
 
@@ -350,7 +349,7 @@ def fit_query_groups_private(
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)) if losses else None,
                 "lr": float(optimizer.param_groups[0]["lr"]),
-                "epsilon": _epsilon(accountant, sigma, privacy.delta, step),
+                "epsilon": _finite_or_none(_epsilon(accountant, sigma, privacy.delta, step)),
                 config.metric_name: None,
             }
             if validate is not None:
@@ -411,6 +410,11 @@ def _epsilon(accountant: Any, sigma: float, delta: float, steps: int) -> float:
     if sigma == 0:
         return math.inf
     return float(accountant.get_epsilon(delta=delta))
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: an epsilon without noise is written as null."""
+    return value if math.isfinite(value) else None
 
 
 def read_privacy(model_dir: str | Path) -> dict[str, Any] | None:
