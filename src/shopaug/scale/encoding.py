@@ -97,7 +97,7 @@ def encode_into_cache(
     items = [{"row": row, "text": text} for row, (_, text) in enumerate(missing)]
     blocks = max(1, min(shards, len(items)))
     encoded = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-        encode_batch,
+        encode_batch,  # type: ignore[arg-type]  # Ray's stubs allow no keyword-only arguments
         fn_kwargs={"model": model},
         batch_size=batch_size,
         batch_format="numpy",
@@ -112,8 +112,8 @@ def encode_into_cache(
                 f"Ray workers encoded with {sorted(ids)}, the driver with {encoder.id!r}: every "
                 f"node needs the same weights of model {model!r}"
             )
-        rows.append(batch["row"])
-        vectors.append(batch["vector"])
+        rows.append(np.asarray(batch["row"]))
+        vectors.append(np.asarray(batch["vector"]))
     order = np.argsort(np.concatenate(rows))
     stacked = np.concatenate(vectors)[order]  # (missing, dim), in the order of ``missing``
     encoder.cache.put_many([(key, vector) for (key, _), vector in zip(missing, stacked)])
@@ -193,7 +193,7 @@ def mine_dense_on_ray(
     mined = ray.data.from_items(
         [{"query_id": q} for q in query_ids], override_num_blocks=blocks
     ).map_batches(
-        mine_batch,
+        mine_batch,  # type: ignore[arg-type]  # Ray's stubs allow no keyword-only arguments
         fn_kwargs={"dataset": ray.put(dataset), "vectors": ray.put(vectors), "config": config},
         batch_size=-(-len(query_ids) // blocks),
         batch_format="numpy",
