@@ -234,8 +234,7 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
     config.reranker = from_mapping(RerankerConfig, reranker, section=f"{source}: reranker")
     if config.reranker.kind not in RERANKER_KINDS:
         raise ConfigError(
-            f"{source}: reranker.kind must be one of {RERANKER_KINDS}, "
-            f"got {config.reranker.kind!r}"
+            f"{source}: reranker.kind must be one of {RERANKER_KINDS}, got {config.reranker.kind!r}"
         )
     if config.tower not in TOWERS:
         raise ConfigError(f"{source}: tower must be one of {TOWERS}, got {config.tower!r}")
