@@ -114,8 +114,10 @@ def tracking_part(repeats: int, epochs: int) -> str:
         f"Opening the MLflow SQLite store (schema creation, once per run directory): median "
         f"{statistics.median(open_s):.1f} s ({min(open_s):.1f}-{max(open_s):.1f}). Metrics go "
         "through MLflow's asynchronous queue; the time above includes waiting for it to drain "
-        "at the end of the training. A MiniLM step on two cores takes hundreds of milliseconds, "
-        "so the per-step cost is a small share there; on this tiny model it is most of a step.",
+        "at the end of the training. The cost is per logged step: a step of this tiny model "
+        "(the none row) is the worst case; a real model's step is longer by its forward and "
+        "backward pass. On a shared two-core machine the spread between repeats can exceed "
+        "the difference between backends; read the ratios with the spreads.",
     ]
     return "\n".join(lines)
 
@@ -160,7 +162,8 @@ def engine_part(repeats: int) -> str:
         "",
         f"Ratio ray / local per repeat: {', '.join(f'{r:.2f}' for r in ratios)}. On two "
         "cores Ray only adds work (its processes, worker start-up, torch and the model loaded "
-        "again in each worker); it pays off when the encoding shards go to other machines.",
+        "again in each worker); whether it pays off with shards on other machines is not "
+        "measured here (no cluster).",
     ]
     return "\n".join(lines)
 
