@@ -8,7 +8,6 @@ The charts come from :mod:`shopaug.eval.charts` (bars with intervals) and
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -19,20 +18,13 @@ import jinja2
 
 from shopaug.eval import charts
 from shopaug.eval.calibration import ReliabilityBins, reliability_chart
+from shopaug.eval.report import report_template
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
 def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("shopaug.eval", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("ctr_report.html.j2")
+    return report_template("ctr_report.html.j2")
 
 
 def _cell(summary: Mapping[str, Any] | None, digits: int = 4) -> dict[str, str]:

@@ -467,7 +467,9 @@ def _reranker(reranker: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _template() -> jinja2.Template:
+def report_template(name: str) -> jinja2.Template:
+    """A page template of ``shopaug/eval/templates`` (autoescaped; an undefined name is an
+    error), shared by the search, recommendation and CTR reports."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("shopaug.eval", "templates"),
         autoescape=True,
@@ -475,7 +477,11 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return environment.get_template("report.html.j2")
+    return environment.get_template(name)
+
+
+def _template() -> jinja2.Template:
+    return report_template("report.html.j2")
 
 
 def report_html(report: Mapping[str, Any]) -> str:

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from shopaug.eval import charts
+from shopaug.eval.report import report_template
 
 
 def _value(summary: Mapping[str, Any] | None) -> str:
@@ -87,15 +86,8 @@ def recommend_report_html(result: Mapping[str, Any]) -> str:
         axis_label=metric,
         legend=[("baseline", charts.SERIES_COLORS[0]), ("two-tower", charts.SERIES_COLORS[1])],
     )
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("shopaug.eval", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     served = (result.get("served") or {}).get("system")
-    return environment.get_template("recommend_report.html.j2").render(
+    return report_template("recommend_report.html.j2").render(
         title="shopaug report: next-basket recommendation on online-retail",
         cut=result["cut"],
         validation_cut=result["validation_cut"],
