@@ -100,7 +100,9 @@ def test_recall_ndcg_match_ir_measures() -> None:
     ranked, baskets = _random_case(1)
     ours = per_customer_metrics(ranked=ranked, baskets=baskets, k=20)
     qrels = [
-        ir_measures.Qrel(f"q{r:03d}", item, 1) for r, basket in enumerate(baskets) for item in basket
+        ir_measures.Qrel(f"q{r:03d}", item, 1)
+        for r, basket in enumerate(baskets)
+        for item in basket
     ]
     run = [
         ir_measures.ScoredDoc(f"q{r:03d}", item, float(100 - i))
