@@ -120,10 +120,14 @@ def test_deleted_database_is_never_acknowledged_into(tmp_path: Path) -> None:
         wait_acknowledged(sender, 5)
         before = sender.acknowledged_count()
         shutil.rmtree(folder)
-        wait_refusals(sender, 4)
+        wait_refusals(sender, 1)
+        # the one request in flight when the folder went may have committed before it went
+        settled = sender.acknowledged_count()
+        assert settled <= before + 1
+        wait_refusals(sender, 3)
         folder.mkdir()  # the folder comes back empty: the data is gone, still nothing acked
         wait_refusals(sender, 3)
-        assert sender.acknowledged_count() == before
+        assert sender.acknowledged_count() == settled
     assert sender.tally.other_5xx == 0
     assert sender.tally.retry_after_missing == 0
     record_figures("SQLite folder deleted (data gone)", sender.tally, 0)
