@@ -24,15 +24,14 @@ import yaml
 
 from shopaug.augment.samples import samples_frame, write_samples
 from shopaug.config import to_mapping
-from shopaug.data.retail import load_retail, subsample_customers, validation_and_test
 from shopaug.eval.recommend import evaluate_recommendations
 from shopaug.eval.significance import paired_bootstrap
 from shopaug.experiment.recommend_data import (
     RecommendConfig,
     SplitView,
     TwoTowerRow,
+    load_views,
     parse_recommend_config,
-    prepare_split,
 )
 from shopaug.experiment.recommend_report import render_recommend_report
 from shopaug.experiment.recommend_systems import (
@@ -96,39 +95,11 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
     timings: dict[str, float] = {}
     run_dir = prepare_run_dir(out)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
-    data = load_retail(config.data_dir, title_cut=config.cut)
-    if config.customers is not None:
-        data = subsample_customers(data, config.customers, seed=config.seed)
-    splits = validation_and_test(data.lines, config.cut, validation_days=config.validation_days)
-    test = prepare_split(
-        splits.test,
-        eval_customers=config.eval_customers,
-        seed=config.seed,
-        catalog=tuple(sorted(data.titles)),
-    )
-    valid = prepare_split(
-        splits.validation,
-        eval_customers=config.eval_customers,
-        seed=config.seed,
-        catalog=test.catalog,
-    )
+    views = load_views(config)
+    data, splits, valid, test = views.data, views.splits, views.validation, views.test
     timings["load"] = time.perf_counter() - started
 
-    systems: list[dict[str, Any]] = []
-    for key in config.baselines:
-        start = time.perf_counter()
-        runs = {
-            view_name: rank_with(baseline(key, view, config), view, config.depth)
-            for view_name, view in (("validation", valid), ("test", test))
-        }
-        systems.append(
-            {
-                "name": BASELINE_NAMES[key],
-                "kind": "baseline",
-                "runs": runs,
-                "info": {"seconds": round(time.perf_counter() - start, 1)},
-            }
-        )
+    systems = baseline_systems(config, valid, test)
     timings["baselines"] = time.perf_counter() - started - timings["load"]
 
     start = time.perf_counter()
@@ -157,7 +128,7 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
         systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": fitted.info})
     timings["two_tower"] = time.perf_counter() - start
 
-    result = _measure(systems, valid, test, config)
+    result = measure_systems(systems, valid, test, config)
     served = _serve(result, trained, run_dir, valid, config)
     result["served"] = served
     write_json(run_dir / "metrics.json", result)
@@ -186,10 +157,41 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _measure(
+def baseline_systems(
+    config: RecommendConfig, valid: SplitView, test: SplitView
+) -> list[dict[str, Any]]:
+    """Each baseline of ``config`` fitted on each split's training baskets and ranked: the
+    ``systems`` entries :func:`measure_systems` reads (``name``, ``kind``, ``runs``, ``info``)."""
+    systems: list[dict[str, Any]] = []
+    for key in config.baselines:
+        start = time.perf_counter()
+        runs = {
+            view_name: rank_with(baseline(key, view, config), view, config.depth)
+            for view_name, view in (("validation", valid), ("test", test))
+        }
+        systems.append(
+            {
+                "name": BASELINE_NAMES[key],
+                "kind": "baseline",
+                "runs": runs,
+                "info": {"seconds": round(time.perf_counter() - start, 1)},
+            }
+        )
+    return systems
+
+
+def measure_systems(
     systems: list[dict[str, Any]], valid: SplitView, test: SplitView, config: RecommendConfig
 ) -> dict[str, Any]:
-    """Metrics with intervals per system and split, paired differences against the reference."""
+    """Metrics with intervals per system and split, paired differences against the reference.
+
+    Args:
+        systems: ``{"name", "kind", "runs": {"validation": ranked, "test": ranked}, "info"}``
+            per system, ``ranked`` mapping each customer of the split to item ids in rank order.
+        valid: The validation split's view.
+        test: The test split's view.
+        config: ``k``, ``bootstrap`` and ``seed`` of the measurement.
+    """
     k = config.k
     key = f"recall@{k}"
     entries = []

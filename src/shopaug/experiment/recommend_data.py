@@ -4,7 +4,9 @@
 reads: the catalog (items sold before the cut plus the new items of the window), the training
 :class:`~shopaug.models.recommenders.Interactions`, each evaluated customer's history (item
 rows, oldest first) and the :class:`~shopaug.eval.recommend.BasketTruth` the ranking is measured
-against. Anything built on the split (an external library's rows, say RecBole) can take
+against. :func:`load_views` loads the data of a config and returns both splits' views, exactly
+as ``shopaug run`` builds them. Anything built on the split (an external library's rows, e.g.
+``benchmarks/recbole_rows.py``) can take ``SplitView.split.train`` or
 ``SplitView.train_baskets()`` and ``SplitView.truth`` and report through
 :func:`shopaug.eval.recommend.evaluate_recommendations`.
 """
@@ -19,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from shopaug.config import from_mapping
-from shopaug.data.retail import RetailSplit
+from shopaug.data.retail import (
+    RetailData,
+    RetailSplit,
+    RetailSplits,
+    load_retail,
+    subsample_customers,
+    validation_and_test,
+)
 from shopaug.errors import ConfigError
 from shopaug.eval.recommend import BasketTruth
 from shopaug.models.recommenders import FactorConfig, Interactions
@@ -227,3 +236,41 @@ def prepare_split(
         histories=histories,
         truth=truth,
     )
+
+
+@dataclass(frozen=True)
+class RecommendViews:
+    """The cleaned data of a config and the views of its two splits.
+
+    Attributes:
+        data: Cleaned lines and titles (after the customer slice, if any).
+        splits: The validation and test splits.
+        validation: The validation split's view (selection and early stopping only).
+        test: The test split's view (the figure).
+    """
+
+    data: RetailData
+    splits: RetailSplits
+    validation: SplitView
+    test: SplitView
+
+
+def load_views(config: RecommendConfig) -> RecommendViews:
+    """Load, clean and split the data of ``config``, and view both splits over one catalog."""
+    data = load_retail(config.data_dir, title_cut=config.cut)
+    if config.customers is not None:
+        data = subsample_customers(data, config.customers, seed=config.seed)
+    splits = validation_and_test(data.lines, config.cut, validation_days=config.validation_days)
+    test = prepare_split(
+        splits.test,
+        eval_customers=config.eval_customers,
+        seed=config.seed,
+        catalog=tuple(sorted(data.titles)),
+    )
+    validation = prepare_split(
+        splits.validation,
+        eval_customers=config.eval_customers,
+        seed=config.seed,
+        catalog=test.catalog,
+    )
+    return RecommendViews(data=data, splits=splits, validation=validation, test=test)
