@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/serve_latency.py [--data-dir ../shared/data] [--rate 50]
         [--runtimes torch,onnx,onnx-int8,static] [--repeats 3] [--seconds 15]
-        [--generators wrk,python] [--server-cpus 1 --client-cpus 0]
+        [--generators wrk,python] [--server-cpus 1 --client-cpus 0] [--resume]
 
 A run directory over ``wands-subset`` (5,113 products) is made under
 ``benchmarks/out/serve-latency/`` from the packaged all-MiniLM-L6-v2 (copied as ``model/``,
@@ -96,16 +96,19 @@ class Service:
         env = {**os.environ, "SHOPAUG_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
         command = [sys.executable, "-c", "from shopaug.cli import app; app()", "serve"]
         options = ["--port", str(self.port), "--encoder-runtime", runtime]
-        self.process = subprocess.Popen(
-            [*pinned(cpus), *command, str(run), *options],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.log = cache_dir.parent / "server.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*pinned(cpus), *command, str(run), *options],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         started = time.monotonic()
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"shopaug serve exited with {self.process.returncode}")
+                tail = self.log.read_text("utf-8", errors="replace")[-2000:]
+                raise RuntimeError(f"shopaug serve exited with {self.process.returncode}:\n{tail}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
                     break
@@ -206,7 +209,11 @@ def measure(run: Path, runtime: str, queries: list[str], repeat: int, generator:
     order = [queries[i] for i in rng.permutation(len(queries))]
     cold_queries = order[: min(count, len(order))]
     warm_queries = [cold_queries[i] for i in rng.integers(len(cold_queries), size=count)]
-    service = Service(run, args.out / "cache", runtime, args.server_cpus)
+    try:
+        service = Service(run, args.out / "cache", runtime, args.server_cpus)
+    except RuntimeError as error:  # e.g. the free port taken by another process meanwhile
+        print(f"server start failed, trying once more: {error}", file=sys.stderr, flush=True)
+        service = Service(run, args.out / "cache", runtime, args.server_cpus)
     phases = {}
     try:
         if generator == "wrk":
@@ -307,6 +314,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "serve-latency")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the measurements of an earlier run with the same settings (measurements.jsonl)",
+    )
+    parser.add_argument(
         "--no-results", action="store_true", help="print the section, leave RESULTS.md alone"
     )
     args = parser.parse_args()
@@ -330,17 +342,40 @@ def main() -> None:
         results[label] = {"runtime": runtime, "ndcg": ndcg, **{g: [] for g in generators}}
         print(f"{label}: ndcg@10 {ndcg:.4f}", flush=True)
 
-    load_before = os.getloadavg()[0]
+    # Every measurement is appended to measurements.jsonl as it is made; --resume keeps those
+    # of the same settings, so an interrupted run continues where it stopped.
+    journal = args.out / "measurements.jsonl"
+    settings = {"rate": args.rate, "seconds": args.seconds, "seed": args.seed}
+    done: dict[tuple[str, int, str], dict] = {}
+    if args.resume and journal.exists():
+        for line in journal.read_text("utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("settings") == settings:
+                done[(entry["system"], entry["repeat"], entry["generator"])] = entry
+    elif journal.exists():
+        journal.unlink()
+    loads = []
     for repeat in range(args.repeats):
         order = systems if repeat % 2 == 0 else systems[::-1]  # drift hits every system alike
         for label, runtime in order:
             for generator in generators:
-                measured = measure(runs[label], runtime, queries, repeat, generator, args)
-                results[label][generator].append(measured)
-                print(
-                    json.dumps({"system": label, "repeat": repeat, generator: measured}), flush=True
-                )
-    load_after = os.getloadavg()[0]
+                entry = done.get((label, repeat, generator))
+                if entry is None:
+                    load = os.getloadavg()[0]
+                    measured = measure(runs[label], runtime, queries, repeat, generator, args)
+                    entry = {
+                        "system": label,
+                        "repeat": repeat,
+                        "generator": generator,
+                        "settings": settings,
+                        "load": [load, os.getloadavg()[0]],
+                        "measured": measured,
+                    }
+                    with journal.open("a", encoding="utf-8") as out:
+                        out.write(json.dumps(entry) + "\n")
+                    print(json.dumps(entry), flush=True)
+                results[label][generator].append(entry["measured"])
+                loads.extend(entry.get("load", []))
     (args.out / "latency.json").write_text(json.dumps(results, indent=1), "utf-8")
 
     lines = [
@@ -364,9 +399,14 @@ def main() -> None:
         "",
         *table(results, systems, generators),
         "",
-        f"1-minute load average at the start and end of the latency runs: {load_before:.1f} "
-        f"and {load_after:.1f} on {os.cpu_count()} cores (above 2 means other jobs shared the "
-        "CPUs, which inflates the tails).",
+        (
+            f"1-minute load average at the start and end of each measurement: median "
+            f"{np.median(loads):.1f}, range {min(loads):.1f} to {max(loads):.1f} on "
+            f"{os.cpu_count()} cores (above 2 means other jobs shared the CPUs, which inflates "
+            "the tails)."
+            if loads
+            else "The load average was not recorded."
+        ),
     ]
     print("\n".join(lines))
     if not args.no_results:
