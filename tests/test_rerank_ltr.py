@@ -227,3 +227,51 @@ def test_a_run_that_chooses_the_reranker_serves_it(tmp_path: Path, monkeypatch) 
     hits = backend.search("sofa", 5)
     assert len(hits) == 5 and len({h.product_id for h in hits}) == 5
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["served"] == served
+
+
+def test_a_reranker_over_a_fine_tuned_first_stage_serves_the_base_features(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """When the first stage is a trained model, model/reranker/encoder holds the base encoder,
+    and the service computes the reranker's features with it (as the run evaluated them), not
+    with the fine-tuned query encoder."""
+    from shopaug.experiment import runner
+    from shopaug.experiment.tasks import read_config
+    from shopaug.models.bi_encoder import BiEncoder
+    from shopaug.serve.catalog_backend import load_catalog_backend
+
+    gate = runner.gate_reranker
+    monkeypatch.setattr(
+        runner,
+        "select_system",
+        lambda systems, scored: next(s for s in systems if s.name == "plain fine-tune"),
+    )
+
+    def always_serve(first_stage, reranked, scored):
+        _, decision = gate(first_stage, reranked, scored)
+        return reranked, {**decision, "served": True}
+
+    monkeypatch.setattr(runner, "gate_reranker", always_serve)
+    mapping, _ = read_config("quick")
+    mapping.update(
+        ablation=[{"name": "plain fine-tune", "methods": ["positives"]}],
+        reranker={"enabled": True, "kind": "lambdamart", "top_k": 10, "trees": 20, "leaves": 4},
+        fusion={"enabled": False},
+    )
+    mapping["train"].update(epochs=1)
+    config = parse_run_config(mapping, source="test")
+    config.show_progress = False
+    result = runner.run_experiment(config, tmp_path / "run")
+    assert result["selected"]["system"] == "plain fine-tune + reranker (lambdamart)"
+    served = result["served"]
+    assert served["reranker"]["top_k"] == 10 and "features_encoder" in served["reranker"]
+    model = tmp_path / "run" / "model"
+    assert (model / "reranker" / "encoder").is_dir()
+    backend = load_catalog_backend(model)
+    reranker = backend.reranker
+    assert reranker is not None and reranker.query_encoder is not None
+    base = BiEncoder(None).encode(["modern sofa"])[0]
+    np.testing.assert_allclose(reranker.query_encoder.encode(["modern sofa"])[0], base, atol=1e-5)
+    assert not np.allclose(backend.query_vector("modern sofa"), base, atol=1e-3)
+    hits = backend.search("sofa", 5)
+    assert len(hits) == 5 and len({h.product_id for h in hits}) == 5

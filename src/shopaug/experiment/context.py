@@ -65,6 +65,7 @@ class RunContext:
     _item_encoder: Any = field(default=None, repr=False)
     _base_vectors: np.ndarray | None = field(default=None, repr=False)
     _base_ranker: CatalogRanker | None = field(default=None, repr=False)
+    _bm25: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.qrels = self.dataset.qrels()
@@ -85,6 +86,24 @@ class RunContext:
 
             self._item_encoder = cached_item_encoder(self.config.model)
         return self._item_encoder
+
+    def bm25(self) -> Any:
+        """BM25 over the catalog texts (:class:`~shopaug.retrieval.retrievers.BM25Retriever`),
+        built once per run and shared by the baselines, fusion and the reranker."""
+        if self._bm25 is None:
+            from shopaug.retrieval.retrievers import BM25Retriever
+
+            self._bm25 = BM25Retriever(self.catalog_texts)
+        return self._bm25
+
+    def bm25_run(self, query_ids: Sequence[str], depth: int) -> Run:
+        """BM25's top ``depth`` of ``query_ids``."""
+        from shopaug.retrieval.fusion import bm25_run
+
+        ids = list(query_ids)
+        return bm25_run(
+            self.bm25(), self.product_ids, dict(zip(ids, self.query_texts(ids))), depth=depth
+        )
 
     def base_vectors(self) -> np.ndarray:
         """The catalog under the base model ``(n_products, dim)``, encoded once."""

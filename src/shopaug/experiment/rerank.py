@@ -24,7 +24,9 @@ Run = dict[str, list[tuple[str, float]]]
 def train_reranker(run: RunContext, fold: FoldContext, samples: Sequence[pd.DataFrame]) -> Any:
     """A :class:`~shopaug.models.CrossEncoderReranker` trained for ``reranker.epochs`` epochs on
     (query, positive, negatives) groups of the fold's training samples (judged positives, at
-    most ``reranker.max_positives_per_query`` per query, highest gain first)."""
+    most ``reranker.max_positives_per_query`` per query, highest gain first); with
+    ``reranker.lora``, LoRA adapters and the head train instead of every weight."""
+    from shopaug.experiment.config import lora_settings
     from shopaug.models import CrossEncoderReranker
     from shopaug.train import TrainConfig, fit
 
@@ -46,7 +48,12 @@ def train_reranker(run: RunContext, fold: FoldContext, samples: Sequence[pd.Data
         negatives_per_example=settings.negatives_per_example,
         seed=run.config.seed,
     )
-    reranker = CrossEncoderReranker(seed=run.config.seed, device=run.device)
+    lora = lora_settings(settings.lora, section="reranker.lora")
+    reranker = CrossEncoderReranker(
+        seed=run.config.seed,
+        device=run.device,
+        lora=None if lora is None else lora.settings(run.config.seed),
+    )
     train_config = TrainConfig(
         seed=run.config.seed,
         batch_size=settings.batch_size,
@@ -84,13 +91,11 @@ def _hybrid_candidates(run: RunContext, query_ids: Sequence[str], depth: int) ->
     """The zero-shot hybrid's (BM25 + base encoder, RRF) top ``depth`` of ``query_ids``: the
     candidate lists the LambdaMART reranker learns on (no trained model ranks its own training
     queries)."""
-    from shopaug.retrieval.fusion import bm25_run, rrf_fuse
-    from shopaug.retrieval.retrievers import BM25Retriever
+    from shopaug.retrieval.fusion import rrf_fuse
 
     ids = list(query_ids)
-    texts = dict(zip(ids, run.query_texts(ids)))
-    dense = run.rank(run.item_encoder().encode(list(texts.values())), run.base_vectors(), ids)
-    lexical = bm25_run(BM25Retriever(run.catalog_texts), run.product_ids, texts, depth=depth)
+    dense = run.rank(run.item_encoder().encode(run.query_texts(ids)), run.base_vectors(), ids)
+    lexical = run.bm25_run(ids, depth)
     return rrf_fuse([dense, lexical], depth=depth, rrf_k=run.config.fusion.rrf_k)
 
 
@@ -99,7 +104,9 @@ def _feature_builder(run: RunContext) -> Any:
 
     builder = getattr(run, "_rerank_features", None)
     if builder is None:
-        builder = RerankFeatures(run.dataset.products, run.catalog_texts, run.base_vectors())
+        builder = RerankFeatures(
+            run.dataset.products, run.catalog_texts, run.base_vectors(), bm25=run.bm25().index
+        )
         run._rerank_features = builder  # type: ignore[attr-defined]
     return builder
 
@@ -167,11 +174,25 @@ def lambdamart_reranking(
     return rerank(valid_run), rerank(test_run)
 
 
-def save_served_reranker(run: RunContext, directory: Path) -> dict[str, Any]:
-    """LambdaMART trained on every judged query, written to ``directory`` for the service."""
-    from shopaug.retrieval.reranking import save_feature_reranker
+def save_served_reranker(
+    run: RunContext, directory: Path, *, with_encoder: bool = False
+) -> dict[str, Any]:
+    """LambdaMART trained on every judged query, written to ``directory`` for the service;
+    ``with_encoder`` (the served first stage is a fine-tuned model) also writes the base
+    encoder its features use (:data:`~shopaug.retrieval.reranking.FEATURES_ENCODER_DIR`)."""
+    from shopaug.models.bi_encoder import BiEncoder
+    from shopaug.retrieval.reranking import FEATURES_ENCODER_DIR, save_feature_reranker
 
     all_ids = [q.id for q in run.dataset.queries]
     reranker = fit_lambdamart(run, all_ids)
     save_feature_reranker(directory, reranker.model, reranker.prior, reranker.top_k)
-    return {"dir": str(directory), "queries": len(run.scored(all_ids)), "top_k": reranker.top_k}
+    info: dict[str, Any] = {
+        "dir": str(directory),
+        "queries": len(run.scored(all_ids)),
+        "top_k": reranker.top_k,
+    }
+    if with_encoder:
+        base = run.config.model
+        BiEncoder(None if base == "minilm" else base).save(directory / FEATURES_ENCODER_DIR)
+        info["features_encoder"] = f"{base} (base, in {FEATURES_ENCODER_DIR}/)"
+    return info

@@ -250,16 +250,9 @@ def _use_all_cores() -> None:
 
 def _baselines(run: RunContext, folds: list[FoldContext]) -> list[System]:
     """BM25, the zero-shot base model, and their RRF hybrid: what a shop has without training."""
-    from shopaug.retrieval.retrievers import BM25Retriever
-
     depth = max(run.config.depth, run.config.fusion.depth)
     ids = sorted({q for f in folds for q in (*f.valid_ids, *f.test_ids)})
-    bm25 = BM25Retriever(run.catalog_texts)
-    rows, scores = bm25.search(run.query_texts(ids), depth)
-    bm25_run = {
-        qid: [(run.product_ids[int(r)], float(s)) for r, s in zip(rr, ss) if r >= 0]
-        for qid, rr, ss in zip(ids, rows, scores)
-    }
+    bm25_run = run.bm25_run(ids, depth)
     dense_run = run.rank(
         run.item_encoder().encode(run.query_texts(ids)), run.base_vectors(), ids, depth=depth
     )
@@ -446,7 +439,7 @@ def _rerank(
             parts: tuple[Any, ...] = (
                 "reranker-lambdamart",
                 FEATURE_NAMES,
-                asdict(config.reranker),
+                config.reranker.cache_key(),
                 config.text_fields,
                 config.model,
                 fold.train_ids,
@@ -471,7 +464,7 @@ def _rerank(
         extra = samples_by_row.get(source_row, {}).get(fold.index)
         parts = (
             "reranker",
-            asdict(config.reranker),
+            config.reranker.cache_key(),
             key,
             content_hash(extra.to_dict("list")) if extra is not None else None,
             config.text_fields,
@@ -505,11 +498,8 @@ def _serve_model(
     model_dir = run.run_dir / "model"
     if row is None:
         info.update(_serve_base_model(run, row_name, model_dir))
-        if chosen.kind == "reranker" and config.reranker.kind == "lambdamart":
-            from shopaug.experiment.rerank import save_served_reranker
-            from shopaug.retrieval.reranking import RERANKER_DIR
-
-            info["reranker"] = save_served_reranker(run, model_dir / RERANKER_DIR)
+        if chosen.kind == "reranker" and "model_dir" in info:
+            info["reranker"] = _serve_reranker(run, model_dir, with_encoder=False)
         return info
     all_ids = tuple(q.id for q in run.dataset.queries)
     samples, _ = _row_samples(run, row, all_ids)
@@ -530,11 +520,21 @@ def _serve_model(
         write_json(model_dir / "fusion.json", fusion)
         info["fusion"] = fusion
     if chosen.kind == "reranker":
-        info["reranker"] = (
-            "chosen on validation but not served: its features use the base encoder's "
-            "vectors and model/ holds a fine-tuned one; model/ holds its first stage"
-        )
+        info["reranker"] = _serve_reranker(run, model_dir, with_encoder=True)
     return info
+
+
+def _serve_reranker(run: RunContext, model_dir: Path, *, with_encoder: bool) -> Any:
+    """The chosen reranker in ``model_dir/reranker`` (LambdaMART), or why it is not served."""
+    if run.config.reranker.kind != "lambdamart":
+        return (
+            "chosen on validation but not served: the service serves LambdaMART rerankers "
+            "only; model/ holds its first stage"
+        )
+    from shopaug.experiment.rerank import save_served_reranker
+    from shopaug.retrieval.reranking import RERANKER_DIR
+
+    return save_served_reranker(run, model_dir / RERANKER_DIR, with_encoder=with_encoder)
 
 
 def _serve_base_model(run: RunContext, name: str, model_dir: Path) -> dict[str, Any]:

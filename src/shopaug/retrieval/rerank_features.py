@@ -123,16 +123,18 @@ class RerankFeatures:
         products: the catalog (titles, categories).
         texts: each product's rendered text, in ``products`` order.
         item_vectors: the catalog under the base encoder, L2-normalised, ``(n_products, dim)``.
+        bm25: a BM25 index of ``texts`` built elsewhere (None: one is built here).
     """
 
     products: Sequence[Product]
     texts: Sequence[str]
     item_vectors: np.ndarray
+    bm25: BM25Index | None = None
 
     def __post_init__(self) -> None:
         products = self.products
         self._row = {product.id: row for row, product in enumerate(products)}
-        self._bm25 = BM25Index(self.texts)
+        self._bm25 = self.bm25 if self.bm25 is not None else BM25Index(self.texts)
         self._title_terms = [terms(p.title) for p in products]
         self._category_terms = [terms(" ".join(p.category)) for p in products]
         self._text_terms = [terms(t) for t in self.texts]

@@ -10,6 +10,14 @@ every search the way the run evaluated it::
     model/reranker/lambdamart.json   settings and feature names
     model/reranker/reranker.json     {"kind": "lambdamart", "top_k": 100,
                                       "prior": [[query, leaf, gain], ...]}
+    model/reranker/encoder/          only when model/ holds a fine-tuned encoder: the base
+                                     encoder the features were computed with
+
+The features' encoder (``dense_cosine``, ``class_consensus_dense``) is the *base* encoder in
+training (no fine-tuned model scores its own training queries). When the first stage is the
+base encoder, the service reuses its vectors; when it is a fine-tuned model, ``encoder/``
+holds the base encoder so the served features are the evaluated ones (one more query encoding
+per search).
 """
 
 from __future__ import annotations
@@ -22,12 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from shopaug.data.records import Product
+from shopaug.encoders.base import Encoder
 from shopaug.errors import ConfigError
 from shopaug.models.ltr_reranker import LambdaMartReranker
 from shopaug.retrieval.rerank_features import FEATURE_NAMES, ClassPrior, RerankFeatures
 
 RERANKER_DIR = "reranker"
 RERANKER_FILE = "reranker.json"
+#: The base encoder of the features, inside the reranker folder, when the first stage differs.
+FEATURES_ENCODER_DIR = "encoder"
 
 
 def save_feature_reranker(
@@ -43,12 +54,16 @@ def save_feature_reranker(
 
 @dataclass
 class FeatureReranker:
-    """LambdaMART over candidate features, ready to rerank served results."""
+    """LambdaMART over candidate features, ready to rerank served results.
+
+    ``query_encoder`` encodes the query for the features when they use another encoder than
+    the first stage's (``encoder/``); None: the first stage's query vector is used."""
 
     model: LambdaMartReranker
     prior: ClassPrior
     top_k: int
     features: RerankFeatures
+    query_encoder: Encoder | None = None
 
     @classmethod
     def load(
@@ -57,8 +72,10 @@ class FeatureReranker:
         products: Sequence[Product],
         texts: Sequence[str],
         item_vectors: np.ndarray,
+        query_encoder: Encoder | None = None,
     ) -> FeatureReranker:
-        """The reranker saved in ``directory`` over this catalog.
+        """The reranker saved in ``directory`` over this catalog; ``item_vectors`` (and
+        ``query_encoder``, when not the first stage's) are those of the features' encoder.
 
         Raises:
             ConfigError: the folder is not a saved reranker (the message names the file).
@@ -79,15 +96,19 @@ class FeatureReranker:
                 f"{folder}: the reranker was trained on features {model.feature_names}; this "
                 f"version computes {FEATURE_NAMES}: retrain it with `shopaug run`"
             )
-        return cls(model, prior, top_k, RerankFeatures(products, texts, item_vectors))
+        features = RerankFeatures(products, texts, item_vectors)
+        return cls(model, prior, top_k, features, query_encoder)
 
     def rerank(
         self, query: str, query_vector: np.ndarray, ranked: Sequence[tuple[str, float]]
     ) -> list[tuple[str, float]]:
-        """``ranked`` with its top ``top_k`` reordered by the model (the rest keep their order)."""
+        """``ranked`` with its top ``top_k`` reordered by the model (the rest keep their order);
+        ``query_vector`` is the first stage's (replaced by ``query_encoder``'s when set)."""
         head = list(ranked[: self.top_k])
         if not head:
             return []
+        if self.query_encoder is not None:
+            query_vector = self.query_encoder.encode([query])[0]
         features = self.features.matrix(
             query, query_vector, [pid for pid, _ in head], prior=self.prior
         )

@@ -26,6 +26,10 @@ encoder against the frozen item model's vectors, for other models the same encod
   unfiltered searches (filtered ones are ranked exactly among the allowed rows).
 * ``recommend`` is content-based: the mean of the history items' vectors, renormalised, ranks
   the catalog and the history is left out. Items without any interaction are reachable.
+* A model directory of a recommendation run (``task: recommend``, a two-tower recommender with
+  its titles and customer histories) is loaded as a
+  :class:`~shopaug.serve.recommender_backend.RecommenderBackend` instead: it carries its own
+  catalog, so the run's data set is not loaded.
 
 A :class:`CatalogBackend` never changes after it is built; the query cache is the only shared
 mutable state and sits behind a lock, so any number of request threads may use it.
@@ -50,10 +54,23 @@ from shopaug.index.vector import NearestNeighbours
 from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir
 from shopaug.retrieval.fusion import FusionSpec, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker
-from shopaug.retrieval.reranking import RERANKER_DIR, FeatureReranker
+from shopaug.retrieval.reranking import FEATURES_ENCODER_DIR, RERANKER_DIR, FeatureReranker
 from shopaug.retrieval.retrievers import BM25Retriever
-from shopaug.serve.backend import BackendLoader, Hit, UnknownProductError, UnsupportedFilterError
-from shopaug.serve.runtime import ServingOptions, build_catalog_index, load_served_model
+from shopaug.serve.backend import (
+    BackendLoader,
+    Hit,
+    SearchBackend,
+    UnknownCustomerError,
+    UnknownProductError,
+    UnsupportedFilterError,
+)
+from shopaug.serve.recommender_backend import is_recommender_dir, load_recommender_backend
+from shopaug.serve.runtime import (
+    ServedModel,
+    ServingOptions,
+    build_catalog_index,
+    load_served_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +345,14 @@ class CatalogBackend:
         keep = [(r, s) for r, s in zip(found[0], scores[0]) if r >= 0 and int(r) not in excluded]
         return [self._hit(int(r), float(s)) for r, s in keep[:k]]
 
+    def customer_history(self, customer_id: str) -> list[str]:
+        """Always :class:`UnknownCustomerError`: a search model knows no customers."""
+        raise UnknownCustomerError(
+            customer_id,
+            f"customer {customer_id!r} is unknown: the model in service is a search model, "
+            "which knows no customers; send 'history' or 'session_id' instead",
+        )
+
     def _filter_rows(self, filters: Mapping[str, str] | None) -> np.ndarray | None:
         if not filters:
             return None
@@ -399,15 +424,15 @@ class CatalogLoader:
                 self._bm25 = BM25Retriever(catalog.texts)
             return self._bm25
 
-    def __call__(self, model_dir: Path) -> CatalogBackend:
+    def __call__(self, model_dir: Path) -> SearchBackend:
+        if is_recommender_dir(model_dir):  # a recommend run's model/: its own catalog
+            return load_recommender_backend(model_dir)
         catalog = self.catalog()
         fusion = read_fusion(model_dir)  # a malformed file fails before the model loads
         served = load_served_model(model_dir, catalog.texts, self.options, self.cache_dir)
         reranker = None
         if (model_dir / RERANKER_DIR).is_dir():
-            reranker = FeatureReranker.load(
-                model_dir / RERANKER_DIR, catalog.products, catalog.texts, served.item_vectors
-            )
+            reranker = self._reranker(model_dir / RERANKER_DIR, served)
         return CatalogBackend(
             served.version,
             catalog.products,
@@ -420,13 +445,27 @@ class CatalogLoader:
             reranker=reranker,
         )
 
+    def _reranker(self, folder: Path, served: ServedModel) -> FeatureReranker:
+        """The reranker in ``folder``, its features over the first stage's vectors or, when it
+        holds its own (base) encoder, over that encoder's (always the torch runtime)."""
+        catalog = self.catalog()
+        own = folder / FEATURES_ENCODER_DIR
+        if not own.is_dir():
+            return FeatureReranker.load(
+                folder, catalog.products, catalog.texts, served.item_vectors
+            )
+        features = load_served_model(own, catalog.texts, ServingOptions(), self.cache_dir)
+        return FeatureReranker.load(
+            folder, catalog.products, catalog.texts, features.item_vectors, features.query
+        )
+
 
 def make_catalog_loader(run_dir: str | Path, **options: Any) -> BackendLoader:
     """A loader for the models of ``run_dir`` (options: those of :class:`CatalogLoader`)."""
     return CatalogLoader(run_dir, **options)
 
 
-def load_catalog_backend(model_dir: Path) -> CatalogBackend:
+def load_catalog_backend(model_dir: Path) -> SearchBackend:
     """Build the backend of ``model_dir``; the run's config.yaml is found above it.
 
     A :data:`~shopaug.serve.backend.BackendLoader` for one-off use; a service should use
