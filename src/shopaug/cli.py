@@ -500,6 +500,14 @@ def train_command(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Override the config's seed (default 0).")
     ] = None,
+    lora_r: Annotated[
+        int | None,
+        typer.Option(
+            "--lora-r",
+            help="Train LoRA adapters of this rank instead of every weight (needs peft; "
+            "sets train.lora.r; the model folder holds the merged weights).",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     products: ProductsOption = None,
 ) -> None:
@@ -514,6 +522,9 @@ def train_command(
             {"seed": seed},
             source="command line",
         )
+        if lora_r is not None:
+            lora = run_config.train.get("lora") or {}
+            run_config.train = {**run_config.train, "lora": {**lora, "r": lora_r}}
         result = finetune_from_samples(
             samples,
             _load(data, data_dir, products),

@@ -94,7 +94,9 @@ class RerankerConfig:
     ``top_k`` of the best first stage: ``kind: cross-encoder`` (all-MiniLM-L6-v2 with a new
     scoring head, ``epochs`` over judged positives, judged negatives and the first stage's
     augmented negatives) or ``kind: lambdamart`` (LightGBM lambdarank with ``trees`` trees of
-    ``leaves`` leaves over candidate features, :mod:`shopaug.retrieval.rerank_features`)."""
+    ``leaves`` leaves over candidate features, :mod:`shopaug.retrieval.rerank_features`).
+    ``lora`` (a :class:`~shopaug.train.config.LoraConfig` mapping, e.g. ``{r: 8}``) trains
+    LoRA adapters and the head of the cross-encoder instead of every weight."""
 
     enabled: bool = False
     kind: str = "cross-encoder"
@@ -106,6 +108,15 @@ class RerankerConfig:
     lr: float = 3e-5
     negatives_per_example: int = 3
     max_positives_per_query: int = 16
+    lora: dict[str, Any] | None = None
+
+    def cache_key(self) -> dict[str, Any]:
+        """What a trained reranker depends on; without LoRA keyed as before LoRA existed, so
+        finished runs keep their cached rerankers."""
+        key = dataclasses.asdict(self)
+        if self.lora is None:
+            key.pop("lora")
+        return key
 
 
 @dataclass
@@ -125,7 +136,9 @@ class RunConfig:
             vectors (identity at the start).
         gain_weights: a positive's weight in the loss is its judged gain (Exact 2, Partial 1).
         train: keyword arguments of :class:`shopaug.train.TrainConfig`. Every row gets the
-            same ``epochs`` (passes over its samples), early-stopped on validation queries.
+            same ``epochs`` (passes over its samples), early-stopped on validation queries;
+            ``lora: {r: 8}`` trains LoRA adapters of the (query) encoder instead of every
+            weight (:class:`shopaug.train.config.LoraConfig`).
         augment: sections mining, near_miss, synthetic_queries, generator.
         ablation: the rows to train; the default covers every sample source.
         device: torch device for training and encoding (``cpu``, ``cuda``, ``auto``).
@@ -264,19 +277,59 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
         from_mapping(SamplerConfig, row.sampler, section=f"{source}: {row.name}: sampler")
         if row.sampled_negatives < 1:
             raise ConfigError(f"{source}: {row.name}: sampled_negatives must be at least 1")
-    privacy = config.train.get("privacy") or {}
-    private = isinstance(privacy, dict) and bool(privacy.get("enabled"))
-    if private and (config.tower != "query" or config.item_adapter):
+    if not isinstance(config.train, dict):
+        raise ConfigError(f"{source}: train must be a mapping, got {config.train!r}")
+    train = train_settings(config.train, seed=config.seed, section=f"{source}: train")
+    if train.privacy.enabled and (config.tower != "query" or config.item_adapter):
         raise ConfigError(
             f"{source}: train.privacy (DP-SGD) needs tower: query and item_adapter: false; "
             f"got tower {config.tower!r}, item_adapter {config.item_adapter}"
         )
+    if config.reranker.lora is not None:
+        lora_settings(config.reranker.lora, section=f"{source}: reranker.lora")
     if config.folds < 2:
         raise ConfigError(f"{source}: folds must be at least 2")
     if not 0 < config.validation_fraction < 1:
         raise ConfigError(f"{source}: validation_fraction must be in (0, 1)")
     config.augment_config  # noqa: B018 - validates the section names early
     return config
+
+
+def _problems(error: Any) -> str:
+    """A pydantic ValidationError as ``field: message (got value)`` items."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '(section)'}: {e['msg']} (got {e.get('input')!r})"
+        for e in error.errors()
+    )
+
+
+def train_settings(values: dict[str, Any], *, seed: int, section: str = "train") -> Any:
+    """A ``train`` section as a :class:`~shopaug.train.config.TrainConfig` seeded with the
+    run's seed (a seed in the section wins); errors name the section and the field."""
+    import pydantic
+
+    from shopaug.train.config import TrainConfig
+
+    try:
+        return TrainConfig(**{"seed": seed, **values})
+    except pydantic.ValidationError as error:
+        raise ConfigError(f"config section '{section}': {_problems(error)}") from error
+
+
+def lora_settings(values: dict[str, Any] | None, *, section: str) -> Any:
+    """A ``lora`` mapping as a :class:`~shopaug.train.config.LoraConfig` (None: no LoRA)."""
+    import pydantic
+
+    from shopaug.train.config import LoraConfig
+
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
+    try:
+        return LoraConfig(**values)
+    except pydantic.ValidationError as error:
+        raise ConfigError(f"config section '{section}': {_problems(error)}") from error
 
 
 def load_run_config(name_or_path: str) -> RunConfig:

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydantic
-
 from shopaug.augment.samples import read_samples
 from shopaug.config import to_mapping
 from shopaug.data.records import Dataset
 from shopaug.errors import ConfigError, DataError
-from shopaug.experiment.config import RunConfig
+from shopaug.experiment.config import RunConfig, train_settings
 from shopaug.experiment.examples import build_examples
 from shopaug.manifest import package_versions, write_json
 from shopaug.train.config import TrainConfig, TrainingExample
@@ -106,14 +104,7 @@ def train_config_for(
         needed = math.ceil(max_steps * batch / max(1, examples))
         values["max_steps"] = max_steps
         values["epochs"] = max(int(values.get("epochs", 1)), needed)
-    try:
-        return TrainConfig(**values)
-    except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(section)'}: {e['msg']} (got {e.get('input')!r})"
-            for e in error.errors()
-        )
-        raise ConfigError(f"config section 'train': {problems}") from error
+    return train_settings(values, seed=seed)
 
 
 def examples_from_samples(
@@ -178,7 +169,8 @@ def finetune_from_samples(
     Uses ``config.train`` (a :class:`~shopaug.train.TrainConfig` mapping),
     ``config.text_fields`` and ``config.negatives_per_example``; groups are built with
     :func:`shopaug.experiment.examples.build_examples` and trained with
-    :func:`shopaug.train.fit` (no validation: the model of the last step is kept).
+    :func:`shopaug.train.fit` (no validation: the model of the last step is kept). With
+    ``train.lora`` only LoRA adapters train; the folder holds the merged weights.
     ``config.seed`` is the one seed of the groups' negatives, the data order and the weights'
     RNG; the data set does not depend on it.
 
@@ -203,6 +195,7 @@ def finetune_from_samples(
 
     samples_path, out = Path(samples_path), Path(out)
     check_model_dir(out)
+    train_settings(config.train, seed=config.seed)  # bad settings fail before samples are read
     seed = config.seed
     examples, samples = examples_from_samples(samples_path, dataset, config, seed=seed)
     train_config = train_config_for(config, examples=len(examples), seed=seed, max_steps=max_steps)
@@ -224,7 +217,8 @@ def finetune_from_samples(
         shutil.rmtree(training, ignore_errors=True)  # a finished run is trained again, afresh
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / TRAIN_RECORD, record)
-    model = BiEncoder(None if config.model == "minilm" else config.model)
+    lora = None if train_config.lora is None else train_config.lora.settings(seed)
+    model = BiEncoder(None if config.model == "minilm" else config.model, lora=lora)
     result = fit(
         model, examples, train_config, run_dir=training, show_progress=config.show_progress
     )

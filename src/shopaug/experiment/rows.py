@@ -16,7 +16,7 @@ import pandas as pd
 
 from shopaug.augment.samples import VARIANT_TEXT_COLUMN
 from shopaug.data.records import Dataset
-from shopaug.experiment.config import AblationRow, RunConfig
+from shopaug.experiment.config import AblationRow, RunConfig, train_settings
 from shopaug.experiment.context import FoldContext, RunContext
 from shopaug.experiment.examples import build_examples, pool_samples, product_text
 from shopaug.train.config import TrainConfig
@@ -110,7 +110,12 @@ def build_groups(
 
 def train_config_for(config: RunConfig) -> TrainConfig:
     """The run's training settings (every row gets the same epochs and early stopping)."""
-    return TrainConfig(**{"seed": config.seed, **config.train})
+    return train_settings(config.train, seed=config.seed)
+
+
+def _lora(train_config: TrainConfig) -> Any:
+    """The LoRA adapters a row's model is built with (None: full fine-tuning)."""
+    return None if train_config.lora is None else train_config.lora.settings(train_config.seed)
 
 
 def train_and_rank_row(
@@ -181,7 +186,10 @@ def _train_query_tower(
         gain_weights=config.gain_weights,
     )
     model = QueryTowerModel.from_base(
-        config.model, item_encoder=run.item_encoder(), item_adapter=config.item_adapter
+        config.model,
+        item_encoder=run.item_encoder(),
+        item_adapter=config.item_adapter,
+        lora=_lora(train_config),
     )
     model.to(run.device)
     refresh = None
@@ -282,7 +290,11 @@ def _train_full(
         negatives_per_example=config.negatives_per_example,
         seed=config.seed,
     )
-    model = BiEncoder(None if config.model == "minilm" else config.model, device=run.device)
+    model = BiEncoder(
+        None if config.model == "minilm" else config.model,
+        device=run.device,
+        lora=_lora(train_config),
+    )
     result = fit(
         model,
         examples,

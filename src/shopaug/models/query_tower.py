@@ -35,6 +35,7 @@ from torch import nn
 
 from shopaug.encoders.base import Encoder
 from shopaug.models.bi_encoder import BiEncoder
+from shopaug.models.lora import LoraSettings
 from shopaug.models.model_dir import ITEM_ADAPTER_FILE as ADAPTER_FILE
 from shopaug.models.model_dir import MODEL_DESCRIPTOR as TOWER_DESCRIPTOR
 from shopaug.models.model_dir import QUERY_TOWER_KIND
@@ -96,6 +97,7 @@ class QueryTowerModel(nn.Module):
         item_encoder: Encoder | None = None,
         query_dir: str | Path | None = None,
         item_adapter: bool = False,
+        lora: LoraSettings | None = None,
     ) -> QueryTowerModel:
         """A query tower initialised from ``base`` (or from ``query_dir``), items by ``base``.
 
@@ -104,11 +106,14 @@ class QueryTowerModel(nn.Module):
             item_encoder: The encoder of items (default: ``base`` through the embedding cache).
             query_dir: Start the query encoder from this folder instead of ``base``.
             item_adapter: Train a linear map over the frozen item vectors too.
+            lora: Train LoRA adapters in the query encoder instead of its weights (the
+                item adapter, if any, trains as well); :meth:`save` writes merged weights.
         """
         if item_encoder is None:
             item_encoder = cached_item_encoder(base)
         start = query_dir if query_dir is not None else (None if base == "minilm" else base)
-        return cls(BiEncoder(start), item_encoder, base, item_adapter=item_adapter)
+        query_model = BiEncoder(start, lora=lora)
+        return cls(query_model, item_encoder, base, item_adapter=item_adapter)
 
     @property
     def id(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,6 +84,45 @@ class PrivacyConfig(BaseModel):
         return self
 
 
+class LoraConfig(BaseModel):
+    """LoRA adapters (through ``peft``) in place of full fine-tuning: the ``lora`` entry of a
+    ``train`` section (and of ``reranker``); the model is built with them
+    (:class:`~shopaug.models.lora.LoraSettings`), and only the adapters train.
+
+    Attributes:
+        r: Rank of each adapter's update (``B A`` with ``A`` of shape ``(r, in)``).
+        alpha: Scale numerator, the update is multiplied by ``alpha / r``; ``None``: ``2 r``.
+        dropout: Dropout on the adapters' input.
+        target_modules: Names of the linear layers that get adapters (BERT attention:
+            ``query``, ``value``; ``key`` and ``dense`` are the others).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(default=8, ge=1)
+    alpha: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(default=("query", "value"), min_length=1)
+
+    @model_validator(mode="after")
+    def _named_modules(self) -> LoraConfig:
+        if not all(name.strip() for name in self.target_modules):
+            raise ValueError(f"lora.target_modules holds an empty name: {self.target_modules}")
+        return self
+
+    def settings(self, seed: int) -> Any:
+        """The :class:`~shopaug.models.lora.LoraSettings` a model is built with."""
+        from shopaug.models.lora import LoraSettings
+
+        return LoraSettings(
+            r=self.r,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            target_modules=self.target_modules,
+            seed=seed,
+        )
+
+
 class TrackingConfig(BaseModel):
     """Where training metrics, the run directory and the served model are recorded
     (:mod:`shopaug.train.tracking`); the ``tracking:`` section of a run config.
@@ -153,6 +192,9 @@ class TrainConfig(BaseModel):
             padding, faster on CPU); the order stays a function of ``(seed, epoch)``.
         num_threads: Torch CPU threads; ``None``: one per core available to the process.
         privacy: Differential privacy (DP-SGD) settings; off by default.
+        lora: Train LoRA adapters (:class:`LoraConfig`) instead of every weight; ``None``
+            (the default): full fine-tuning. The model must be built with them (the
+            experiment does; :func:`shopaug.train.fit` refuses a model without adapters).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -182,3 +224,13 @@ class TrainConfig(BaseModel):
     length_buckets: bool = False
     num_threads: int | None = Field(default=None, ge=1)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _lora_without_privacy(self) -> TrainConfig:
+        if self.lora is not None and self.privacy.enabled:
+            raise ValueError(
+                "lora and privacy together are not supported: DP-SGD trains the top layers "
+                "of the query encoder (privacy.trainable_layers); drop one of them"
+            )
+        return self

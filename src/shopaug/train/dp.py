@@ -1,12 +1,10 @@
 """DP-SGD for a query tower: per-example clipping, Gaussian noise and an accountant (Opacus).
 
-Differentially private SGD (Abadi et al., 2016) bounds what one training example can change:
-each example's gradient is clipped to ``max_grad_norm``, the clipped gradients are summed,
-Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` is added, and a
-privacy accountant turns the noise, the sampling rate and the number of steps into an
-(epsilon, delta) guarantee. Opacus does the per-example gradients (``GradSampleModule``), the
-clipping and noise (``DPOptimizer``) and the accounting (RDP or PRV accountant); this module
-supplies what its analysis assumes:
+The machinery (Opacus around the model, Poisson batches drawn from ``(seed, step)``, the
+accountant, ``privacy.json``) is :mod:`shopaug.train.dp_sgd`; the epochs, validation and early
+stopping are the loop of :func:`~shopaug.train.grouped.fit_query_groups`
+(:class:`~shopaug.train.grouped.EpochLoop`). This module supplies what the analysis assumes
+of query-group training:
 
 * **One example, one loss.** The protected unit is a training query group. In-batch negatives
   (:func:`shopaug.train.grouped.batch_masks`) score each query against the other queries'
@@ -14,9 +12,9 @@ supplies what its analysis assumes:
   would no longer bound it. Here each group is scored against its own positives and its own
   negatives only (:func:`own_item_masks`); a group without negatives contributes no gradient.
 * **Poisson sampling.** Each step takes every group independently with probability
-  ``q = batch_size / groups``, drawn from ``(seed, step)`` (the accountant's sampling model;
-  a shuffled fixed-size batch is not what RDP accounting for subsampled Gaussians analyses).
-  An empty draw is a step with noise only.
+  ``q = batch_size / groups`` (the accountant's sampling model; a shuffled fixed-size batch
+  is not what RDP accounting for subsampled Gaussians analyses), so ``refresh`` must keep the
+  number of groups.
 * **Frozen items.** Only a query tower trains (catalog vectors frozen and cached, no item
   adapter: an adapter's inputs are items, not examples). By default only the top
   ``trainable_layers`` transformer layers train; token, position and type embeddings are
@@ -37,68 +35,45 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
-import shutil
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from shopaug.errors import ConfigError, require
 from shopaug.losses.multi_positive import MultiPositiveInfoNCELoss
-from shopaug.train.config import PrivacyConfig, TrainConfig
-from shopaug.train.grouped import QueryGroup, QueryItemModel
+from shopaug.train.config import TrainConfig
+from shopaug.train.dp_sgd import (
+    PRIVACY_FILE,
+    DpSgd,
+    PrivacyReport,
+    finite_or_none,
+    noise_for,
+    read_privacy,
+    write_privacy,
+)
+from shopaug.train.grouped import EpochLoop, QueryGroup, checked_groups, fresh_run_dir
 from shopaug.train.loop import TrainResult, build_optimizer, linear_schedule
-from shopaug.train.tracking import append_curve, write_curve
 
 logger = logging.getLogger(__name__)
 
-#: Written beside the model (and in the training folder): the guarantee of its weights.
-PRIVACY_FILE = "privacy.json"
+__all__ = [
+    "PRIVACY_FILE",
+    "PrivacyReport",
+    "fit_query_groups_private",
+    "freeze_for_privacy",
+    "noise_for",
+    "own_item_masks",
+    "per_example_losses",
+    "read_privacy",
+]
+
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class PrivacyReport:
-    """What a DP-SGD run guarantees and how: written to ``privacy.json`` and the manifest.
-
-    Attributes:
-        epsilon: The accountant's epsilon at ``delta`` after ``steps`` steps; infinite (JSON
-            ``null``) without noise, which guarantees nothing.
-        delta: The delta of the guarantee.
-        noise_multiplier: Noise standard deviation over ``max_grad_norm``.
-        max_grad_norm: Per-example clipping norm.
-        sample_rate: Poisson sampling probability of a group per step.
-        steps: Steps taken.
-        examples: Training groups (the protected unit: one query group).
-        accountant: ``rdp`` or ``prv``.
-        trainable_parameters: Parameters that trained (the rest were frozen).
-        unit: What one "example" of the guarantee is.
-    """
-
-    epsilon: float
-    delta: float
-    noise_multiplier: float
-    max_grad_norm: float
-    sample_rate: float
-    steps: int
-    examples: int
-    accountant: str
-    trainable_parameters: int
-    unit: str = "one training query group (a query with its positives and negatives)"
-
-    def to_json(self) -> dict[str, Any]:
-        payload = asdict(self)
-        payload["epsilon"] = _finite_or_none(self.epsilon)
-        return payload
 
 
 def own_item_masks(
@@ -188,23 +163,6 @@ def _freeze_unreached(
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def noise_for(privacy: PrivacyConfig, *, sample_rate: float, steps: int) -> float:
-    """The noise multiplier: the configured one, or the one that spends ``target_epsilon``."""
-    if privacy.noise_multiplier is not None:
-        return float(privacy.noise_multiplier)
-    utils = require("opacus.accountants.utils", "privacy")
-    assert privacy.target_epsilon is not None  # the config checks one of them is set
-    return float(
-        utils.get_noise_multiplier(
-            target_epsilon=privacy.target_epsilon,
-            target_delta=privacy.delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=privacy.accountant,
-        )
-    )
-
-
 def fit_query_groups_private(
     model: Any,
     groups: Sequence[QueryGroup],
@@ -242,19 +200,13 @@ def fit_query_groups_private(
     privacy = config.privacy
     if not privacy.enabled:
         raise ConfigError("train.privacy.enabled is false; use fit_query_groups")
-    if not isinstance(model, torch.nn.Module) or not isinstance(model, QueryItemModel):
-        raise TypeError(f"DP training needs a query-item nn.Module, got {type(model).__name__}")
+    current = checked_groups(model, groups, "DP training")
     if getattr(model, "item_adapter", None) is not None:
         raise ConfigError(
             "train.privacy needs item_adapter: false (an adapter's gradients come from items "
             "shared by many examples, which per-example clipping cannot bound)"
         )
-    grad_sample = require("opacus.grad_sample", "privacy")
-    optimizers = require("opacus.optimizers", "privacy")
-    accountants = require("opacus.accountants", "privacy")
-    current = list(groups)
-    if not current:
-        raise ValueError("groups is empty")
+    require("opacus", "privacy")
     without = sum(1 for group in current if not group.negatives)
     if without:
         logger.warning(
@@ -263,164 +215,104 @@ def fit_query_groups_private(
             without,
             len(current),
         )
-    run_dir = Path(run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    model_dir, curve_path = run_dir / "model", run_dir / "curve.jsonl"
-    write_curve(curve_path, [])
-
-    steps_per_epoch = math.ceil(len(current) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    sample_rate = min(1.0, config.batch_size / len(current))
-    expected_batch = max(1, round(sample_rate * len(current)))
-    sigma = noise_for(privacy, sample_rate=sample_rate, steps=total_steps)
+    loop = EpochLoop(
+        model, config, fresh_run_dir(run_dir), len(current), show_progress, label="train (DP)"
+    )
     objective = MultiPositiveInfoNCELoss(temperature=config.temperature)
     freeze_for_privacy(model, privacy.trainable_layers)
     trainable = _freeze_unreached(model, current[0], objective)
-    torch.manual_seed(config.seed)
-    tracked = grad_sample.GradSampleModule(model, batch_first=True, loss_reduction="mean")
-    optimizer = optimizers.DPOptimizer(
+    engine = DpSgd(
+        model,
         build_optimizer(model, config),
-        noise_multiplier=sigma,
-        max_grad_norm=privacy.max_grad_norm,
-        expected_batch_size=expected_batch,
-        loss_reduction="mean",
-        generator=torch.Generator(device="cpu").manual_seed(config.seed),
+        privacy,
+        examples=len(current),
+        batch_size=config.batch_size,
+        steps=loop.total_steps,
+        seed=config.seed,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(total_steps, round(config.warmup_ratio * total_steps))
+        engine.optimizer,
+        linear_schedule(loop.total_steps, round(config.warmup_ratio * loop.total_steps)),
     )
-    accountant = accountants.create_accountant(privacy.accountant)
     logger.info(
         "DP-SGD: %d groups, q=%.4f, sigma=%.3f, C=%.3g, %d steps, %d trainable parameters",
         len(current),
-        sample_rate,
-        sigma,
+        engine.sample_rate,
+        engine.noise_multiplier,
         privacy.max_grad_norm,
-        total_steps,
+        loop.total_steps,
         trainable,
     )
-
-    curve: list[dict[str, Any]] = []
-    best: float | None = None
-    best_step: int | None = None
-    bad, step, stopped = 0, 0, False
-    started = time.monotonic()
-    progress = tqdm(total=total_steps, desc="train (DP)", unit="step", disable=not show_progress)
+    steps = _PoissonGroupSteps(model, engine, scheduler, objective, loop.steps_per_epoch)
     try:
-        for epoch in range(config.epochs):
-            if epoch > 0 and refresh is not None:
-                model.eval()
-                with torch.no_grad():
-                    refreshed = list(refresh(model, epoch))
-                if len(refreshed) != len(current):  # the sampling rate assumes a fixed set
-                    raise ValueError(
-                        f"refresh returned {len(refreshed)} groups for {len(current)}; DP "
-                        "accounting needs the same groups every epoch"
-                    )
-                current = refreshed
-            losses: list[float] = []
-            model.train()
-            for _ in range(steps_per_epoch):
-                if step >= total_steps:
-                    break
-                step += 1
-                drawn = np.random.default_rng([config.seed, step]).random(len(current))
-                batch = [current[i] for i in np.flatnonzero(drawn < sample_rate)]
-                optimizer.zero_grad(set_to_none=True)
-                if batch:
-                    loss = per_example_losses(model, batch, objective).mean()
-                    if not torch.isfinite(loss):
-                        raise ValueError(f"training loss is {loss.item()} at step {step}")
-                    loss.backward()
-                    losses.append(float(loss.item()))
-                else:  # an empty Poisson draw: the step adds noise only
-                    for parameter in optimizer.params:
-                        parameter.grad_sample = torch.zeros((0, *parameter.shape))
-                optimizer.step()
-                scheduler.step()
-                accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
-                progress.update(1)
-            point: dict[str, Any] = {
-                "step": step,
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)) if losses else None,
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "epsilon": _finite_or_none(_epsilon(accountant, sigma, privacy.delta, step)),
-                config.metric_name: None,
-            }
-            if validate is not None:
-                model.eval()
-                with torch.no_grad():
-                    metric = float(validate(model))
-                model.train()
-                point[config.metric_name] = metric
-                if best is None or metric > best + config.min_delta:
-                    best, best_step, bad = metric, step, 0
-                    model.save(model_dir)
-                else:
-                    bad += 1
-                patience = config.early_stopping_patience
-                stopped = patience is not None and bad >= patience
-            curve.append(point)
-            append_curve(curve_path, point)
-            if stopped or step >= total_steps:
-                break
+        result = loop.run(
+            current, steps, validate=validate, refresh=_same_size(refresh, len(current))
+        )
     finally:
-        progress.close()
-        tracked._close()  # remove Opacus' hooks and per-example gradients
-    if validate is None or not model_dir.exists():
-        model.save(model_dir)
-    report = PrivacyReport(
-        epsilon=_epsilon(accountant, sigma, privacy.delta, step),
-        delta=privacy.delta,
-        noise_multiplier=sigma,
-        max_grad_norm=privacy.max_grad_norm,
-        sample_rate=sample_rate,
-        steps=step,
-        examples=len(current),
-        accountant=privacy.accountant,
-        trainable_parameters=trainable,
-    )
-    for folder in (run_dir, model_dir):
-        (folder / PRIVACY_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n", "utf-8")
+        engine.close()
+    report = engine.report(trainable_parameters=trainable)
+    for folder in (loop.run_dir, result.model_dir):
+        write_privacy(folder, report)
     logger.info(
-        "DP-SGD: epsilon %.3f at delta %g after %d steps", report.epsilon, report.delta, step
+        "DP-SGD: epsilon %.3f at delta %g after %d steps",
+        report.epsilon,
+        report.delta,
+        report.steps,
     )
-    return TrainResult(
-        best_metric=best,
-        best_step=best_step,
-        steps=step,
-        curve=curve,
-        model_dir=model_dir,
-        checkpoint_path=None,
-        elapsed_seconds=time.monotonic() - started,
-        stopped_early=stopped,
-        privacy=report.to_json(),
-    )
+    return replace(result, privacy=report.to_json())
 
 
-def _epsilon(accountant: Any, sigma: float, delta: float, steps: int) -> float:
-    """The accountant's epsilon; 0 before any step, infinite without noise."""
-    if steps == 0:
-        return 0.0
-    if sigma == 0:
-        return math.inf
-    return float(accountant.get_epsilon(delta=delta))
+class _PoissonGroupSteps:
+    """Poisson batches of groups, each scored against its own items, through :class:`DpSgd`."""
+
+    def __init__(
+        self,
+        model: Any,
+        engine: DpSgd,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        objective: MultiPositiveInfoNCELoss,
+        steps_per_epoch: int,
+    ) -> None:
+        self.model, self.engine, self.scheduler = model, engine, scheduler
+        self.objective, self.steps_per_epoch = objective, steps_per_epoch
+
+    def batches(
+        self, epoch: int, groups: Sequence[QueryGroup], first_step: int
+    ) -> Iterator[list[QueryGroup]]:
+        for step in range(first_step + 1, first_step + self.steps_per_epoch + 1):
+            yield [groups[i] for i in self.engine.draw(step)]
+
+    def step(self, batch: list[QueryGroup], step: int) -> float | None:
+        loss = self.engine.step(
+            (lambda: per_example_losses(self.model, batch, self.objective).mean())
+            if batch
+            else None
+        )
+        self.scheduler.step()
+        return loss
+
+    def lr(self) -> float:
+        return float(self.engine.optimizer.param_groups[0]["lr"])
+
+    def epoch_fields(self, step: int) -> dict[str, Any]:
+        return {"epsilon": finite_or_none(self.engine.epsilon())}
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no infinity: an epsilon without noise is written as null."""
-    return value if math.isfinite(value) else None
-
-
-def read_privacy(model_dir: str | Path) -> dict[str, Any] | None:
-    """The ``privacy.json`` of a model folder, or None for a model trained without DP."""
-    path = Path(model_dir) / PRIVACY_FILE
-    if not path.is_file():
+def _same_size(
+    refresh: Callable[[Any, int], Sequence[QueryGroup]] | None, size: int
+) -> Callable[[Any, int], Sequence[QueryGroup]] | None:
+    """``refresh``, refusing another number of groups than ``size`` (the sampling rate
+    assumes a fixed set)."""
+    if refresh is None:
         return None
-    payload = json.loads(path.read_text("utf-8"))
-    return payload if isinstance(payload, dict) else None
+
+    def checked(model: Any, epoch: int) -> Sequence[QueryGroup]:
+        refreshed = list(refresh(model, epoch))
+        if len(refreshed) != size:
+            raise ValueError(
+                f"refresh returned {len(refreshed)} groups for {size}; DP accounting needs "
+                "the same groups every epoch"
+            )
+        return refreshed
+
+    return checked

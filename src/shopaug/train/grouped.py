@@ -21,7 +21,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,8 +32,14 @@ from tqdm.auto import tqdm
 
 from shopaug.losses.multi_positive import MultiPositiveInfoNCELoss
 from shopaug.train.config import TrainConfig
-from shopaug.train.loop import TrainResult, build_optimizer, epoch_order, linear_schedule
-from shopaug.train.tracking import append_curve, default_logger, write_curve
+from shopaug.train.loop import (
+    TrainResult,
+    build_optimizer,
+    check_adapters,
+    epoch_order,
+    linear_schedule,
+)
+from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +157,7 @@ def fit_query_groups(
     Raises:
         TypeError: If the model lacks the query/item methods.
         ValueError: If there are no groups or the loss is not finite.
+        ConfigError: If ``config.lora`` is set for a model without LoRA adapters.
     """
     if config.privacy.enabled:
         from shopaug.train.dp import fit_query_groups_private
@@ -164,134 +171,231 @@ def fit_query_groups(
             refresh=refresh,
             show_progress=show_progress,
         )
+    current = checked_groups(model, groups, "fit_query_groups")
+    check_adapters(model, config)
+    loop = EpochLoop(model, config, fresh_run_dir(run_dir), len(current), show_progress)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        linear_schedule(loop.total_steps, round(config.warmup_ratio * loop.total_steps)),
+    )
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)
+    steps = _InBatchSteps(model, optimizer, scheduler, config)
+    loop.metrics_logger = default_logger(loop.run_dir, purge_step=None)  # TensorBoard or MLflow
+    return loop.run(current, steps, validate=validate, refresh=refresh)
+
+
+def checked_groups(model: Any, groups: Sequence[QueryGroup], caller: str) -> list[QueryGroup]:
+    """``groups`` as a list, after checking that ``model`` can train on them."""
     if not isinstance(model, torch.nn.Module) or not isinstance(model, QueryItemModel):
         raise TypeError(
-            f"fit_query_groups needs an nn.Module with embed_queries, embed_items and save; "
+            f"{caller} needs an nn.Module with embed_queries, embed_items and save; "
             f"got {type(model).__name__}"
         )
     current = list(groups)
     if not current:
         raise ValueError("groups is empty")
+    return current
+
+
+def fresh_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir``, emptied: a query-group run does not resume (``shopaug run`` caches rows)."""
     run_dir = Path(run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    model_dir, curve_path = run_dir / "model", run_dir / "curve.jsonl"
-    write_curve(curve_path, [])
+    return run_dir
 
-    steps_per_epoch = math.ceil(len(current) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(total_steps, round(config.warmup_ratio * total_steps))
-    )
-    objective = MultiPositiveInfoNCELoss(temperature=config.temperature)
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
 
-    curve: list[dict[str, Any]] = []
-    best: float | None = None
-    best_step: int | None = None
-    bad, step, stopped = 0, 0, False
-    started = time.monotonic()
-    progress = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress)
-    metrics_logger = default_logger(run_dir, purge_step=None)  # TensorBoard or MLflow
-    try:
-        for epoch in range(config.epochs):
-            if epoch > 0 and refresh is not None:
-                model.eval()
-                with torch.no_grad():
-                    current = list(refresh(model, epoch))
-            order = epoch_order(config.seed, epoch, len(current))
-            losses: list[float] = []
-            model.train()
-            for start in range(0, len(current), config.batch_size):
-                if step >= total_steps:
-                    break
-                batch = [current[i] for i in order[start : start + config.batch_size]]
-                lr = float(optimizer.param_groups[0]["lr"])
-                loss = _step(model, batch, objective, optimizer, scheduler, config, step + 1)
-                losses.append(loss)
-                step += 1
-                if metrics_logger is not None:
-                    metrics_logger.log_scalars({"train/loss": loss, "train/lr": lr}, step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss:.4f}")
-            point: dict[str, Any] = {
-                "step": step,
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)) if losses else None,
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                config.metric_name: None,
-            }
-            if validate is not None:
-                model.eval()
-                with torch.no_grad():
-                    metric = float(validate(model))
+class GroupSteps(Protocol):
+    """How the epoch loop draws its batches and takes a step: in-batch negatives
+    (:func:`fit_query_groups`) or DP-SGD (:func:`shopaug.train.dp.fit_query_groups_private`)."""
+
+    def batches(
+        self, epoch: int, groups: Sequence[QueryGroup], first_step: int
+    ) -> Iterator[list[QueryGroup]]:
+        """The batches of ``epoch``; the first is step ``first_step + 1``."""
+        ...
+
+    def step(self, batch: list[QueryGroup], step: int) -> float | None:
+        """One optimizer step on ``batch``; its loss, or None for a step without data."""
+        ...
+
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        ...
+
+    def epoch_fields(self, step: int) -> dict[str, Any]:
+        """Extra fields of the curve point written after ``step`` (an epsilon, say)."""
+        ...
+
+
+@dataclass
+class EpochLoop:
+    """The epoch loop of query-group training, with or without DP-SGD: groups refreshed before
+    each epoch after the first, the steps of :class:`GroupSteps`, a curve point per epoch,
+    validation with early stopping and the best model saved in ``run_dir/model``.
+
+    The steps are ``epochs`` times ``ceil(groups / batch_size)``, capped by ``max_steps``.
+    """
+
+    model: Any
+    config: TrainConfig
+    run_dir: Path
+    groups: int
+    show_progress: bool = True
+    label: str = "train"
+    metrics_logger: MetricsLogger | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.groups / self.config.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.config.epochs * self.steps_per_epoch
+        return total if self.config.max_steps is None else min(total, self.config.max_steps)
+
+    def run(
+        self,
+        groups: list[QueryGroup],
+        steps: GroupSteps,
+        *,
+        validate: Callable[[Any], float] | None = None,
+        refresh: Callable[[Any, int], Sequence[QueryGroup]] | None = None,
+    ) -> TrainResult:
+        """Train on ``groups``; the result of the best (or, without ``validate``, last) model."""
+        model, config = self.model, self.config
+        model_dir, curve_path = self.run_dir / "model", self.run_dir / "curve.jsonl"
+        write_curve(curve_path, [])
+        curve: list[dict[str, Any]] = []
+        best: float | None = None
+        best_step: int | None = None
+        bad, step, stopped = 0, 0, False
+        started = time.monotonic()
+        total = self.total_steps
+        progress = tqdm(total=total, desc=self.label, unit="step", disable=not self.show_progress)
+        try:
+            for epoch in range(config.epochs):
+                if epoch > 0 and refresh is not None:
+                    model.eval()
+                    with torch.no_grad():
+                        groups = list(refresh(model, epoch))
+                losses: list[float] = []
                 model.train()
-                if not math.isfinite(metric):
-                    raise ValueError(f"validate returned {metric} after epoch {epoch + 1}")
-                point[config.metric_name] = metric
-                if metrics_logger is not None:
-                    metrics_logger.log_scalars({config.metric_name: metric}, step)
-                if best is None or metric > best + config.min_delta:
-                    best, best_step, bad = metric, step, 0
-                    model.save(model_dir)
-                else:
-                    bad += 1
-                logger.info("epoch %d: %s %.4f", epoch + 1, config.metric_name, metric)
-                patience = config.early_stopping_patience
-                stopped = patience is not None and bad >= patience
-            curve.append(point)
-            append_curve(curve_path, point)
-            if stopped or step >= total_steps:
-                break
-    finally:
-        progress.close()
-        if metrics_logger is not None:
-            metrics_logger.close()
-    if validate is None or not model_dir.exists():
-        model.save(model_dir)
-    return TrainResult(
-        best_metric=best,
-        best_step=best_step,
-        steps=step,
-        curve=curve,
-        model_dir=model_dir,
-        checkpoint_path=None,
-        elapsed_seconds=time.monotonic() - started,
-        stopped_early=stopped,
-    )
+                for batch in steps.batches(epoch, groups, step):
+                    if step >= total:
+                        break
+                    lr = steps.lr()
+                    step += 1
+                    loss = steps.step(batch, step)
+                    if loss is not None:
+                        losses.append(loss)
+                        if self.metrics_logger is not None:
+                            self.metrics_logger.log_scalars(
+                                {"train/loss": loss, "train/lr": lr}, step
+                            )
+                        progress.set_postfix(loss=f"{loss:.4f}")
+                    progress.update(1)
+                point: dict[str, Any] = {
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "loss": float(np.mean(losses)) if losses else None,
+                    "lr": steps.lr(),
+                    **steps.epoch_fields(step),
+                    config.metric_name: None,
+                }
+                if validate is not None:
+                    metric = self._validate(validate, epoch)
+                    point[config.metric_name] = metric
+                    if self.metrics_logger is not None:
+                        self.metrics_logger.log_scalars({config.metric_name: metric}, step)
+                    if best is None or metric > best + config.min_delta:
+                        best, best_step, bad = metric, step, 0
+                        model.save(model_dir)
+                    else:
+                        bad += 1
+                    patience = config.early_stopping_patience
+                    stopped = patience is not None and bad >= patience
+                curve.append(point)
+                append_curve(curve_path, point)
+                if stopped or step >= total:
+                    break
+        finally:
+            progress.close()
+            if self.metrics_logger is not None:
+                self.metrics_logger.close()
+        if validate is None or not model_dir.exists():
+            model.save(model_dir)
+        return TrainResult(
+            best_metric=best,
+            best_step=best_step,
+            steps=step,
+            curve=curve,
+            model_dir=model_dir,
+            checkpoint_path=None,
+            elapsed_seconds=time.monotonic() - started,
+            stopped_early=stopped,
+        )
+
+    def _validate(self, validate: Callable[[Any], float], epoch: int) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            metric = float(validate(self.model))
+        self.model.train()
+        if not math.isfinite(metric):
+            raise ValueError(f"validate returned {metric} after epoch {epoch + 1}")
+        logger.info("epoch %d: %s %.4f", epoch + 1, self.config.metric_name, metric)
+        return metric
 
 
-def _step(
-    model: Any,
-    batch: list[QueryGroup],
-    objective: MultiPositiveInfoNCELoss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
-    step: int,
-) -> float:
-    items, positive, negative, weights = batch_masks(batch)
-    queries = model.embed_queries([group.query for group in batch])  # (batch, dim)
-    item_vectors = model.embed_items(items)  # (items, dim)
-    scores = queries @ item_vectors.T  # (batch, items)
-    loss = objective(
-        scores,
-        positive_mask=positive.to(scores.device),
-        negative_mask=negative.to(scores.device),
-        positive_weights=weights.to(scores.device),
-    )
-    if not torch.isfinite(loss):
-        raise ValueError(f"training loss is {loss.item()} at step {step}; lower config.lr")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    return float(loss.item())
+class _InBatchSteps:
+    """Shuffled batches (a pure function of ``(seed, epoch)``) scored against every item of
+    the batch, with gradient clipping."""
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        config: TrainConfig,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.config = config
+        self.objective = MultiPositiveInfoNCELoss(temperature=config.temperature)
+
+    def batches(
+        self, epoch: int, groups: Sequence[QueryGroup], first_step: int
+    ) -> Iterator[list[QueryGroup]]:
+        order = epoch_order(self.config.seed, epoch, len(groups))
+        for start in range(0, len(groups), self.config.batch_size):
+            yield [groups[i] for i in order[start : start + self.config.batch_size]]
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def epoch_fields(self, step: int) -> dict[str, Any]:
+        return {}
+
+    def step(self, batch: list[QueryGroup], step: int) -> float:
+        items, positive, negative, weights = batch_masks(batch)
+        queries = self.model.embed_queries([group.query for group in batch])  # (batch, dim)
+        item_vectors = self.model.embed_items(items)  # (items, dim)
+        scores = queries @ item_vectors.T  # (batch, items)
+        loss = self.objective(
+            scores,
+            positive_mask=positive.to(scores.device),
+            negative_mask=negative.to(scores.device),
+            positive_weights=weights.to(scores.device),
+        )
+        if not torch.isfinite(loss):
+            raise ValueError(f"training loss is {loss.item()} at step {step}; lower config.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.item())

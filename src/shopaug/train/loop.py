@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from shopaug.errors import ConfigError
 from shopaug.losses import LOSSES, DiversityLoss, TotalLoss
+from shopaug.models.lora import has_lora
 from shopaug.models.tokens import length_covering
 from shopaug.train.checkpoint import (
     checkpoint_root,
@@ -218,6 +219,16 @@ def size_sequence_length(
     return length
 
 
+def check_adapters(model: nn.Module, config: TrainConfig) -> None:
+    """Refuse ``config.lora`` for a model built without LoRA adapters (it would train every
+    weight while the settings say otherwise)."""
+    if config.lora is not None and not has_lora(model):
+        raise ConfigError(
+            f"train.lora is set (r={config.lora.r}) but {type(model).__name__} has no LoRA "
+            "adapters; build the model with lora=config.lora.settings(seed)"
+        )
+
+
 def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Learning-rate factor for step ``i`` (0-based): linear warm-up, then linear decay to 0."""
 
@@ -385,6 +396,7 @@ def fit(
             "shopaug.train.dp.fit_query_groups_private), not both towers through fit: "
             "in-batch negatives and shared item encodings couple the examples"
         )
+    check_adapters(model, config)
     if not isinstance(model, nn.Module) or not isinstance(model, TRAINABLE_MODELS):
         raise TypeError(
             f"fit needs an nn.Module with embed(texts), embed_queries(texts) + "
