@@ -70,7 +70,7 @@ def test_reranker_lora_is_checked_when_the_config_is_read() -> None:
     assert "lora" not in parse_run_config({}, source="t.yaml").reranker.cache_key()
     with pytest.raises(ConfigError, match=r"'t.yaml: reranker.lora': r: Input should be"):
         parse_run_config({"reranker": {"lora": {"r": -1}}}, source="t.yaml")
-    with pytest.raises(ConfigError, match="reranker.lora' must be a mapping"):
+    with pytest.raises(ConfigError, match=r"reranker\.lora' must be a mapping"):
         parse_run_config({"reranker": {"lora": 8}}, source="t.yaml")
 
 
@@ -97,7 +97,7 @@ def test_loops_refuse_lora_settings_for_a_model_without_adapters(tmp_path: Path)
 
     config = TrainConfig(batch_size=2, lora={"r": 2})
     groups = [QueryGroup("oak desk", ("oak desk",), ("pine desk",))]
-    with pytest.raises(ConfigError, match="train.lora is set .* has no LoRA adapters"):
+    with pytest.raises(ConfigError, match=r"train\.lora is set .* has no LoRA adapters"):
         fit_query_groups(HashedTower(), groups, config, run_dir=tmp_path / "a")
     with pytest.raises(ConfigError, match="HashingProjection has no LoRA adapters"):
         fit(
@@ -142,8 +142,15 @@ def test_a_query_tower_with_lora_trains_only_adapters_and_saves_merged(tmp_path:
 def test_train_cli_refuses_a_bad_lora_rank(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
-        ["train", "--samples", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "m")]
-        + ["--lora-r", "0"],
+        [
+            "train",
+            "--samples",
+            str(tmp_path / "s.parquet"),
+            "--out",
+            str(tmp_path / "m"),
+            "--lora-r",
+            "0",
+        ],
     )
     # the config is checked before the samples are read
     assert result.exit_code == 2
@@ -167,8 +174,10 @@ def test_train_cli_with_lora_records_it_and_writes_plain_weights(tmp_path: Path)
     out = tmp_path / "model"
     result = runner.invoke(
         app,
-        ["train", "--samples", str(samples), "--data", "demo", "--out", str(out)]
-        + ["--config", str(config), "--steps", "2", "--lora-r", "4"],
+        [
+            *("train", "--samples", str(samples), "--data", "demo", "--out", str(out)),
+            *("--config", str(config), "--steps", "2", "--lora-r", "4"),
+        ],
     )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "train.json").read_text())
