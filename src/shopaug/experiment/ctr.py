@@ -42,6 +42,7 @@ from shopaug.data.open_bandit import (
 from shopaug.errors import ConfigError
 from shopaug.eval import calibration, off_policy
 from shopaug.eval.ctr_report import render_ctr_report
+from shopaug.experiment.ctr_privacy import fit_model, parse_privacy, privacy_label
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
 from shopaug.models.ctr import POSITION_MODES, SERVING_POSITION, CtrModel, CtrSettings
 from shopaug.models.ctr_estimators import ESTIMATORS, EstimatorSettings
@@ -54,7 +55,8 @@ DATASETS = ("open-bandit",)
 @dataclass
 class CtrRunConfig:
     """A CTR run (the YAML keys; ``estimator`` is a mapping of
-    :class:`~shopaug.models.ctr_estimators.EstimatorSettings`)."""
+    :class:`~shopaug.models.ctr_estimators.EstimatorSettings`, ``privacy`` one of DP-SGD
+    settings for the neural model, see :mod:`shopaug.experiment.ctr_privacy`)."""
 
     data: str = "open-bandit"
     data_dir: str | None = None
@@ -71,6 +73,7 @@ class CtrRunConfig:
     bootstrap: int = 1000
     seed: int = 0
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def variants(self) -> list[CtrSettings]:
         return [
@@ -93,8 +96,10 @@ def parse_config(mapping: Mapping[str, Any], source: str) -> CtrRunConfig:
     """The run config of a YAML mapping (without ``task``); unknown keys name the file."""
     body = dict(mapping)
     estimator = from_mapping(EstimatorSettings, body.pop("estimator", None), section="estimator")
+    privacy = body.pop("privacy", None)
     config = from_mapping(CtrRunConfig, body, section=source)
     config = CtrRunConfig(**{**asdict(config), "estimator": estimator})
+    config.privacy = parse_privacy(privacy, source=source, models=config.models)
     if config.data not in DATASETS:
         raise ConfigError(f"{source}: data {config.data!r}; expected one of {', '.join(DATASETS)}")
     _check_names(source, "campaigns", config.campaigns, CAMPAIGNS)
@@ -279,9 +284,9 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
     curves = {}
     models: dict[str, CtrModel] = {}
     for settings in config.variants():
-        name = _variant_name(settings)
+        name = _variant_name(settings) + privacy_label(config.privacy)
         tick = time.perf_counter()
-        model = CtrModel.fit(train, settings)
+        model, guarantee = fit_model(train, settings, config.privacy)
         predicted = model.predict(test)
         valid_loss = calibration.log_losses(
             labels=valid["click"].to_numpy(), probabilities=model.predict(valid)
@@ -294,6 +299,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             **_score(test_labels, predicted, config),
             "ope": off_policy_estimates(_ope_terms(model, random_test, config, "softmax"), config),
             "seconds": round(time.perf_counter() - tick, 2),
+            **({"privacy": guarantee.to_json()} if guarantee else {}),
         }
         rows.append(entry)
         curves[name] = calibration.reliability_bins(
@@ -332,7 +338,8 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             "validation": _ope_validation(split, chosen_model, config),
         },
     }
-    result["served"] = _serve(run_dir, split, config, models[chosen["name"]].settings)
+    served = _serve(run_dir, split, config, models[chosen["name"]].settings)
+    result["served"] = served
     write_json(run_dir / "metrics.json", result)
     # the chart shows the chosen position handling's variants; metrics.json holds every one
     shown = chosen_model.settings.position
@@ -347,6 +354,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
         timings={"total": time.perf_counter() - started},
         metrics={"selected": chosen["name"], "test_auc": chosen["auc"]["mean"]},
         models={"model": str(run_dir / "model")},
+        privacy=served.get("privacy"),
     )
     return result
 
@@ -357,7 +365,7 @@ def _serve(
     """Retrain the chosen variant on training + validation rows into ``model/`` with the items
     of each campaign (from the random folder) the service ranks."""
     table = pd.concat([split.table("train"), split.table("valid")], ignore_index=True)
-    model = CtrModel.fit(table, settings)
+    model, guarantee = fit_model(table, settings, config.privacy)
     model_dir = model.save(run_dir / "model")
     items = {}
     for log in split.test_logs("random"):
@@ -367,7 +375,13 @@ def _serve(
             + ["affinity", "affinity_total", "position"]
         ).to_dict("records")
     write_json(model_dir / "items.json", items)
-    return {"model_dir": str(model_dir), "settings": _variant_name(settings), "rows": len(table)}
+    served = {"model_dir": str(model_dir), "settings": _variant_name(settings), "rows": len(table)}
+    if guarantee is not None:
+        from shopaug.train.dp_sgd import write_privacy
+
+        write_privacy(model_dir, guarantee)
+        served["privacy"] = guarantee.to_json()
+    return served
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:

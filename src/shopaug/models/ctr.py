@@ -36,7 +36,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from shopaug.models.ctr_estimators import ESTIMATORS, Estimator, EstimatorSettings
+from shopaug.models.ctr_estimators import (
+    ESTIMATORS,
+    Estimator,
+    EstimatorSettings,
+    NetworkTrainer,
+    NeuralEstimator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +194,23 @@ class CtrModel:
         self.propensities = dict(propensities)
 
     @classmethod
-    def fit(cls, table: pd.DataFrame, settings: CtrSettings) -> CtrModel:
-        """Fit on an :func:`~shopaug.data.open_bandit.impression_table` (with ``click``)."""
+    def fit(
+        cls,
+        table: pd.DataFrame,
+        settings: CtrSettings,
+        *,
+        trainer: NetworkTrainer | None = None,
+    ) -> CtrModel:
+        """Fit on an :func:`~shopaug.data.open_bandit.impression_table` (with ``click``).
+
+        ``trainer`` trains the ``neural`` learner's network instead of its plain loop (DP-SGD:
+        :class:`shopaug.train.dp_sgd.PrivateRowTraining`); other learners refuse one.
+        """
+        if trainer is not None and settings.model != "neural":
+            raise ValueError(
+                f"a network trainer (DP-SGD) trains the neural model only; got model "
+                f"{settings.model!r}"
+            )
         labels = table["click"].to_numpy(dtype=np.int64)
         if labels.sum() == 0:
             raise ValueError("the training impressions have no clicks; a CTR model needs some")
@@ -201,7 +222,11 @@ class CtrModel:
             theta = sample["position"].map(propensities).to_numpy(dtype=np.float64)
             weights = np.where(labels[kept] == 1, 1.0 / theta, 1.0)
         encoder = FeatureEncoder.fit(table, with_position=settings.position == "feature")
-        estimator: Estimator = ESTIMATORS[settings.model](settings.estimator, settings.seed)
+        estimator: Estimator = (
+            NeuralEstimator(settings.estimator, settings.seed, trainer=trainer)
+            if trainer is not None
+            else ESTIMATORS[settings.model](settings.estimator, settings.seed)
+        )
         estimator.fit(encoder.transform(sample), labels[kept], weights)
         logger.info(
             "ctr %s/%s/w=%g: %d rows (%d clicks), %d features",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,28 @@ class EstimatorSettings:
     batch_size: int = 512
     weight_decay: float = 1e-4
     threads: int = 1
+
+
+class NetworkTrainer(Protocol):
+    """Trains the neural estimator's network in place of its plain loop; DP-SGD is
+    :class:`shopaug.train.dp_sgd.PrivateRowTraining` (the training layer supplies it, this
+    layer only calls it).
+
+    ``row_losses(indices)`` returns the weighted loss of each of those training rows
+    ``(len(indices),)``; ``optimizer`` is the network's AdamW.
+    """
+
+    def __call__(
+        self,
+        network: Any,
+        optimizer: Any,
+        row_losses: Callable[[np.ndarray], Any],
+        *,
+        rows: int,
+        batch_size: int,
+        epochs: int,
+        seed: int,
+    ) -> None: ...
 
 
 class Estimator(Protocol):
@@ -140,10 +163,15 @@ class NeuralEstimator:
     layer; the few lines of a tabular loop live here).
 
     Each impression is one row of the loss: ``BCE(s, y) = BCE(-s, 1 - y)``, so the score enters
-    column 0 (the loss's "positive" column) as ``s`` for a click and ``-s`` otherwise."""
+    column 0 (the loss's "positive" column) as ``s`` for a click and ``-s`` otherwise.
 
-    def __init__(self, settings: EstimatorSettings, seed: int) -> None:
-        self.settings, self.seed = settings, seed
+    A ``trainer`` (a :class:`NetworkTrainer`, DP-SGD say) replaces the plain loop: it gets the
+    network, the optimiser and the per-row losses ``w_i BCE(s_i, y_i)``."""
+
+    def __init__(
+        self, settings: EstimatorSettings, seed: int, trainer: NetworkTrainer | None = None
+    ) -> None:
+        self.settings, self.seed, self.trainer = settings, seed, trainer
         self.network: Any = None
 
     def _build(self, inputs: int) -> Any:
@@ -173,6 +201,27 @@ class NeuralEstimator:
         sign = torch.as_tensor(np.where(labels == 1, 1.0, -1.0), dtype=torch.float32)
         row_weights = torch.as_tensor(weights, dtype=torch.float32)
         self.network.train()
+        if self.trainer is not None:
+
+            def row_losses(rows: np.ndarray) -> Any:
+                inputs = torch.as_tensor(features[rows].toarray(), dtype=torch.float32)
+                scores = self.network(inputs)[:, 0] * sign[rows]  # (rows,)
+                per_row = torch.nn.functional.binary_cross_entropy_with_logits(
+                    scores, torch.ones_like(scores), reduction="none"
+                )
+                return per_row * row_weights[rows]
+
+            self.trainer(
+                self.network,
+                optimiser,
+                row_losses,
+                rows=features.shape[0],
+                batch_size=self.settings.batch_size,
+                epochs=self.settings.epochs,
+                seed=self.seed,
+            )
+            self.network.eval()
+            return
         for epoch in range(self.settings.epochs):
             total = 0.0
             # the order of an epoch is a pure function of (seed, epoch), as in train.loop
