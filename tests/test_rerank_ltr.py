@@ -186,6 +186,25 @@ def test_the_service_reranks_its_first_stage(tmp_path: Path) -> None:
     assert "reranked (lambdamart)" in reranked.ranking
 
 
+def _force_selection(monkeypatch, first_stage: str) -> None:
+    """Selection picks ``first_stage`` and the gate serves its reranker, whatever validation
+    says (on the tiny demo data it would prefer BM25)."""
+    from shopaug.experiment import runner
+
+    gate = runner.gate_reranker
+    monkeypatch.setattr(
+        runner,
+        "select_system",
+        lambda systems, scored: next(s for s in systems if s.name == first_stage),
+    )
+
+    def always_serve(first_stage, reranked, scored):
+        _, decision = gate(first_stage, reranked, scored)
+        return reranked, {**decision, "served": True}
+
+    monkeypatch.setattr(runner, "gate_reranker", always_serve)
+
+
 def test_a_run_that_chooses_the_reranker_serves_it(tmp_path: Path, monkeypatch) -> None:
     """Whatever selection chose is what model/ serves: here the zero-shot hybrid + LambdaMART
     (selection forced, since on the tiny demo data validation prefers BM25): the base encoder,
@@ -197,18 +216,7 @@ def test_a_run_that_chooses_the_reranker_serves_it(tmp_path: Path, monkeypatch) 
     from shopaug.retrieval.fusion import read_fusion
     from shopaug.serve.catalog_backend import load_catalog_backend
 
-    gate = runner.gate_reranker
-    monkeypatch.setattr(
-        runner,
-        "select_system",
-        lambda systems, scored: next(s for s in systems if s.name == "zero-shot hybrid"),
-    )
-
-    def always_serve(first_stage, reranked, scored):
-        _, decision = gate(first_stage, reranked, scored)
-        return reranked, {**decision, "served": True}
-
-    monkeypatch.setattr(runner, "gate_reranker", always_serve)
+    _force_selection(monkeypatch, "zero-shot hybrid")
     mapping, _ = read_config("quick")
     mapping.update(ablation=[], reranker={"enabled": True, "kind": "lambdamart", "top_k": 10})
     mapping["reranker"].update(trees=20, leaves=4)
@@ -240,18 +248,7 @@ def test_a_reranker_over_a_fine_tuned_first_stage_serves_the_base_features(
     from shopaug.models.bi_encoder import BiEncoder
     from shopaug.serve.catalog_backend import load_catalog_backend
 
-    gate = runner.gate_reranker
-    monkeypatch.setattr(
-        runner,
-        "select_system",
-        lambda systems, scored: next(s for s in systems if s.name == "plain fine-tune"),
-    )
-
-    def always_serve(first_stage, reranked, scored):
-        _, decision = gate(first_stage, reranked, scored)
-        return reranked, {**decision, "served": True}
-
-    monkeypatch.setattr(runner, "gate_reranker", always_serve)
+    _force_selection(monkeypatch, "plain fine-tune")
     mapping, _ = read_config("quick")
     mapping.update(
         ablation=[{"name": "plain fine-tune", "methods": ["positives"]}],
