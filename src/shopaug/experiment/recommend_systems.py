@@ -7,7 +7,10 @@ validation baskets; the same weights then rank the test catalog from each custom
 to the test cut. No user or item id is learned, so a history that grows needs no retraining.
 
 Negatives come from :mod:`shopaug.samplers` over the items sold before the validation cut only
-(nothing later reaches the negatives):
+(nothing later reaches the negatives). A customer's purchases before the cut are never the
+negatives of that customer's examples (:func:`purchase_exclusions`): the samplers skip them
+(their ``exclude`` rows) and the loss leaves them out of the row's own and in-batch candidates
+(a masked cell, ``-inf`` in the softmax), through ``NegativeSampling.exclusions``:
 
 =============  ========================================================================
 ``uniform``    :class:`~shopaug.samplers.UniformSampler`
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,12 +101,39 @@ def training_examples(view: SplitView, config: RecommendConfig) -> list[Training
     """Per customer, each of their last ``training_invoices`` invoices before the cut (but the
     first) is a target: up to ``positives_per_basket`` of its items, seeded, each an example
     whose query is the history before that invoice."""
+    return [example for _, example in customer_examples(view, config)]
+
+
+def purchase_exclusions(
+    view: SplitView, pairs: Sequence[tuple[str, TrainingExample]]
+) -> dict[str, frozenset[str]]:
+    """Query text -> the items its customer bought before the split's cut: never negatives of
+    that customer's examples (``pairs`` from :func:`customer_examples`).
+
+    Examples are keyed by their query (the loop works on texts); two customers whose history
+    texts happen to be identical share the union of their purchases.
+    """
+    train = view.split.train
+    bought = {
+        str(customer): frozenset(items)
+        for customer, items in train.groupby("customer_id", sort=False)["item_id"]
+    }
+    exclusions: dict[str, set[str]] = {}
+    for customer, example in pairs:
+        exclusions.setdefault(example.query, set()).update(bought.get(customer, ()))
+    return {query: frozenset(items) for query, items in exclusions.items()}
+
+
+def customer_examples(
+    view: SplitView, config: RecommendConfig
+) -> list[tuple[str, TrainingExample]]:
+    """:func:`training_examples` with the customer of each example."""
     rng = np.random.default_rng([config.seed, 11])
     history: dict[str, list[str]] = {}
     invoices: dict[str, list[list[str]]] = {}
     for customer, items in view.train_baskets():
         invoices.setdefault(customer, []).append(items)
-    examples: list[TrainingExample] = []
+    examples: list[tuple[str, TrainingExample]] = []
     for customer in sorted(invoices):
         baskets = invoices[customer]
         first_target = max(1, len(baskets) - config.training_invoices)
@@ -112,7 +142,7 @@ def training_examples(view: SplitView, config: RecommendConfig) -> list[Training
             query = history_text(history[customer][-config.max_history :])
             chosen = rng.choice(len(basket), size=min(config.positives_per_basket, len(basket)))
             for position in sorted(set(chosen.tolist())):
-                examples.append(TrainingExample(query=query, positive=basket[position]))
+                examples.append((customer, TrainingExample(query=query, positive=basket[position])))
             history[customer].extend(basket)
     return examples
 
@@ -159,8 +189,10 @@ def negative_sampling(
     items: Sequence[str],
     counts: np.ndarray,
     batch_size: int,
+    exclusions: Mapping[str, Collection[str]] | None = None,
 ) -> BatchSampling | None:
-    """The sampler of ``row`` over the training ``items`` (``None`` for ``none``)."""
+    """The sampler of ``row`` over the training ``items`` (``None`` for ``none``); items in
+    ``exclusions[query]`` are never negatives of that query's examples."""
     name = {"text_hard": "uniform"}.get(row.sampler, row.sampler)
     if name == "none":
         return None
@@ -175,7 +207,12 @@ def negative_sampling(
     )
     sampler = build_sampler(settings, n_items=len(items), counts=counts, scorer=scorer)
     return BatchSampling(
-        catalog=list(items), sampler=sampler, n=n, log_q_correction=row.log_q, scorer=scorer
+        catalog=list(items),
+        sampler=sampler,
+        n=n,
+        log_q_correction=row.log_q,
+        exclusions=exclusions,
+        scorer=scorer,
     )
 
 
@@ -186,14 +223,20 @@ def with_text_hard_negatives(
     *,
     n: int,
     seed: int,
+    exclusions: Mapping[str, Collection[str]] | None = None,
 ) -> list[TrainingExample]:
-    """Each example gets ``n`` of its positive's text neighbours as its own negatives."""
+    """Each example gets ``n`` of its positive's text neighbours as its own negatives, none of
+    them in ``exclusions[example.query]``."""
     rng = np.random.default_rng([seed, 13])
     index = {item: row for row, item in enumerate(items)}
     out = []
     for example in examples:
         pool = neighbours[index[example.positive]]
-        picks = rng.choice(pool[pool >= 0], size=min(n, int((pool >= 0).sum())), replace=False)
+        pool = pool[pool >= 0]
+        bought = (exclusions or {}).get(example.query, ())
+        if bought:
+            pool = np.array([p for p in pool.tolist() if items[p] not in bought], dtype=np.int64)
+        picks = rng.choice(pool, size=min(n, len(pool)), replace=False)
         out.append(replace(example, negatives=[items[int(p)] for p in picks]))
     return out
 
@@ -224,16 +267,25 @@ def train_row(
     items = valid.catalog
     trained_items = [item for item in items if item not in valid.split.new_items]
     counts = np.array([valid.truth.popularity.get(i, 0) for i in trained_items], dtype=np.float64)
-    examples = training_examples(valid, config)
+    pairs = customer_examples(valid, config)
+    examples = [example for _, example in pairs]
+    exclusions = purchase_exclusions(valid, pairs)
     if row.sampler == "text_hard":
         neighbours = text_neighbours(model, trained_items, depth=50)
         examples = with_text_hard_negatives(
-            examples, neighbours, trained_items, n=row.negatives, seed=config.seed
+            examples,
+            neighbours,
+            trained_items,
+            n=row.negatives,
+            seed=config.seed,
+            exclusions=exclusions,
         )
     if row.sampler == "in_batch":  # every batch full, so every row has other positives
         full = len(examples) - len(examples) % train_config.batch_size
         examples = examples[: max(train_config.batch_size, full)]
-    sampling = negative_sampling(row, model, trained_items, counts, train_config.batch_size)
+    sampling = negative_sampling(
+        row, model, trained_items, counts, train_config.batch_size, exclusions
+    )
     settings = train_config.model_copy(update={"in_batch_negatives": row.in_batch})
     key = f"recall@{config.k}"
 

@@ -602,7 +602,11 @@ def _train_step(
     model.train()
     if sampled is not None:
         batch = sampled.examples
-    candidates = build_candidates(batch, in_batch_negatives=config.in_batch_negatives)
+    candidates = build_candidates(
+        batch,
+        in_batch_negatives=config.in_batch_negatives,
+        excluded=None if sampled is None else sampled.excluded,
+    )
     scores, mask = score_batch(model, candidates)  # type: ignore[arg-type]  # (batch, width)
     weights = torch.tensor(candidates.weights, dtype=scores.dtype, device=scores.device)
     log_q = None

@@ -22,12 +22,20 @@ Positives are mapped to catalog rows by their text (the first row of a repeated 
 come back as their group's negatives. The protocol always excludes a positive row, so a positive
 that is not in the catalog is given a stand-in row drawn by the same generator: that one random
 item is left out of its group's draw.
+
+``exclusions`` (query text -> item texts) names further items that are never a group's
+negatives: in the recommendation task, a customer's other purchases before the cut are not
+negatives of that customer's examples. They are passed to the sampler as its ``exclude`` rows,
+and :class:`SampledBatch` carries them on (``excluded``) so that
+:func:`~shopaug.train.trainable.build_candidates` leaves them out of the group's own and
+in-batch negatives as well: a left-out column scores like a padding cell, ``-inf`` in the
+softmax, so the masked loss never pushes such an item down for that query.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -57,11 +65,14 @@ class SampledBatch:
         items: ``(batch, n)`` int64 catalog rows drawn for each group.
         log_q: Per group, the sampled text -> log proposal probability; ``None`` without the
             logQ correction.
+        excluded: Per group, the item texts that must not be scored as its negatives (its
+            query's ``NegativeSampling.exclusions``); ``None`` without exclusions.
     """
 
     examples: list[TrainingExample]
     items: np.ndarray
     log_q: list[dict[str, float]] | None
+    excluded: list[frozenset[str]] | None = None
 
     def log_q_columns(self, candidates: CandidateBatch, *, like: torch.Tensor) -> torch.Tensor:
         """``(batch, width)`` log_q of the candidate columns, in ``like``'s dtype and device.
@@ -91,6 +102,10 @@ class NegativeSampling:
         n: Negatives drawn per group and step, at least 1.
         log_q_correction: Subtract the sampled columns' ``log_q`` from their logits
             (InfoNCE only; Yi et al., RecSys 2019).
+        exclusions: Query text -> item texts never drawn for (nor scored as negatives of) the
+            groups with that query, e.g. a customer's other purchases; texts outside
+            ``catalog`` are still kept out of the candidate rows. ``None``: only each group's
+            positive is excluded.
 
     Raises:
         ConfigError: If ``n`` is not a positive integer, or the catalog and the sampler differ
@@ -101,6 +116,7 @@ class NegativeSampling:
     sampler: NegativeSampler
     n: int
     log_q_correction: bool = False
+    exclusions: Mapping[str, Collection[str]] | None = None
 
     def __post_init__(self) -> None:
         check_int(self.n, name="NegativeSampling.n (negatives per group)", minimum=1)
@@ -118,6 +134,16 @@ class NegativeSampling:
             rows.setdefault(text, row)
         return rows
 
+    @cached_property
+    def _excluded(self) -> dict[str, tuple[frozenset[str], np.ndarray]]:
+        """Query -> (excluded texts, their catalog rows as a sorted int64 array)."""
+        excluded: dict[str, tuple[frozenset[str], np.ndarray]] = {}
+        for query, texts in (self.exclusions or {}).items():
+            kept = frozenset(texts)
+            rows = sorted({self._rows[text] for text in kept if text in self._rows})
+            excluded[query] = (kept, np.array(rows, dtype=np.int64))
+        return excluded
+
     def check_loss(self, loss: str) -> None:
         """Raise :class:`ConfigError` if the logQ correction is on and ``loss`` cannot take it."""
         if self.log_q_correction and loss not in LOG_Q_LOSSES:
@@ -127,7 +153,8 @@ class NegativeSampling:
             )
 
     def fingerprint(self) -> str:
-        """sha256 of what decides the draws: catalog, sampler kind and probabilities, n, logQ."""
+        """sha256 of what decides the draws: catalog, sampler kind and probabilities, n, logQ,
+        exclusions."""
         digest = hashlib.sha256()
         for text in self.catalog:
             digest.update(text.encode())
@@ -136,6 +163,9 @@ class NegativeSampling:
         probabilities = getattr(self.sampler, "probabilities", None)
         if probabilities is not None:
             digest.update(np.ascontiguousarray(probabilities, dtype=np.float64).tobytes())
+        for query in sorted(self._excluded):
+            digest.update(f"\x00{query}\x00".encode())
+            digest.update("\n".join(sorted(self._excluded[query][0])).encode())
         return digest.hexdigest()
 
     def draw(self, batch: Sequence[TrainingExample], *, seed: int, step: int) -> SampledBatch:
@@ -150,11 +180,14 @@ class NegativeSampling:
             [row if row is not None else int(rng.integers(self.sampler.n_items)) for row in known],
             dtype=np.int64,
         )
+        empty = (frozenset[str](), np.empty(0, dtype=np.int64))
+        excluded = [self._excluded.get(example.query, empty) for example in batch]
         sample = self.sampler.sample(
             query_rows=np.arange(len(batch), dtype=np.int64),
             positive_rows=positive_rows,
             n=self.n,
             rng=rng,
+            exclude=[rows for _, rows in excluded] if self._excluded else None,
         )
         examples: list[TrainingExample] = []
         log_q: list[dict[str, float]] = []
@@ -173,4 +206,5 @@ class NegativeSampling:
             examples=examples,
             items=sample.items,
             log_q=log_q if self.log_q_correction else None,
+            excluded=[texts for texts, _ in excluded] if self._excluded else None,
         )

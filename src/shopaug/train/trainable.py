@@ -22,7 +22,7 @@ Both are ``torch.nn.Module`` s (the loop uses ``parameters``, ``state_dict``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -132,7 +132,10 @@ class CandidateBatch:
 
 
 def build_candidates(
-    examples: Sequence[TrainingExample], *, in_batch_negatives: bool
+    examples: Sequence[TrainingExample],
+    *,
+    in_batch_negatives: bool,
+    excluded: Sequence[Collection[str]] | None = None,
 ) -> CandidateBatch:
     """Lay out the candidates of each group: positive, own negatives, then in-batch negatives.
 
@@ -142,14 +145,23 @@ def build_candidates(
     Likewise the positive of another group with the same query text is not an in-batch
     negative of this row: it is relevant to the query too (a query with many judged positives
     would otherwise learn against its own positives whenever two of them share a batch).
+    A text in ``excluded[i]`` (say, another purchase of row ``i``'s customer) is left out of
+    row ``i`` the same way: a left-out candidate is a masked cell, ``-inf`` in a softmax.
 
     Args:
         examples: The groups of one batch.
         in_batch_negatives: Add the other groups' positives and negatives to each row.
+        excluded: Optional, per group, texts that are never its negatives (own, sampled or
+            in-batch); the group's positive stays.
 
     Returns:
         The candidate lists, positive first in every row.
     """
+    if excluded is not None and len(excluded) != len(examples):
+        raise ValueError(
+            f"excluded holds {len(excluded)} collections for {len(examples)} groups; "
+            "expected one per group"
+        )
     rows: list[list[str]] = []
     dropped = 0
     for index, example in enumerate(examples):
@@ -162,6 +174,8 @@ def build_candidates(
                     pool.extend(other.negatives)
         row = [example.positive]
         seen = {example.positive}
+        if excluded is not None:
+            seen |= set(excluded[index])
         for text in pool:
             if text in seen:
                 dropped += 1
@@ -170,7 +184,9 @@ def build_candidates(
             row.append(text)
         rows.append(row)
     if dropped:
-        logger.debug("left out %d candidate(s) equal to a positive or repeated in a row", dropped)
+        logger.debug(
+            "left out %d candidate(s) equal to a positive, excluded or repeated in a row", dropped
+        )
     return CandidateBatch(
         queries=[example.query for example in examples],
         candidates=rows,
