@@ -78,6 +78,30 @@ def augment(
         frame, details = _near_miss(dataset, query_ids, mining, config, seed)
     else:
         frame, details = _synthetic_queries(dataset, query_ids, mining, config, seed)
+    summary = samples_summary(
+        dataset,
+        method,
+        query_ids,
+        frame,
+        seed=seed,
+        details=details,
+        seconds=time.perf_counter() - start,
+    )
+    return frame, summary
+
+
+def samples_summary(
+    dataset: Dataset,
+    method: str,
+    query_ids: Sequence[str],
+    frame: pd.DataFrame,
+    *,
+    seed: int,
+    details: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """The summary :func:`augment` returns beside its samples (also for samples made on Ray,
+    :mod:`shopaug.scale`): rows per ``kind/method``, the method's details and the time."""
     counts = {
         f"{kind}/{name}": int(n)
         for kind, name, n in frame.groupby(["kind", "method"])
@@ -85,7 +109,7 @@ def augment(
         .reset_index()
         .itertuples(index=False)
     }
-    summary = {
+    return {
         "dataset": dataset.name,
         "method": method,
         "seed": seed,
@@ -93,9 +117,8 @@ def augment(
         "rows": len(frame),
         "counts": counts,
         "details": details,
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(float(seconds), 3),
     }
-    return frame, summary
 
 
 def _sampling_settings(config: AugmentConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from shopaug.augment.pipeline import AugmentConfig, augment
+from shopaug.augment.pipeline import AugmentConfig, augment, samples_summary
 from shopaug.config import from_mapping
 from shopaug.data.records import Dataset
 from shopaug.errors import require
@@ -95,36 +95,16 @@ class RayEngine:
         frame, stats = mine_dense_on_ray(
             dataset, query_ids, mining, encoder=encoder, shards=self.shards
         )
-        return frame, _summary(dataset, method, seed, query_ids, frame, asdict(stats))
-
-
-def _summary(
-    dataset: Dataset,
-    method: str,
-    seed: int,
-    query_ids: Sequence[str],
-    frame: pd.DataFrame,
-    details: dict[str, Any],
-) -> dict[str, Any]:
-    """The summary :func:`augment` writes beside its samples, for samples mined on Ray."""
-    counts = {
-        f"{kind}/{name}": int(n)
-        for kind, name, n in frame.groupby(["kind", "method"])
-        .size()
-        .reset_index()
-        .itertuples(index=False)
-    }
-    return {
-        "dataset": dataset.name,
-        "method": method,
-        "seed": seed,
-        "train_queries": len(query_ids),
-        "rows": len(frame),
-        "counts": counts,
-        "details": details,
-        "seconds": round(float(details.get("seconds", 0.0)), 3),
-        "engine": "ray",
-    }
+        summary = samples_summary(
+            dataset,
+            method,
+            query_ids,
+            frame,
+            seed=seed,
+            details=asdict(stats),
+            seconds=stats.seconds,
+        )
+        return frame, {**summary, "engine": "ray"}
 
 
 def _quiet_progress(show_progress: bool) -> None:
