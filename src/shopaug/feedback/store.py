@@ -24,6 +24,12 @@ past ``timeout_s``, the SQLite file moved or deleted, the disk full), :meth:`Fee
 raises :class:`StoreUnavailable` (:class:`StoreFull` for a full disk) and has acknowledged
 nothing; the store needs no reopening: the next write after the database is back succeeds.
 
+Schema changes: a store opened with ``create=True`` adds the columns a newer version of this
+module defines to tables an older version created
+(:func:`shopaug.feedback.migrate.add_missing_columns`, ``ALTER TABLE ... ADD COLUMN``,
+nullable), so an existing database keeps working and its old rows read back with ``None``
+there. The one such column so far is ``propensity``.
+
 Why one module of this length: the SQL of both backends (SQLite and PostgreSQL) and the
 schema it depends on are read together; splitting them would separate a query from its table.
 """
@@ -54,6 +60,7 @@ from shopaug.feedback.connection import (
     sqlite_on_connect,
     unavailable_error,
 )
+from shopaug.feedback.migrate import add_missing_columns
 from shopaug.privacy.pii import default_scrubber
 
 logger = logging.getLogger(__name__)
@@ -71,6 +78,7 @@ EVENT_COLUMNS = (
     "product_id",
     "position",
     "timestamp",
+    "propensity",
 )
 DEFAULT_CONSUMER = "online"
 __all__ = [
@@ -91,7 +99,9 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class FeedbackEvent:
     """One event as a client sends it. ``event`` is one of impression, click, add_to_cart,
-    purchase; ``position`` is the 1-based rank the product was shown at."""
+    purchase; ``position`` is the 1-based rank the product was shown at; ``propensity`` (an
+    impression's) is the probability in (0, 1] with which the serving policy showed this product
+    at this position, what off-policy estimators divide by (None: not known)."""
 
     event: str
     product_id: str
@@ -101,8 +111,13 @@ class FeedbackEvent:
     user_id: str | None = None
     session_id: str | None = None
     timestamp: float | None = None
+    propensity: float | None = None
 
     def __post_init__(self) -> None:
+        if self.propensity is not None and not 0.0 < self.propensity <= 1.0:
+            raise ValueError(
+                f"field 'propensity' is {self.propensity}; expected a number in (0, 1]"
+            )
         if self.event not in EVENTS:
             raise ValueError(f"field 'event' is {self.event!r}; expected one of {EVENTS}")
         if not self.product_id:
@@ -126,6 +141,7 @@ class StoredEvent:
     product_id: str
     position: int | None
     timestamp: float | None
+    propensity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +163,15 @@ class IdempotencyConflict(ValueError):
 
 
 def request_fingerprint(events: Sequence[FeedbackEvent]) -> str:
-    """sha256 of the canonical JSON of ``events`` (used to detect a key reused for other data)."""
-    payload = json.dumps([asdict(event) for event in events], sort_keys=True)
+    """sha256 of the canonical JSON of ``events`` (used to detect a key reused for other data).
+
+    A field added later is left out while it is None, so the fingerprint of a request stored
+    by an older version (before ``propensity``) still matches its retry."""
+    fields = [asdict(event) for event in events]
+    for row in fields:
+        if row["propensity"] is None:
+            del row["propensity"]
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -160,7 +183,8 @@ class FeedbackStore:
             ``postgresql+psycopg://postgres@127.0.0.1:5432/test``.
         table_prefix: prepended to every table name (lets tests, or several stores, share a
             database).
-        create: create missing tables on open.
+        create: create missing tables on open, and add the columns a table created by an older
+            version lacks (see the module docstring); with ``False`` the tables must be current.
         timeout_s: how long a write may wait for a connection or a lock before it fails with
             :class:`StoreUnavailable`; None keeps the drivers' defaults (SQLite: 30 s).
         scrub_pii: replace e-mail addresses, phone numbers, card numbers, IBANs and street
@@ -207,6 +231,7 @@ class FeedbackStore:
         )
         if create:
             self._metadata.create_all(self.engine)
+            add_missing_columns(self.engine, self.events)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -469,6 +494,8 @@ def _tables(prefix: str) -> tuple[Any, Any, Any, Any]:
         sa.Column("product_id", sa.String(200), nullable=False),
         sa.Column("position", sa.Integer, nullable=True),
         sa.Column("timestamp", sa.Float(precision=53), nullable=True),
+        # added after the first release: nullable, added to old tables on open (migrate.py)
+        sa.Column("propensity", sa.Float(precision=53), nullable=True),
     )
     keys = sa.Table(
         f"{prefix}feedback_idempotency_keys",

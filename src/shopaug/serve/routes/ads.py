@@ -8,9 +8,22 @@ routes answer 404 (ads are disabled), as the admin routes do without a token. Te
 :func:`get_ad_ranker` through ``app.dependency_overrides``.
 
 Every ranked ad is logged as an ``impression`` event (``product_id`` ``ad:<campaign>:<item>``,
-``query_id`` ``ads/<campaign>``, ``position`` its slot), in the same store and through the same
-public API as search feedback, so the online loop and the off-policy estimators read them.
-The ranking is deterministic: the logging propensity of each shown ad is 1 for its slot.
+``query_id`` ``ads/<campaign>``, ``position`` its slot, ``propensity`` below), in the same store
+and through the same public API as search feedback, so the online loop and the off-policy
+estimators read them (:func:`shopaug.eval.logged_feedback.logged_rounds` turns the stored
+impressions and clicks into the rounds of :mod:`shopaug.eval.off_policy`).
+
+The serving policy and its propensities (the probability that the policy shows this ad in this
+slot for this context, what inverse propensity scoring divides by):
+
+* ``epsilon = 0`` (the default): the candidates by calibrated CTR, best first, a deterministic
+  ranking: each shown ad has propensity 1 for its slot.
+* ``epsilon > 0``: epsilon-greedy over slates. With probability ``1 - epsilon`` the slate is
+  that ranking, with probability ``epsilon`` it is the first ``k`` of a uniformly random order
+  of the ``n`` candidates, so the propensity of ad ``a`` in slot ``j`` is
+  ``(1 - epsilon) * [a is the ranking's j-th] + epsilon / n`` (exact, the slot's marginal, as
+  the Open Bandit Dataset's propensities are). The draw comes from :func:`get_ad_rng` (fresh
+  OS entropy per request; tests override it with a seeded generator).
 """
 
 from __future__ import annotations
@@ -115,14 +128,30 @@ class AdRankRequest(BaseModel):
     )
     k: int = Field(default=3, ge=1, le=100)
     user_id: str | None = Field(default=None, max_length=200)
-    session_id: str | None = Field(default=None, max_length=200)
+    session_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="logged with the impressions; clicks with the same session are matched to "
+        "them for off-policy evaluation",
+    )
     log_impressions: bool = True
+    epsilon: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="exploration: with this probability the slate is a uniformly random order "
+        "of the candidates instead of the CTR ranking (0: deterministic, propensity 1)",
+    )
 
 
 class RankedAd(BaseModel):
     item_id: int
     position: int
     ctr: float = Field(description="calibrated click probability at the first slot")
+    propensity: float = Field(
+        description="probability that the serving policy shows this ad in this slot for this "
+        "context (1 for the deterministic ranking); logged with the impression"
+    )
 
 
 class AdRankResponse(BaseModel):
@@ -146,6 +175,45 @@ class AdClick(BaseModel):
 
 def ad_product_id(campaign: str, item_id: int) -> str:
     return f"ad:{campaign}:{item_id}"
+
+
+def get_ad_rng() -> np.random.Generator:
+    """The generator of one request's exploration draw (fresh OS entropy; tests override it)."""
+    return np.random.default_rng()
+
+
+AdRng = Annotated[np.random.Generator, Depends(get_ad_rng)]
+
+
+def explore_slate(
+    ranking: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Epsilon-greedy over slates: the shown indices ``(k',)`` and each one's propensity.
+
+    Args:
+        ranking: ``(n,)`` candidate indices, best first (the greedy slate is its first ``k``).
+        k: slots to fill (``k' = min(k, n)``).
+        epsilon: probability of a uniformly random slate instead of the greedy one.
+        rng: where the draws come from (none is made when ``epsilon`` is 0).
+
+    Returns:
+        ``(shown, propensity)``: propensity ``j`` is the marginal probability that the policy
+        puts ``shown[j]`` in slot ``j``: ``(1 - epsilon) * [shown[j] == ranking[j]] +
+        epsilon / n``.
+
+    Example:
+        >>> shown, p = explore_slate(np.array([2, 0, 1]), 2, 0.0, np.random.default_rng(0))
+        >>> shown.tolist(), p.tolist()
+        ([2, 0], [1.0, 1.0])
+    """
+    n = len(ranking)
+    slots = min(k, n)
+    greedy = ranking[:slots]
+    shown = greedy
+    if epsilon > 0 and rng.random() < epsilon:
+        shown = rng.permutation(n)[:slots]
+    propensity = (1.0 - epsilon) * (shown == greedy) + epsilon / n
+    return shown, propensity
 
 
 def _check_context(request: AdRankRequest, ranker: AdRanker) -> list[int]:
@@ -177,14 +245,22 @@ def _check_context(request: AdRankRequest, ranker: AdRanker) -> list[int]:
 @router.post(
     "/ads/rank", response_model=AdRankResponse, responses=error_responses(400, 404, 413, 503, 507)
 )
-def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store) -> AdRankResponse:
-    """Rank the candidates by calibrated CTR, fill ``k`` slots, log the impressions."""
+def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store, rng: AdRng) -> AdRankResponse:
+    """Rank the candidates by calibrated CTR (or explore, ``epsilon``), fill ``k`` slots, log
+    the impressions with their propensities."""
     candidates = _check_context(request, ranker)
     ctr = ranker.score(request.campaign, request.user_features, request.affinity, candidates)
-    order = np.argsort(-ctr, kind="stable")[: request.k]
+    shown, propensity = explore_slate(
+        np.argsort(-ctr, kind="stable"), request.k, request.epsilon, rng
+    )
     ads = [
-        RankedAd(item_id=candidates[index], position=slot, ctr=float(ctr[index]))
-        for slot, index in enumerate(order, start=1)
+        RankedAd(
+            item_id=candidates[index],
+            position=slot,
+            ctr=float(ctr[index]),
+            propensity=float(probability),
+        )
+        for slot, (index, probability) in enumerate(zip(shown, propensity), start=1)
     ]
     ids: list[int] = []
     if request.log_impressions and ads:
@@ -196,6 +272,7 @@ def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store) -> AdRankRes
                 position=ad.position,
                 user_id=request.user_id,
                 session_id=request.session_id,
+                propensity=ad.propensity,
             )
             for ad in ads
         ]
