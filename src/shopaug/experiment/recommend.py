@@ -7,7 +7,9 @@ embedding cache, fit the baselines on each split, train every two-tower row on t
 split, rank each split's customers, measure (:mod:`shopaug.eval.recommend`), choose the served
 system on validation recall only, and write the run directory: ``config.yaml``,
 ``manifest.json``, ``metrics.json``, ``report.html``, ``samples.parquet`` (the training
-examples of the served row) and ``model/`` (the best two-tower row, safetensors).
+examples of the served row) and ``model/`` (the best two-tower row, safetensors, with the item
+titles and each customer's history up to the cut: what ``shopaug serve`` answers ``/recommend``
+with, see :mod:`shopaug.serve.recommender_backend`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from shopaug.experiment.recommend_systems import (
     training_examples,
 )
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
-from shopaug.models.two_tower import TwoTowerRecommender
+from shopaug.models.two_tower import TwoTowerRecommender, save_serving_data
 
 logger = logging.getLogger(__name__)
 #: Every system is compared with this one (paired bootstrap over customers).
@@ -129,7 +131,7 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
     timings["two_tower"] = time.perf_counter() - start
 
     result = measure_systems(systems, valid, test, config)
-    served = _serve(result, trained, run_dir, valid, config)
+    served = _serve(result, trained, run_dir, (valid, test), data.titles, config)
     result["served"] = served
     write_json(run_dir / "metrics.json", result)
     timings["total"] = time.perf_counter() - started
@@ -257,11 +259,14 @@ def _serve(
     result: dict[str, Any],
     trained: dict[str, Any],
     run_dir: Path,
-    valid: SplitView,
+    views: tuple[SplitView, SplitView],
+    titles: Mapping[str, str],
     config: RecommendConfig,
 ) -> dict[str, Any]:
-    """Copy the best two-tower row (by validation recall) to ``model/``; its examples go to
-    ``samples.parquet``."""
+    """Copy the best two-tower row (by validation recall) to ``model/`` with the titles and
+    every customer's history before the test cut (what the test figure ranked from); its
+    examples go to ``samples.parquet``."""
+    valid, test = views
     key = f"recall@{config.k}"
     rows = [e for e in result["systems"] if e["kind"] == "two-tower"]
     if not rows:
@@ -270,7 +275,16 @@ def _serve(
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    trained[best["name"]].model.save(model_dir)
+    model = trained[best["name"]].model
+    model.save(model_dir)
+    histories = test.split.histories()
+    save_serving_data(
+        model_dir,
+        model,
+        titles=titles,
+        histories=histories,
+        cut=str(test.split.cut.date()),
+    )
     examples = training_examples(valid, config)
     frame = samples_frame(
         [
@@ -294,7 +308,12 @@ def _serve(
         run_dir / "samples.parquet",
         scrub_pii=False,
     )
-    return {"system": best["name"], "model_dir": str(model_dir), "kind": "two-tower-recommender"}
+    return {
+        "system": best["name"],
+        "model_dir": str(model_dir),
+        "kind": "two-tower-recommender",
+        "customers": len(histories),
+    }
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,12 @@ zero, so an untrained model is the zero-shot text similarity between a history a
 A new item (no purchase before the cut) has a text vector like any other, so it can be
 recommended; ID models (ALS, BPR, co-occurrence) cannot.
 
+A served model directory (``model/`` of a ``task: recommend`` run) also holds what the service
+needs beside the weights, written by :func:`save_serving_data` and read by
+:func:`load_serving_data`: ``titles.json`` (item id -> title) and ``customers.json`` (the cut
+date and, per customer known before it, the purchases the user tower reads: the last
+``max_history`` item ids, oldest first, repeats kept).
+
 It is a two-tower model for :func:`shopaug.train.fit`: a "query" is a customer's history written
 as item ids joined by spaces (:func:`history_text`), an "item" is an item id. Weights and item
 vectors are saved as safetensors, the catalog and settings as JSON; nothing is pickled.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 KIND = "two-tower-recommender"
 DESCRIPTOR = "shopaug-model.json"
 WEIGHTS = "model.safetensors"
+TITLES = "titles.json"
+CUSTOMERS = "customers.json"
 
 
 def history_text(item_ids: Sequence[str]) -> str:
@@ -174,3 +183,81 @@ class TwoTowerRecommender(nn.Module):
         )
         model.load_state_dict(state)
         return model
+
+
+@dataclass(frozen=True)
+class ServingData:
+    """What a served recommender knows beside its weights (see the module docstring).
+
+    Attributes:
+        titles: Item id -> title.
+        histories: Customer id -> the purchases the user tower reads, oldest first.
+        cut: The date the histories end (exclusive), ISO format.
+    """
+
+    titles: Mapping[str, str]
+    histories: Mapping[str, tuple[str, ...]]
+    cut: str
+
+
+def save_serving_data(
+    directory: str | Path,
+    model: TwoTowerRecommender,
+    *,
+    titles: Mapping[str, str],
+    histories: Mapping[str, Sequence[str]],
+    cut: str,
+) -> None:
+    """Write ``titles.json`` and ``customers.json`` next to ``model``'s weights.
+
+    Only the last ``model.max_history`` purchases of each history are kept (all the user tower
+    reads); ids outside the model's catalog are an error.
+
+    Raises:
+        ValueError: A history names an item the model does not know (the message names the
+            customer and the item).
+    """
+    folder = Path(directory)
+    kept: dict[str, list[str]] = {}
+    for customer in sorted(histories):
+        recent = list(histories[customer])[-model.max_history :]
+        unknown = [item for item in recent if item not in model.rows]
+        if unknown:
+            raise ValueError(
+                f"customer {customer!r}: items {unknown[:3]} are not in the model's catalog"
+            )
+        kept[str(customer)] = recent
+    item_titles = {item: str(titles.get(item, "")) for item in model.item_ids}
+    (folder / TITLES).write_text(json.dumps(item_titles, ensure_ascii=False) + "\n", "utf-8")
+    payload = {"cut": cut, "max_history": model.max_history, "histories": kept}
+    (folder / CUSTOMERS).write_text(json.dumps(payload) + "\n", "utf-8")
+
+
+def load_serving_data(directory: str | Path) -> ServingData:
+    """Read what :func:`save_serving_data` wrote.
+
+    Raises:
+        FileNotFoundError: A file is missing (the message names it).
+        ValueError: A file does not have the expected shape (the message names it and the field).
+    """
+    folder = Path(directory)
+    for name in (TITLES, CUSTOMERS):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder / name} does not exist; a served recommender directory holds "
+                f"{DESCRIPTOR}, {WEIGHTS}, {TITLES} and {CUSTOMERS} (written by shopaug run)"
+            )
+    titles = json.loads((folder / TITLES).read_text("utf-8"))
+    customers = json.loads((folder / CUSTOMERS).read_text("utf-8"))
+    if not isinstance(titles, dict):
+        raise ValueError(f"{folder / TITLES}: expected an object item id -> title")
+    histories = customers.get("histories") if isinstance(customers, dict) else None
+    if not isinstance(histories, dict) or not all(
+        isinstance(items, list) for items in histories.values()
+    ):
+        raise ValueError(f"{folder / CUSTOMERS}: field 'histories' must map ids to lists of ids")
+    return ServingData(
+        titles={str(k): str(v) for k, v in titles.items()},
+        histories={str(c): tuple(str(i) for i in items) for c, items in histories.items()},
+        cut=str(customers.get("cut", "")),
+    )

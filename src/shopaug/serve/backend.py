@@ -38,6 +38,22 @@ class UnsupportedFilterError(ValueError):
     """A filter field the backend cannot apply; the service answers 422 naming it."""
 
 
+class UnknownCustomerError(LookupError):
+    """A customer id the served model has no history for; the service answers 404."""
+
+    def __init__(self, customer_id: str, detail: str) -> None:
+        self.customer_id = customer_id
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SearchNotSupportedError(LookupError):
+    """The model in service ranks no queries (a next-basket recommender); the service answers
+    404 with this message."""
+
+
 @runtime_checkable
 class SearchBackend(Protocol):
     """What the service needs from a model.
@@ -56,13 +72,23 @@ class SearchBackend(Protocol):
 
     def search(self, query: str, k: int, filters: Mapping[str, str] | None) -> list[Hit]:
         """The top ``k`` products for ``query``, best first, honouring ``filters``
-        (field -> required value). Raises :class:`UnsupportedFilterError` for unknown fields."""
+        (field -> required value). Raises :class:`UnsupportedFilterError` for unknown fields,
+        :class:`SearchNotSupportedError` when the model ranks no queries."""
         ...
 
     def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
-        """``k`` products similar to / following ``history`` (product ids, oldest first),
-        excluding the history itself. Products without any interaction must be reachable.
-        Raises :class:`UnknownProductError` naming ids that are not in the catalog."""
+        """``k`` products similar to / following ``history`` (product ids, oldest first).
+        A content-based (search) model leaves the history out; a trained next-basket
+        recommender ranks as its run evaluated it, repeat purchases included. Products without
+        any interaction must be reachable. Raises :class:`UnknownProductError` naming ids that
+        are not in the catalog."""
+        ...
+
+    def customer_history(self, customer_id: str) -> list[str]:
+        """The purchases of ``customer_id`` the model was given when it was trained (product
+        ids, oldest first), what ``recommend`` then ranks from. Raises
+        :class:`UnknownCustomerError` when the model has none (a search model knows no
+        customers)."""
         ...
 
     def has_product(self, product_id: str) -> bool:

@@ -57,6 +57,8 @@ class SearchResponse(BaseModel):
 
 
 class RecommendRequest(BaseModel):
+    """Exactly one of ``history``, ``session_id`` and ``customer_id``."""
+
     model_config = ConfigDict(extra="forbid")
 
     history: list[Identifier] | None = Field(
@@ -65,12 +67,18 @@ class RecommendRequest(BaseModel):
     session_id: IdentifierOrEmpty | None = Field(
         None, description="Use the session's logged clicks/carts/purchases."
     )
+    customer_id: Identifier | None = Field(
+        None,
+        description="Use the customer's purchases known when the model was trained (a "
+        "recommendation run's model); 404 for a customer the model does not know.",
+    )
     k: StrictK = 10
 
 
 class RecommendResponse(BaseModel):
     model_version: str
-    history: list[str]
+    history: list[str] = Field(description="The history ranked from, oldest first.")
+    customer_id: str | None = Field(None, description="The customer asked for, if any.")
     items: list[Result]
 
 
@@ -153,7 +161,8 @@ _MEANING = {
     408: "The request body did not arrive in time (the connection is closed).",
     401: "Missing or malformed admin token.",
     403: "Wrong admin token.",
-    404: "Admin routes disabled, or nothing logged for the session.",
+    404: "Admin routes or ads disabled, nothing logged for the session, a customer the model "
+    "does not know, or /search on a model that ranks no queries (a recommendation run).",
     409: "Idempotency-Key reused with a different body.",
     413: "Request body larger than max_body_bytes.",
     415: "The body is not sent as Content-Type: application/json (UTF-8).",

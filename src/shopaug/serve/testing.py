@@ -17,7 +17,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from shopaug.serve.backend import Hit, UnknownProductError, UnsupportedFilterError
+from shopaug.serve.backend import (
+    Hit,
+    UnknownCustomerError,
+    UnknownProductError,
+    UnsupportedFilterError,
+)
 
 FAKE_MODEL_FILE = "fake_model.json"
 FILTER_FIELDS = ("category",)
@@ -71,6 +76,13 @@ class FakeBackend:
 
     def has_product(self, product_id: str) -> bool:
         return product_id in self._by_id
+
+    def customer_history(self, customer_id: str) -> list[str]:
+        raise UnknownCustomerError(
+            customer_id,
+            f"customer {customer_id!r} is unknown: the fake model knows no customers; send "
+            "'history' or 'session_id'",
+        )
 
 
 def write_fake_model(

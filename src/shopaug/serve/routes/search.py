@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
-from shopaug.serve.backend import SearchBackend, UnsupportedFilterError
+from shopaug.serve.backend import SearchBackend, SearchNotSupportedError, UnsupportedFilterError
 from shopaug.serve.deps import Backend, Limits, invalid
 from shopaug.serve.schemas import SearchRequest, SearchResponse, error_responses, results
 
@@ -20,10 +20,12 @@ def _search(
         hits = backend.search(query, k, filters or None)
     except UnsupportedFilterError as error:
         raise invalid(["filters"], str(error)) from error
+    except SearchNotSupportedError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from error
     return SearchResponse(model_version=backend.version, query=query, results=results(hits))
 
 
-@router.get("/search", response_model=SearchResponse, responses=error_responses(503))
+@router.get("/search", response_model=SearchResponse, responses=error_responses(404, 503))
 def search_get(
     backend: Backend,
     limits: Limits,
@@ -44,7 +46,9 @@ def search_get(
     return _search(backend, query, limits.k(k, ["query", "k"]), filters)
 
 
-@router.post("/search", response_model=SearchResponse, responses=error_responses(400, 413, 503))
+@router.post(
+    "/search", response_model=SearchResponse, responses=error_responses(400, 404, 413, 503)
+)
 def search_post(request: SearchRequest, backend: Backend, limits: Limits) -> SearchResponse:
     """Rank products for a query."""
     query = limits.query(request.query, ["body", "query"])

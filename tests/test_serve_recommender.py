@@ -1,0 +1,168 @@
+"""``shopaug serve`` on a recommendation run: ``/recommend`` by customer id, by an ad-hoc history
+and by session, through the run's trained two-tower model, end to end with the TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient
+
+from shopaug.data.retail import load_retail, time_split
+from shopaug.experiment.recommend import parse_config, run
+from shopaug.models.two_tower import TwoTowerRecommender
+from shopaug.serve import Settings, create_app
+from shopaug.serve.catalog_backend import make_catalog_loader
+from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model
+from test_recommend_task import CONFIG, retail_file
+
+NEW_ITEM = "20080"  # "RED LAMP 80": first sold after the cut, no purchase history
+LOOKALIKES = ["20020", "20050"]  # "RED LAMP 20", "RED LAMP 50": sold before the cut
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("retail-serve")
+    retail_file(root / "data")
+    config = parse_config(
+        {
+            **CONFIG,
+            "data_dir": str(root / "data"),
+            "baselines": ["popularity", "repeat"],
+            "rows": [
+                {"name": "zero-shot", "sampler": "none"},
+                {"name": "uniform", "sampler": "uniform", "negatives": 4},
+            ],
+        },
+        "test",
+    )
+    run(config, root / "run", "test")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def client(run_dir: Path) -> Iterator[TestClient]:
+    app = create_app(Settings(run_dir=run_dir), make_catalog_loader(run_dir))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def model(run_dir: Path) -> TwoTowerRecommender:
+    return TwoTowerRecommender.load(run_dir / "model")
+
+
+def assert_model_top_k(
+    items: list[dict[str, object]], model: TwoTowerRecommender, history: list[str], k: int
+) -> None:
+    """``items`` are the model's own top ``k`` for ``history`` (what the run evaluated): each
+    score is the model's score of that item, and no item left out scores higher (ties at the
+    cut may go either way)."""
+    scores = model.score_histories([[model.rows[item] for item in history]])[0]
+    assert len(items) == k
+    served = [str(item["product_id"]) for item in items]
+    for item in items:
+        assert item["score"] == pytest.approx(
+            float(scores[model.rows[str(item["product_id"])]]), abs=1e-5
+        )
+    assert [item["score"] for item in items] == sorted(
+        (item["score"] for item in items), reverse=True
+    )
+    left_out = np.delete(scores, [model.rows[item] for item in served])
+    assert float(left_out.max()) <= min(float(item["score"]) for item in items) + 1e-5
+
+
+def histories_before_cut(run_dir: Path) -> dict[str, list[str]]:
+    data = load_retail(Path(str(run_dir.parent / "data")), title_cut=CONFIG["cut"])
+    split = time_split(data.lines, CONFIG["cut"])
+    return split.histories()
+
+
+def test_recommend_by_customer_ranks_the_stored_history(
+    client: TestClient, run_dir: Path, model: TwoTowerRecommender
+) -> None:
+    histories = histories_before_cut(run_dir)
+    customer = "1003"
+    expected_history = histories[customer][-model.max_history :]
+    answer = client.post("/recommend", json={"customer_id": customer, "k": 8})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["customer_id"] == customer
+    assert body["history"] == expected_history
+    assert body["model_version"].startswith("two-tower-recommender@")
+    ranked = [item["product_id"] for item in body["items"]]
+    assert_model_top_k(body["items"], model, expected_history, 8)
+    # the same history sent ad hoc gets the same answer
+    adhoc = client.post("/recommend", json={"history": expected_history, "k": 8}).json()
+    assert [item["product_id"] for item in adhoc["items"]] == ranked
+    assert adhoc["customer_id"] is None
+
+
+def test_new_items_stay_reachable_through_their_text(
+    client: TestClient, run_dir: Path, model: TwoTowerRecommender
+) -> None:
+    histories = histories_before_cut(run_dir)
+    assert all(NEW_ITEM not in items for items in histories.values())  # never bought before
+    answer = client.post("/recommend", json={"history": LOOKALIKES, "k": 5})
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    ranked = [item["product_id"] for item in items]
+    assert NEW_ITEM in ranked, ranked
+    assert_model_top_k(items, model, LOOKALIKES, 5)
+    assert {item["title"] for item in items if item["product_id"] == NEW_ITEM} == {"RED LAMP 80"}
+
+
+def test_unknown_customer_and_bad_input(client: TestClient) -> None:
+    unknown = client.post("/recommend", json={"customer_id": "99999"})
+    assert unknown.status_code == 404
+    assert "99999" in unknown.json()["detail"] and "unknown" in unknown.json()["detail"]
+    for body, field in (
+        ({"customer_id": "1003", "history": ["20020"]}, "exactly one"),
+        ({}, "exactly one"),
+        ({"customer_id": ""}, "customer_id"),
+        ({"customer_id": 1003}, "customer_id"),
+        ({"customer_id": "10\u000003"}, "customer_id"),
+        ({"history": ["20020", "nope"]}, "nope"),
+        ({"customer_id": "1003", "k": 0}, "k"),
+    ):
+        answer = client.post("/recommend", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert field in answer.text, (body, answer.text)
+    search = client.get("/search", params={"q": "red lamp"})
+    assert search.status_code == 404 and "next-basket recommender" in search.text
+
+
+def test_session_history_is_ranked_by_the_recommender(
+    client: TestClient, model: TwoTowerRecommender
+) -> None:
+    events = [
+        {"event": "click", "product_id": item, "session_id": "retail-s1"} for item in LOOKALIKES
+    ]
+    assert client.post("/feedback", json={"events": events}).status_code == 200
+    answer = client.post("/recommend", json={"session_id": "retail-s1", "k": 5})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["history"] == LOOKALIKES
+    assert_model_top_k(answer.json()["items"], model, LOOKALIKES, 5)
+
+
+def test_openapi_documents_customer_id_and_ad_propensities(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    customer = schemas["RecommendRequest"]["properties"]["customer_id"]
+    assert any(branch.get("maxLength") == 200 for branch in customer["anyOf"])
+    assert "customer_id" in schemas["RecommendResponse"]["properties"]
+    assert schemas["AdRankRequest"]["properties"]["epsilon"]["maximum"] == 1.0
+    assert "propensity" in schemas["RankedAd"]["required"]
+
+
+def test_a_search_model_knows_no_customers(tmp_path: Path) -> None:
+    write_fake_model(tmp_path / "model", "v1", SMALL_CATALOG)
+    with TestClient(create_app(Settings(run_dir=tmp_path), load_fake_backend)) as client:
+        answer = client.post("/recommend", json={"customer_id": "c1"})
+        assert answer.status_code == 404 and "knows no customers" in answer.text
+        by_history = client.post("/recommend", json={"history": ["p1"], "k": 2})
+        assert by_history.status_code == 200 and by_history.json()["customer_id"] is None
