@@ -25,17 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from shopaug.data import kfold_queries, load_dataset, validation_split
-from shopaug.eval.metrics import evaluate_run
-from shopaug.models.query_tower import QueryTowerModel
-from shopaug.retrieval.ranking import CatalogRanker
-from shopaug.train import TrainConfig
-from shopaug.train.grouped import QueryGroup, fit_query_groups
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fold_setup import query_tower_fold
 from results_file import write_section
+from shopaug.models.query_tower import QueryTowerModel
+from shopaug.train import TrainConfig
+from shopaug.train.grouped import fit_query_groups
 
 
 def main() -> None:
@@ -49,41 +44,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/privacy")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    dataset = load_dataset("wands-subset")
-    qrels = dataset.qrels()
-    fold = kfold_queries([q.id for q in dataset.queries], n_folds=5, seed=0)[args.fold]
-    train_ids, valid_ids = validation_split(fold.train, fraction=0.15, seed=0)
-
-    def scored(ids: list[str] | tuple[str, ...]) -> list[str]:
-        return [q for q in ids if any(g > 0 for g in qrels.get(q, {}).values())]
-
-    valid, test = scored(valid_ids), scored(fold.test)
-    base = QueryTowerModel.from_base("minilm")
-    ranker = CatalogRanker(
-        base.encode_items(dataset.product_texts()), [p.id for p in dataset.products]
-    )
-
-    def ndcg(model: Any, ids: list[str]) -> float:
-        vectors = model.encode([dataset.query_by_id[q].text for q in ids])
-        run = ranker.run(ids, vectors, depth=100)
-        return float(
-            np.mean(evaluate_run(run, qrels, metrics=["ndcg@10"], query_ids=ids)["ndcg@10"])
-        )
-
-    groups = []
-    for qid in train_ids:
-        judged = qrels.get(qid, {})
-        positives = sorted(p for p, g in judged.items() if g > 0)
-        if positives:
-            groups.append(
-                QueryGroup(
-                    dataset.query_by_id[qid].text,
-                    tuple(dataset.product(p).render() for p in positives),
-                    tuple(dataset.product(p).render() for p, g in judged.items() if g == 0),
-                    tuple(float(judged[p]) for p in positives),
-                )
-            )
+    fold = query_tower_fold(args.fold)
+    valid, test, groups, base, ndcg = fold.valid, fold.test, fold.groups, fold.base, fold.ndcg
     common = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr}
     layers = args.layers
     runs: list[tuple[str, dict[str, Any]]] = [
@@ -111,7 +73,7 @@ def main() -> None:
         if privacy:
             privacy = {**privacy, "trainable_layers": layers}
         config = TrainConfig(**common, temperature=0.05, seed=0, privacy=privacy)
-        tower = QueryTowerModel.from_base("minilm", item_encoder=base.item_encoder)
+        tower = fold.tower()
         started = time.perf_counter()
         result = fit_query_groups(
             tower,
