@@ -510,6 +510,21 @@ def train_command(
     ] = None,
     data_dir: DataDirOption = None,
     products: ProductsOption = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            "--engine",
+            help="local, or ray: data-parallel training on Ray Train workers (needs "
+            "shopaug[scale]; joins the cluster of RAY_ADDRESS, else starts a local one), the "
+            "same model folder. Default: the config's engine. See docs/scale.md.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="With --engine ray: training workers (default: every CPU)."
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune the bi-encoder (MiniLM) on a samples file into a model folder."""
     from shopaug.config import apply_overrides
@@ -519,7 +534,7 @@ def train_command(
     try:
         run_config = apply_overrides(
             load_run_config(config) if config else RunConfig(),
-            {"seed": seed},
+            {"seed": seed, "engine": engine},
             source="command line",
         )
         if lora_r is not None:
@@ -532,6 +547,7 @@ def train_command(
             config=run_config,
             max_steps=steps,
             command=" ".join(sys.argv),
+            workers=workers,
         )
     except (ShopaugError, FileNotFoundError) as error:
         raise _fail(error) from error

@@ -5,6 +5,9 @@ config), loadable with ``BiEncoder(folder)`` or ``SentenceTransformer(folder)``,
 ``train.json`` (settings, data and samples hashes, the training curve) and ``training/``
 (``curve.jsonl``, TensorBoard logs; checkpoints while it runs). A killed run resumes exactly
 when the same command is run again.
+
+With ``engine: ray`` (``shopaug train --engine ray``) the same training runs data-parallel on
+Ray Train workers (:func:`shopaug.scale.training.fit_on_ray`) and writes the same folder.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def finetune_from_samples(
     config: RunConfig,
     max_steps: int | None = None,
     command: str = "",
+    workers: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune the bi-encoder (``config.model``, MiniLM by default) on a samples file.
 
@@ -181,6 +185,8 @@ def finetune_from_samples(
         config: run config whose train settings, text fields and model are used.
         max_steps: optimizer steps (``None``: ``config.train``'s ``max_steps``/``epochs``).
         command: the command line, for the record.
+        workers: with ``config.engine == "ray"``, data-parallel Ray Train workers of one CPU
+            each (default: the Ray cluster's CPUs).
 
     Returns:
         A :class:`FinetuneResult`.
@@ -189,13 +195,17 @@ def finetune_from_samples(
         ConfigError: bad settings, a folder that is not shopaug's, or a checkpoint in
             ``out/training`` from other settings or samples.
         DataError: a bad samples file.
+        MissingExtraError: ``engine: ray`` without ``shopaug[scale]``.
     """
     from shopaug.models import BiEncoder
-    from shopaug.train import fit
 
     samples_path, out = Path(samples_path), Path(out)
     check_model_dir(out)
     train_settings(config.train, seed=config.seed)  # bad settings fail before samples are read
+    if config.engine == "ray":
+        from shopaug.scale.training import import_ray_train
+
+        import_ray_train()  # a missing extra is named before any work
     seed = config.seed
     examples, samples = examples_from_samples(samples_path, dataset, config, seed=seed)
     train_config = train_config_for(config, examples=len(examples), seed=seed, max_steps=max_steps)
@@ -210,6 +220,7 @@ def finetune_from_samples(
         "data": {"name": dataset.name, "hash": dataset_hash(dataset)},
         "samples": samples,
         "examples": len(examples),
+        "engine": config.engine,
         "versions": package_versions(),
     }
     training = out / "training"
@@ -219,9 +230,7 @@ def finetune_from_samples(
     write_json(out / TRAIN_RECORD, record)
     lora = None if train_config.lora is None else train_config.lora.settings(seed)
     model = BiEncoder(None if config.model == "minilm" else config.model, lora=lora)
-    result = fit(
-        model, examples, train_config, run_dir=training, show_progress=config.show_progress
-    )
+    result = _fit(model, examples, train_config, training, config=config, workers=workers)
     shutil.copytree(result.model_dir, out, dirs_exist_ok=True)
     for leftover in (result.model_dir, training / "checkpoints"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -241,3 +250,33 @@ def finetune_from_samples(
         curve=list(result.curve),
         record=out / TRAIN_RECORD,
     )
+
+
+def _fit(
+    model: Any,
+    examples: list[TrainingExample],
+    train_config: TrainConfig,
+    training: Path,
+    *,
+    config: RunConfig,
+    workers: int | None,
+) -> Any:
+    """:func:`shopaug.train.fit` here, or data-parallel on Ray Train (``engine: ray``)."""
+    if config.engine != "ray":
+        from shopaug.train import fit
+
+        return fit(
+            model, examples, train_config, run_dir=training, show_progress=config.show_progress
+        )
+    from shopaug.scale import ray_engine
+    from shopaug.scale.training import fit_on_ray
+
+    with ray_engine() as engine:
+        return fit_on_ray(
+            model,
+            examples,
+            train_config,
+            run_dir=training,
+            workers=workers or engine.shards,
+            show_progress=config.show_progress,
+        )

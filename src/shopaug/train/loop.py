@@ -35,6 +35,7 @@ from shopaug.train.checkpoint import (
     save_checkpoint,
 )
 from shopaug.train.config import TrainConfig, TrainingExample
+from shopaug.train.data_parallel import DataParallelGroup
 from shopaug.train.sampling import NegativeSampling, SampledBatch
 from shopaug.train.tracking import MetricsLogger, append_curve, default_logger, write_curve
 from shopaug.train.trainable import (
@@ -342,6 +343,7 @@ def fit(
     on_step: Callable[[StepInfo], None] | None = None,
     show_progress: bool = True,
     negative_sampling: NegativeSampling | None = None,
+    data_parallel: DataParallelGroup | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_examples``; resume exactly from ``run_dir`` if it holds a run.
 
@@ -380,6 +382,11 @@ def fit(
         negative_sampling: Draw extra negatives for every group at every step through a
             sampler (see :mod:`shopaug.train.sampling`); ``None`` (the default) trains on the
             groups' own (and in-batch) negatives only.
+        data_parallel: This process's place among data-parallel workers (one
+            ``torch.distributed`` process group, e.g. Ray Train's; see
+            :mod:`shopaug.train.data_parallel`): each trains on its share of every batch,
+            gradients are summed over the workers, and only rank 0 writes ``model/`` and
+            checkpoints. With one worker the run is the same as without.
 
     Returns:
         A :class:`TrainResult`.
@@ -408,6 +415,12 @@ def fit(
         raise ValueError("train_examples is empty")
     if negative_sampling is not None:
         negative_sampling.check_loss(config.loss)
+        if data_parallel is not None:
+            raise ConfigError(
+                "fit: negative_sampling and data_parallel together are not supported (the "
+                "sampled negatives of a batch are not dealt out to workers); drop one"
+            )
+    writes = data_parallel is None or data_parallel.writes
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
@@ -485,12 +498,17 @@ def fit(
     )
     batches = batches_of(state["epoch"])
     batches_epoch = state["epoch"]
+    if data_parallel is not None:
+        data_parallel.broadcast_parameters(model)
     try:
         while not state["finished"]:
             if batches_epoch != state["epoch"]:
                 batches = batches_of(state["epoch"])
                 batches_epoch = state["epoch"]
             batch = [examples[i] for i in batches[state["position"]]]
+            share = 1.0
+            if data_parallel is not None:
+                batch, share = data_parallel.shard(batch)
             sampled = (
                 None
                 if negative_sampling is None
@@ -498,7 +516,16 @@ def fit(
             )
 
             loss_value, lr = _train_step(
-                model, batch, config, objective, optimizer, scheduler, state["step"] + 1, sampled
+                model,
+                batch,
+                config,
+                objective,
+                optimizer,
+                scheduler,
+                state["step"] + 1,
+                sampled,
+                data_parallel=data_parallel,
+                share=share,
             )
             state["step"] += 1
             state["position"] += 1
@@ -523,7 +550,7 @@ def fit(
                 metric = _run_validation(model, validate, step)
                 if metrics_logger is not None:
                     metrics_logger.log_scalars({config.metric_name: metric}, step)
-                if _record_metric(state, metric, step, config):
+                if _record_metric(state, metric, step, config) and writes:
                     _save_model(model, model_dir)
             if evaluate or last_step or step % config.log_every == 0:
                 point = {
@@ -538,11 +565,11 @@ def fit(
                 state["window_loss_sum"], state["window_loss_count"] = 0.0, 0
 
             state["finished"] = last_step or state["stopped_early"]
-            if state["finished"] and validate is None:
+            if state["finished"] and validate is None and writes:
                 _save_model(model, model_dir)
             state["elapsed_seconds"] = elapsed_before + time.monotonic() - started
             written = None
-            if (
+            if writes and (
                 state["finished"]
                 or (config.checkpoint_every is not None and step % config.checkpoint_every == 0)
                 or (config.checkpoint_every is None and end_of_epoch)
@@ -597,8 +624,15 @@ def _train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
     sampled: SampledBatch | None = None,
+    *,
+    data_parallel: DataParallelGroup | None = None,
+    share: float = 1.0,
 ) -> tuple[float, float]:
-    """One optimizer step on ``batch`` (``sampled``'s groups if given); returns (loss, lr used)."""
+    """One optimizer step on ``batch`` (``sampled``'s groups if given); returns (loss, lr used).
+
+    With ``data_parallel``, ``batch`` is this worker's share of the batch and the gradients
+    (and the loss returned) are combined over the workers before clipping.
+    """
     model.train()
     if sampled is not None:
         batch = sampled.examples
@@ -620,12 +654,15 @@ def _train_step(
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    loss_value = float(loss.item())
+    if data_parallel is not None:
+        loss_value = data_parallel.combine_gradients(model, loss_value, share)
     if config.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     lr = float(optimizer.param_groups[0]["lr"])
     optimizer.step()
     scheduler.step()
-    return float(loss.item()), lr
+    return loss_value, lr
 
 
 def _record_metric(state: dict[str, Any], metric: float, step: int, config: TrainConfig) -> bool:
