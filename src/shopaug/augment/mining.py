@@ -2,8 +2,10 @@
 and the random and popularity-weighted baselines.
 
 For every training query the retriever ranks the whole catalog (in batches, with cached
-embeddings and an exact FAISS index). Candidates ranked in ``[range_min, range_max)`` that are
-not known positives are kept when they score clearly below the query's positives:
+embeddings and an exact FAISS index, searched as deep as the window needs). Candidates ranked
+``range_min + 1`` to ``range_max`` among the rows that are not known positives are kept when
+they score clearly below the query's positives (array operations over each batch,
+:mod:`shopaug.augment.candidates`):
 
 - relative margin: ``score < reference * (1 - margin)``;
 - absolute margin: ``score < reference - margin``;
@@ -27,13 +29,21 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shopaug.augment.samples import samples_frame
+from shopaug.augment.candidates import (
+    known_mask,
+    margin_thresholds,
+    positive_scores,
+    reduce_per_query,
+    retrieved_scores,
+    select_window,
+    take_negatives,
+)
+from shopaug.augment.samples import SAMPLE_COLUMNS, samples_frame
 from shopaug.data.records import DEFAULT_TEXT_FIELDS, Dataset
 from shopaug.errors import ConfigError
 from shopaug.retrieval.retrievers import (
@@ -47,6 +57,8 @@ from shopaug.samplers import PopularitySampler, UniformSampler
 logger = logging.getLogger(__name__)
 
 RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
+#: Fewest queries a dense mining batch searches at once (see ``MiningConfig.batch_size``).
+DENSE_SEARCH_BATCH = 2048
 BASELINE_METHODS = ("random", "popular")
 #: Scores pairs (query text, product text) -> probability of relevance (a cross-encoder).
 PairScorer = Callable[[Sequence[tuple[str, str]]], np.ndarray]
@@ -74,7 +86,12 @@ class MiningConfig:
         cross_encoder_threshold: drop candidates a cross-encoder scores above this.
         model: dense model (``minilm``, a directory, or ``hashing`` for tests).
         text_fields: product fields the retriever sees.
-        batch_size: queries retrieved per batch.
+        batch_size: queries retrieved per batch (one search each). Dense retrieval takes
+            at least :data:`DENSE_SEARCH_BATCH` at a time: FAISS scores a batch with BLAS
+            only from 128,000 / dim queries (334 for 384-d vectors), query by query below
+            that, and a dense batch's depth changes nothing but the work (its reference
+            scores are exact). BM25 and hybrid keep ``batch_size``: the score standing in
+            for a positive they did not retrieve is the lowest of the batch's list.
         seed: seed of every random choice.
     """
 
@@ -115,6 +132,7 @@ class MiningConfig:
             (self.positive_min_gain >= 1, "positive_min_gain must be at least 1"),
             (self.max_positives_per_query >= 0, "max_positives_per_query must be >= 0"),
             (self.popularity_alpha >= 0, "popularity_alpha must be >= 0"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (0 < self.label_fraction <= 1, "label_fraction must be in (0, 1]"),
         ]
         for ok, message in checks:
@@ -211,28 +229,15 @@ def _positive_frame_rows(
     return rows
 
 
-def _reference_scores(
-    retriever: Retriever,
-    query_vectors: np.ndarray | None,
-    rows: np.ndarray,
-    scores: np.ndarray,
-    positive_product_rows: list[np.ndarray],
-    how: str,
-) -> np.ndarray:
-    """Per query, the reference positive score. Dense: exact cosine of each positive; others:
-    its score in the retrieved list, or the list's lowest score when it was not retrieved."""
-    reducers: dict[str, Callable[..., Any]] = {"mean": np.mean, "min": np.min, "max": np.max}
-    reduce = reducers[how]
-    out = np.zeros(len(positive_product_rows))
-    for q, positive in enumerate(positive_product_rows):
-        if isinstance(retriever, DenseRetriever) and query_vectors is not None:
-            values = retriever.item_vectors[positive] @ query_vectors[q]
-        else:
-            found = dict(zip(rows[q].tolist(), scores[q].tolist()))
-            floor = float(np.min(scores[q][rows[q] >= 0])) if (rows[q] >= 0).any() else 0.0
-            values = np.array([found.get(int(p), floor) for p in positive])
-        out[q] = float(reduce(values))
-    return out
+#: (query of each pair, catalog row of each pair): the known positives of a batch of queries.
+_Pairs = tuple[np.ndarray, np.ndarray]
+
+
+def _pairs(groups: Sequence[Iterable[str]], index: Mapping[str, int]) -> _Pairs:
+    """Product ids per query -> (query position, catalog row) pairs, grouped by query."""
+    rows = [[index[p] for p in group] for group in groups]
+    query_of = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    return query_of, np.fromiter((r for group in rows for r in group), np.int64, len(query_of))
 
 
 def mine_hard_negatives(
@@ -244,6 +249,12 @@ def mine_hard_negatives(
     cross_encoder: PairScorer | None = None,
 ) -> tuple[pd.DataFrame, MiningStats]:
     """Mine hard negatives for ``query_ids`` (train queries only) with a retriever.
+
+    Each batch of ``config.batch_size`` queries (dense: at least :data:`DENSE_SEARCH_BATCH`)
+    is searched once, to the depth its window needs (``range_max`` plus the most known
+    positives of a query in the batch, as those do not use up the window); the reference
+    scores, the window, the exclusion of known positives, the margin filter and ``top``
+    sampling are array operations over the batch (:mod:`shopaug.augment.candidates`).
 
     Returns the samples (positives then negatives per query, in query order) and statistics.
     """
@@ -265,123 +276,133 @@ def mine_hard_negatives(
     index = dataset.product_index
     stats = MiningStats(method=config.method, queries=len(positives))
     rng = np.random.default_rng(config.seed)
-    negative_rows: list[dict[str, object]] = []
     ordered = list(positives)
     texts = dataset.product_texts(config.text_fields) if cross_encoder else []
+    negatives: list[tuple[np.ndarray, ...]] = []  # (query position, row, score, rank) per batch
+    dense = isinstance(retriever, DenseRetriever)
+    step = max(config.batch_size, DENSE_SEARCH_BATCH) if dense else config.batch_size
     for batch_start in tqdm(
-        range(0, len(ordered), config.batch_size),
+        range(0, len(ordered), step),
         desc=f"mine {config.method}",
         disable=not config.show_progress,
         unit="batch",
     ):
-        batch = ordered[batch_start : batch_start + config.batch_size]
+        batch = ordered[batch_start : batch_start + step]
         query_texts = [dataset.query_by_id[qid].text for qid in batch]
-        known = [np.array([index[p] for p in all_relevant[qid]], dtype=np.int64) for qid in batch]
-        depth = config.range_max + max(len(k) for k in known)
+        known = _pairs([all_relevant[qid] for qid in batch], index)
+        depth = config.range_max + int(np.bincount(known[0], minlength=len(batch)).max())
         query_vectors = None
         if isinstance(retriever, DenseRetriever):
             query_vectors = retriever.encode_queries(query_texts)
             rows, scores = retriever.index.search(query_vectors, depth)
         else:
             rows, scores = retriever.search(query_texts, depth)
-        reference = _reference_scores(
-            retriever,
-            query_vectors,
+        owner, positive = _pairs([[p for p, _ in positives[qid]] for qid in batch], index)
+        if isinstance(retriever, DenseRetriever) and query_vectors is not None:
+            values = positive_scores(retriever.item_vectors, query_vectors, owner, positive)
+        else:  # the retrieved score, the list's lowest for a positive not retrieved
+            values = retrieved_scores(rows, scores, owner, positive)
+        reference = reduce_per_query(values, owner, config.reference)
+        window = select_window(
             rows,
             scores,
-            [np.array([index[p] for p, _ in positives[qid]]) for qid in batch],
-            config.reference,
+            known_mask(rows, *known),
+            range_min=config.range_min,
+            range_max=config.range_max,
+            threshold=margin_thresholds(reference, config.margin, config.margin_type),
         )
-        for q, qid in enumerate(batch):
-            negative_rows.extend(
-                _select_negatives(
-                    qid,
-                    query_texts[q],
-                    rows[q],
-                    scores[q],
-                    set(known[q].tolist()),
-                    reference[q],
-                    config,
-                    rng,
-                    stats,
-                    dataset,
-                    cross_encoder,
-                    texts,
-                    retriever.id,
-                )
+        stats.filtered_false_negatives += int(window.filtered.sum())
+        candidates = window.candidates
+        if cross_encoder is not None and candidates.any():
+            candidates = _cross_encoder_filter(
+                candidates, rows, query_texts, texts, cross_encoder, config, stats
             )
-    stats.positives = sum(len(p) for p in positives.values())
-    stats.negatives = len(negative_rows)
-    stats.seconds = time.perf_counter() - start
-    frame = samples_frame(_positive_frame_rows(dataset, positives, config.seed) + negative_rows)
-    return _order(frame), stats
-
-
-def _select_negatives(
-    qid: str,
-    query_text: str,
-    rows: np.ndarray,
-    scores: np.ndarray,
-    known: set[int],
-    reference: float,
-    config: MiningConfig,
-    rng: np.random.Generator,
-    stats: MiningStats,
-    dataset: Dataset,
-    cross_encoder: PairScorer | None,
-    texts: Sequence[str],
-    source: str,
-) -> list[dict[str, object]]:
-    if config.margin_type == "relative":
-        threshold = reference * (1 - config.margin) if reference > 0 else reference
-    else:
-        threshold = reference - config.margin
-    candidates: list[tuple[int, int, float]] = []  # (rank 1-based, row, score)
-    rank = 0
-    for row, score in zip(rows.tolist(), scores.tolist()):
-        if row < 0:
-            break
-        if row in known:
-            continue  # known positives are never negatives, and do not use up the window
-        rank += 1
-        if rank <= config.range_min:
-            continue
-        if rank > config.range_max:
-            break
-        if config.margin > 0 and score >= threshold:
-            stats.filtered_false_negatives += 1
-            continue
-        candidates.append((rank, row, score))
-    if cross_encoder is not None and candidates:
-        probabilities = np.asarray(
-            cross_encoder([(query_text, texts[r]) for _, r, _ in candidates])
+        n = config.negatives_per_query
+        stats.queries_short_of_negatives += int((candidates.sum(axis=1) < n).sum())
+        chosen = take_negatives(candidates, n, sampling=config.sampling, rng=rng)
+        query_of, position = np.nonzero(chosen)  # query order, then rank order
+        negatives.append(
+            (
+                query_of + batch_start,
+                rows[query_of, position],
+                scores[query_of, position].astype(np.float64),
+                window.ranks[query_of, position],
+            )
         )
-        keep = probabilities <= config.cross_encoder_threshold
-        stats.filtered_by_cross_encoder += int((~keep).sum())
-        candidates = [c for c, k in zip(candidates, keep) if k]
-    n = config.negatives_per_query
-    if len(candidates) < n:
-        stats.queries_short_of_negatives += 1
-    if config.sampling == "random" and len(candidates) > n:
-        picked = np.sort(rng.choice(len(candidates), size=n, replace=False))
-        chosen = [candidates[i] for i in picked]
-    else:
-        chosen = candidates[:n]
-    return [
-        {
-            "query_id": qid,
-            "query": query_text,
-            "product_id": dataset.products[row].id,
-            "label": 0,
-            "kind": "negative",
-            "method": config.method,
-            "source": source,
-            "seed": config.seed,
-            "score": float(score),
-            "rank": int(rank),
+    stats.positives = sum(len(p) for p in positives.values())
+    stats.negatives = sum(len(part[0]) for part in negatives)
+    frame = _mined_frame(dataset, positives, negatives, config, retriever.id)
+    stats.seconds = time.perf_counter() - start
+    return frame, stats
+
+
+def _mined_frame(
+    dataset: Dataset,
+    positives: Mapping[str, list[tuple[str, int]]],
+    negatives: list[tuple[np.ndarray, ...]],
+    config: MiningConfig,
+    source: str,
+) -> pd.DataFrame:
+    """The samples table of a mining run, built column by column in the row order of
+    :func:`_order` (query id; its positives by product id, then its negatives by rank)."""
+    ordered = list(positives)
+    if not ordered:
+        return samples_frame([])
+    query_ids = np.array(ordered, dtype=object)
+    query_texts = np.array([dataset.query_by_id[q].text for q in ordered], dtype=object)
+    counts = [len(positives[q]) for q in ordered]
+    positive_ids = np.array([p for q in ordered for p, _ in positives[q]], dtype=object)
+    gains = [gain for q in ordered for _, gain in positives[q]]
+    negative_query, negative_row, negative_score, negative_rank = (
+        np.concatenate(column) for column in zip(*negatives)
+    )
+    product_ids = np.array([product.id for product in dataset.products], dtype=object)
+    n_positive, n_negative = len(positive_ids), len(negative_query)
+    query = np.concatenate([np.repeat(np.arange(len(ordered)), counts), negative_query])
+    # Sort keys as integers: the query id's rank, kind, then product id rank or retrieval rank.
+    query_rank = np.argsort(np.argsort(query_ids, kind="stable"), kind="stable")
+    within = np.concatenate([np.argsort(np.argsort(positive_ids, kind="stable")), negative_rank])
+    kind = np.repeat([0, 1], [n_positive, n_negative])
+    order = np.lexsort((within, kind, query_rank[query]))
+    query, is_positive = query[order], order < n_positive
+    sources = np.array([f"labels:gain={gain}" for gain in gains] + [source] * n_negative, object)
+    frame = pd.DataFrame(
+        {  # text columns as lists: pandas infers their dtype as for samples_frame's rows
+            "query_id": query_ids[query].tolist(),
+            "query": query_texts[query].tolist(),
+            "product_id": np.concatenate([positive_ids, product_ids[negative_row]])[order].tolist(),
+            "label": is_positive.astype(np.int64),
+            "kind": np.where(is_positive, "positive", "negative").astype(object).tolist(),
+            "method": np.where(is_positive, "judged", config.method).astype(object).tolist(),
+            "source": sources[order].tolist(),
+            "seed": np.full(len(order), config.seed, dtype=np.int64),
+            "score": np.concatenate([np.full(n_positive, np.nan), negative_score])[order],
+            "rank": np.concatenate([np.full(n_positive, -1, np.int64), negative_rank])[order],
         }
-        for rank, row, score in chosen
+    )
+    return frame[list(SAMPLE_COLUMNS)]
+
+
+def _cross_encoder_filter(
+    candidates: np.ndarray,
+    rows: np.ndarray,
+    query_texts: Sequence[str],
+    texts: Sequence[str],
+    cross_encoder: PairScorer,
+    config: MiningConfig,
+    stats: MiningStats,
+) -> np.ndarray:
+    """``candidates`` without those the cross-encoder judges relevant (one call per batch)."""
+    query_of, position = np.nonzero(candidates)
+    pairs = [
+        (query_texts[q], texts[r])
+        for q, r in zip(query_of.tolist(), rows[query_of, position].tolist())
     ]
+    keep = np.asarray(cross_encoder(pairs)) <= config.cross_encoder_threshold
+    stats.filtered_by_cross_encoder += int((~keep).sum())
+    kept = np.zeros_like(candidates)
+    kept[query_of[keep], position[keep]] = True
+    return kept
 
 
 def popularity_counts(
