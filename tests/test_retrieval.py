@@ -77,6 +77,28 @@ def test_cache_encodes_each_text_once_across_instances(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vectors, HashingEncoder(64).encode(["a b", "c d", "a b"]))
 
 
+def test_a_long_list_is_read_back_as_one_matrix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shopaug.encoders.cache.MATRIX_MIN_TEXTS", 3)
+    texts = ["a b", "c d", "e f", "a b"]
+    inner = CountingEncoder()
+    vectors = CachedEncoder(inner, EmbeddingCache(tmp_path / "e.sqlite")).encode(texts)
+    (matrix_file,) = (tmp_path / "matrices").glob("*.npy")
+    assert inner.encoded == ["a b", "c d", "e f"]
+    second = CachedEncoder(inner, EmbeddingCache(tmp_path / "e.sqlite", memory=False))
+    np.testing.assert_array_equal(second.encode(texts), vectors)  # the matrix, nothing encoded
+    assert inner.encoded == ["a b", "c d", "e f"] and second.hits == 4
+    reordered = second.encode(texts[::-1])  # another list: per text, from the cache
+    np.testing.assert_array_equal(reordered, vectors[::-1])
+    assert inner.encoded == ["a b", "c d", "e f"]
+    matrix_file.write_bytes(b"not a matrix")  # a broken file only costs time
+    np.testing.assert_array_equal(second.encode(texts), vectors)
+    changed = second.encode(["a b", "c d", "g h"])
+    assert inner.encoded[-1] == "g h"
+    np.testing.assert_array_equal(changed, HashingEncoder(64).encode(["a b", "c d", "g h"]))
+
+
 def test_dense_retriever_with_hashing_encoder() -> None:
     retriever = DenseRetriever(TEXTS, HashingEncoder(), show_progress=False)
     rows, _ = retriever.search(["velvet sofa blue", "lamp"], 2)

@@ -1,4 +1,11 @@
-"""An embedding cache keyed by the hash of (encoder id, text): nothing is encoded twice."""
+"""An embedding cache keyed by the hash of (encoder id, text): nothing is encoded twice.
+
+Long lists of texts (a catalog: :data:`MATRIX_MIN_TEXTS` or more) are also kept as one matrix,
+a ``.npy`` file keyed by the hash of (encoder id, every text in order) in the cache's
+``matrices/`` folder: the next request for the same catalog reads one file instead of looking
+up every text, which is what makes warm retrieval and mining cheap. The files can be deleted at
+any time; the per-text entries still hold every vector.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +24,9 @@ from shopaug.encoders.base import Encoder
 
 logger = logging.getLogger(__name__)
 
+#: Lists of at least this many texts are cached as one matrix as well (see the docstring).
+MATRIX_MIN_TEXTS = 1024
+
 
 def default_cache_dir() -> Path:
     """``$SHOPAUG_CACHE_DIR``, else ``~/.cache/shopaug``."""
@@ -24,6 +35,14 @@ def default_cache_dir() -> Path:
 
 def content_key(encoder_id: str, text: str) -> bytes:
     return hashlib.sha256(f"{encoder_id}\x00{text}".encode()).digest()
+
+
+def list_key(encoder_id: str, texts: Sequence[str]) -> str:
+    """A hex key of (encoder id, ``texts`` in order); the lengths keep the join unambiguous."""
+    digest = hashlib.sha256(f"{encoder_id}\x00".encode())
+    digest.update(np.array([len(text) for text in texts], dtype=np.int64).tobytes())
+    digest.update("\x00".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 class EmbeddingCache:
@@ -73,6 +92,33 @@ class EmbeddingCache:
             )
             self._connection.commit()
 
+    def matrix_path(self, key: str) -> Path:
+        return self.path.parent / "matrices" / f"{key}.npy"
+
+    def get_matrix(self, key: str, rows: int) -> np.ndarray | None:
+        """The float32 matrix of ``rows`` rows stored under ``key``; None when there is none
+        (or when the file cannot be read: a lost or broken file only costs time)."""
+        path = self.matrix_path(key)
+        if not path.is_file():
+            return None
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            logger.warning("embedding cache: ignoring unreadable %s (%s)", path, error)
+            return None
+        if matrix.ndim != 2 or len(matrix) != rows or matrix.dtype != np.float32:
+            logger.warning("embedding cache: ignoring %s of shape %s", path, matrix.shape)
+            return None
+        return matrix
+
+    def put_matrix(self, key: str, matrix: np.ndarray) -> None:
+        """Store ``matrix`` under ``key`` (written to a temporary file, then renamed)."""
+        path = self.matrix_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.npy")
+        np.save(tmp, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+        tmp.replace(path)
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
@@ -101,7 +147,21 @@ class CachedEncoder:
         return self.encoder.dim
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        keys = [content_key(self.encoder.id, text) for text in texts]
+        if len(texts) < MATRIX_MIN_TEXTS:
+            return self._encode_each(texts, show_progress)
+        key = list_key(self.encoder.id, texts)
+        matrix = self.cache.get_matrix(key, len(texts))
+        if matrix is None:
+            matrix = self._encode_each(texts, show_progress)
+            self.cache.put_matrix(key, matrix)
+        else:
+            self.hits += len(texts)
+        return matrix
+
+    def _encode_each(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
+        """Look every text up, encode the missing ones, store them."""
+        encoder_id = self.encoder.id
+        keys = [content_key(encoder_id, text) for text in texts]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, texts):
