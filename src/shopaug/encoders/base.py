@@ -29,6 +29,13 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray: ...
 
 
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` ``(n, dim)`` with each row scaled to unit L2 norm (zero rows stay zero),
+    as float32."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case alphanumeric tokens; the tokenizer of the hashing encoder and of text rules."""
     return _TOKEN.findall(text.lower())
@@ -66,5 +73,4 @@ class HashingEncoder:
                 padded = f"#{token}#"
                 for start in range(len(padded) - 2):
                     vectors[row, self._bucket(padded[start : start + 3])] += 0.5
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return normalize_rows(vectors)

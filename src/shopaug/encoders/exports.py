@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from shopaug.encoders.base import normalize_rows
 from shopaug.encoders.cache import default_cache_dir
 from shopaug.encoders.dense import DEFAULT_MODEL, minilm_path, model_id
 
@@ -52,9 +56,41 @@ def read_export_record(folder: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def export_is_current(folder: Path, artefact: str, source_id: str) -> bool:
+    """Whether ``folder/artefact`` exists and was made from the model ``source_id``."""
+    return (folder / artefact).is_file() and read_export_record(folder).get("model_id") == source_id
+
+
 def write_export_record(folder: Path, **fields: Any) -> None:
     """Merge ``fields`` into ``folder/export.json`` (written atomically)."""
     record = read_export_record(folder) | fields
     tmp = folder / f".{EXPORT_RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(folder / EXPORT_RECORD)
+
+
+class ExportedEncoder:
+    """What an encoder run from an export (ONNX graph, static model) shares: its ``id`` and
+    ``dim``, and ``encode``, which gives ``(0, dim)`` for no texts and L2-normalised float32
+    rows otherwise. Subclasses set ``_id`` and ``_dim`` and compute raw vectors in
+    :meth:`_vectors`."""
+
+    _id: str
+    _dim: int
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return normalize_rows(self._vectors(list(texts), show_progress))
+
+    def _vectors(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        """Raw vectors ``(len(texts), dim)`` of at least one text."""
+        raise NotImplementedError

@@ -25,7 +25,6 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ import numpy as np
 
 from shopaug.encoders.dense import DEFAULT_MAX_SEQ_LENGTH, DEFAULT_MODEL, model_id
 from shopaug.encoders.exports import (
+    ExportedEncoder,
     export_dir,
-    read_export_record,
+    export_is_current,
     resolve_model_path,
     write_export_record,
 )
@@ -72,12 +72,11 @@ def export_onnx(
     source_id = model_id(path, max_seq_length)
     folder = export_dir(model)
     target = folder / ONNX_FILES[precision]
-    record = read_export_record(folder)
-    if target.is_file() and record.get("model_id") == source_id:
+    if export_is_current(folder, target.name, source_id):
         return target
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / ONNX_FILES["fp32"]
-    if record.get("model_id") != source_id or not fp32.is_file():
+    if not export_is_current(folder, fp32.name, source_id):
         _trace(path, fp32, max_seq_length)
         write_export_record(folder, model_id=source_id, inputs=_input_names(path))
     if precision == "int8":
@@ -171,7 +170,7 @@ def _tokenizer(path: Path, max_seq_length: int) -> Any:
     return tokenizer
 
 
-class OnnxEncoder:
+class OnnxEncoder(ExportedEncoder):
     """A sentence-transformers model run by ONNX Runtime (see the module docstring).
 
     Args:
@@ -180,6 +179,8 @@ class OnnxEncoder:
         threads: ONNX Runtime intra-op threads (1 keeps one request on one core).
         max_seq_length: truncate longer inputs (as :class:`SentenceTransformerEncoder`).
         batch_size: texts per run of the graph.
+
+    Its ``id`` is the weights' id with the runtime: ``st@<hash>+onnx-fp32`` / ``+onnx-int8``.
 
     Example:
         >>> encoder = OnnxEncoder("minilm", precision="int8")  # doctest: +SKIP
@@ -215,25 +216,12 @@ class OnnxEncoder:
         self._id = f"{model_id(self.path, max_seq_length)}+onnx-{precision}"
         self._dim = int(self._session.get_outputs()[0].shape[-1])
 
-    @property
-    def id(self) -> str:
-        """The weights' id with the runtime: ``st@<hash>+onnx-fp32`` / ``+onnx-int8``."""
-        return self._id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _vectors(self, texts: list[str], show_progress: bool) -> np.ndarray:
         parts = [
-            self._encode_batch(list(texts[start : start + self.batch_size]))
+            self._encode_batch(texts[start : start + self.batch_size])
             for start in range(0, len(texts), self.batch_size)
         ]
-        vectors = np.concatenate(parts)  # (n, dim)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return np.concatenate(parts)  # (n, dim)
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         with self._lock:

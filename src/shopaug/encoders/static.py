@@ -18,7 +18,6 @@ The ``[fast]`` extra installs model2vec; distilling needs torch and transformers
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ import numpy as np
 
 from shopaug.encoders.dense import DEFAULT_MODEL, model_fingerprint, model_id
 from shopaug.encoders.exports import (
+    ExportedEncoder,
     export_dir,
-    read_export_record,
+    export_is_current,
     resolve_model_path,
     write_export_record,
 )
@@ -55,9 +55,7 @@ def distill_static(model: str | Path, *, pca_dims: int = DEFAULT_PCA_DIMS) -> Pa
     path = resolve_model_path(model)
     source_id = model_id(path)
     folder = export_dir(model) / f"static-{pca_dims}"
-    if (folder / "model.safetensors").is_file() and read_export_record(folder).get(
-        "model_id"
-    ) == source_id:
+    if export_is_current(folder, "model.safetensors", source_id):
         return folder
     distill = require("model2vec.distill", "fast")
     logger.info("distilling a static model from %s (%d dims) into %s", path, pca_dims, folder)
@@ -68,7 +66,7 @@ def distill_static(model: str | Path, *, pca_dims: int = DEFAULT_PCA_DIMS) -> Pa
     return folder
 
 
-class StaticEncoder:
+class StaticEncoder(ExportedEncoder):
     """Static token embeddings distilled from a model, behind :class:`Encoder`.
 
     Args:
@@ -76,6 +74,8 @@ class StaticEncoder:
             a folder that already holds a model2vec model.
         pca_dims: dimensions of the distilled vectors.
         static: a model2vec folder to load instead of distilling ``model``.
+
+    Its ``id`` is ``static@<sha256 prefix of the static weights>``.
 
     Example:
         >>> encoder = StaticEncoder("minilm")  # doctest: +SKIP
@@ -98,20 +98,7 @@ class StaticEncoder:
         self._id = f"static@{model_fingerprint(self.folder)}"
         self._dim = int(self._model.dim)
 
-    @property
-    def id(self) -> str:
-        """``static@<sha256 prefix of the static weights>``."""
-        return self._id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.asarray(
-            self._model.encode(list(texts), show_progress_bar=show_progress), dtype=np.float32
+    def _vectors(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        return np.asarray(
+            self._model.encode(texts, show_progress_bar=show_progress), dtype=np.float32
         )  # (n, dim)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
