@@ -1,7 +1,8 @@
 """Mining quality (audit against human labels) and speed (against sentence-transformers).
 
 Usage:
-    python benchmarks/mining.py [--data wands-subset] [--label-fraction 0.25]
+    python benchmarks/mining.py [--data wands-subset] [--label-fraction 0.25] [--repeats 7]
+        [--skip-quality] [--skip-speed]
 
 Quality: mine for the train queries of fold 0 while the miner sees only ``label_fraction`` of
 each query's relevant labels (a shop with few labels); the audit then counts how many mined
@@ -9,10 +10,11 @@ each query's relevant labels (a shop with few labels); the audit then counts how
 margin filter. With every label visible the rate is 0 by construction (known positives are never
 negatives), so that setting would measure nothing.
 
-Speed: sentence-transformers' ``mine_hard_negatives`` and ours on the same (query, positive)
-pairs, same MiniLM, same candidate window (range_max 100), 5 negatives, relative margin 0.05,
-FAISS for both; each cold (nothing cached) and warm (embeddings cached: ST's ``cache_folder``,
-our content-hash cache), measured in the same run, reported as queries per second and ratio.
+Speed (section ``mining-speed``): sentence-transformers' ``mine_hard_negatives`` and ours on
+the same (query, positive) pairs, same MiniLM, same candidate window (range_max 100), 5
+negatives, relative margin 0.05, FAISS for both: cold (nothing cached) once each, then warm
+(embeddings cached: ST's ``cache_folder``, our content-hash cache) ``--repeats`` times in
+alternating order, reported as queries per second and per-repeat ratios.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from results_file import write_section
 from shopaug.augment.audit import audit_samples
@@ -113,7 +118,7 @@ def _audit_line(frame, dataset, method, margin, range_min, filtered) -> str:
     )
 
 
-def speed(data: str) -> list[str]:
+def speed(data: str, repeats: int, cold: bool, cache_dir: Path | None) -> list[str]:
     import datasets as hf_datasets
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives as st_mine
@@ -121,7 +126,6 @@ def speed(data: str) -> list[str]:
     from shopaug.encoders.dense import minilm_path
 
     dataset = load_dataset(data)
-    query_ids = [q.id for q in dataset.queries]
     config = MiningConfig(
         method="dense",
         negatives_per_query=5,
@@ -130,11 +134,20 @@ def speed(data: str) -> list[str]:
         max_positives_per_query=1,
         show_progress=False,
     )
-    positives = positive_rows(dataset, query_ids, config)
-    pairs = hf_datasets.Dataset.from_dict(
+    positives = positive_rows(dataset, [q.id for q in dataset.queries], config)
+    # The same work on both sides: sentence-transformers knows only the (query, positive) pairs
+    # it is given, so our miner sees a copy of the data whose only judgments are those pairs
+    # (else it would also exclude every other judged product and search deeper for them).
+    pairs = {(qid, products[0][0]) for qid, products in positives.items()}
+    pair_data = replace(
+        dataset,
+        judgments=[j for j in dataset.judgments if (j.query_id, j.product_id) in pairs],
+    )
+    query_ids = list(positives)
+    st_pairs = hf_datasets.Dataset.from_dict(
         {
-            "query": [dataset.query_by_id[q].text for q in positives],
-            "positive": [dataset.product(ps[0][0]).render() for ps in positives.values()],
+            "query": [dataset.query_by_id[q].text for q in query_ids],
+            "positive": [dataset.product(positives[q][0][0]).render() for q in query_ids],
         }
     )
     corpus = dataset.product_texts()
@@ -142,14 +155,19 @@ def speed(data: str) -> list[str]:
     model.max_seq_length = 128
     encoder = SentenceTransformerEncoder()  # the same weights, loaded once outside the timing
     encoder.model  # noqa: B018 - load now, as sentence-transformers gets a loaded model
-    n = len(positives)
-    times: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as st_cache, tempfile.TemporaryDirectory() as our_cache:
-        memory_cache = EmbeddingCache(Path(our_cache) / "e.sqlite")
-        for label in ("cold", "warm"):
-            start = time.perf_counter()
-            st_mine(
-                pairs,
+    n = len(query_ids)
+    times: dict[str, list[float]] = {}
+    outputs: dict[str, object] = {}
+
+    def timed(label: str, run) -> None:
+        started = time.perf_counter()
+        outputs[label] = run()
+        times.setdefault(label, []).append(time.perf_counter() - started)
+
+    def st(folder: Path):
+        def run() -> object:
+            return st_mine(
+                st_pairs,
                 model,
                 corpus=corpus,
                 range_max=100,
@@ -159,61 +177,131 @@ def speed(data: str) -> list[str]:
                 batch_size=64,
                 use_faiss=True,
                 verbose=False,
-                cache_folder=st_cache,
+                cache_folder=str(folder),
             )
-            times[f"st-{label}"] = time.perf_counter() - start
-            # A new cache object reads from disk (as a new process would); the first one also
-            # keeps vectors in memory (as later stages of one `shopaug run` do).
-            caches = (
-                {"": memory_cache}
-                if label == "cold"
-                else {
-                    "": EmbeddingCache(Path(our_cache) / "e.sqlite", memory=False),
-                    "-memory": memory_cache,
-                }
-            )
-            for suffix, cache in caches.items():
-                start = time.perf_counter()
-                retriever = DenseRetriever(
-                    corpus, CachedEncoder(encoder, cache), show_progress=False
-                )
-                mine_hard_negatives(dataset, list(positives), config, retriever=retriever)
-                times[f"ours-{label}{suffix}"] = time.perf_counter() - start
+
+        return run
+
+    def ours(cache: EmbeddingCache, data_set=pair_data):
+        def run() -> object:
+            retriever = DenseRetriever(corpus, CachedEncoder(encoder, cache), show_progress=False)
+            return mine_hard_negatives(data_set, query_ids, config, retriever=retriever)[0]
+
+        return run
+
+    if cold:  # nothing cached; encoding dominates: one run each, not repeated
+        with tempfile.TemporaryDirectory() as fresh:
+            timed("st-cold", st(Path(fresh) / "st"))
+            timed("ours-cold", ours(EmbeddingCache(Path(fresh) / "e.sqlite")))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = cache_dir or Path(scratch)
+        memory_cache = EmbeddingCache(folder / "e.sqlite")
+        st(folder / "st")()  # fill both caches (untimed)
+        ours(memory_cache)()
+
+        def disk() -> object:
+            # A new cache object reads from disk, as a new process would.
+            return ours(EmbeddingCache(folder / "e.sqlite", memory=False))()
+
+        sides = {
+            "st": st(folder / "st"),
+            "ours-warm": disk,
+            "ours-warm-memory": ours(memory_cache),
+            # every judged positive excluded (what `shopaug run` does): more exclusions, deeper
+            "ours-all-judged": ours(memory_cache, dataset),
+        }
+        for repeat in range(repeats):  # alternating order
+            for label in list(sides) if repeat % 2 == 0 else list(sides)[::-1]:
+                timed(label, sides[label])
+    agreement = _same_negatives(outputs["st"], outputs["ours-warm"], dataset)
     lines = [
         f"### Mining speed ({data}: {n} queries, {len(corpus):,} products, MiniLM, FAISS)",
         "",
-        "| cache | sentence-transformers q/s | shopaug q/s | ratio |",
-        "|---|---|---|---|",
+        "| run | cache | sentence-transformers q/s | shopaug q/s | ratio (median, min-max) |",
+        "|---|---|---|---|---|",
     ]
-    for label, st_label in (("cold", "cold"), ("warm", "warm"), ("warm-memory", "warm")):
-        st_qps, our_qps = n / times[f"st-{st_label}"], n / times[f"ours-{label}"]
-        lines.append(f"| {label} | {st_qps:.1f} | {our_qps:.1f} | **{our_qps / st_qps:.2f}x** |")
+    if cold:
+        ratio = times["st-cold"][0] / times["ours-cold"][0]
+        lines.append(
+            f"| same pairs | cold (1 run) | {n / times['st-cold'][0]:.1f} | "
+            f"{n / times['ours-cold'][0]:.1f} | {ratio:.2f}x |"
+        )
+    st_times = np.array(times["st"])
+    for label, run, cache in (
+        ("ours-warm", "same pairs", "warm (disk)"),
+        ("ours-warm-memory", "same pairs", "warm (memory)"),
+        ("ours-all-judged", "every judged positive excluded", "warm (memory)"),
+    ):
+        ours_times = np.array(times[label])
+        ratios = st_times / ours_times  # paired: the same repeat
+        lines.append(
+            f"| {run} | {cache} | {n / np.median(st_times):.0f} | "
+            f"{n / np.median(ours_times):.0f} | **{np.median(ratios):.2f}x** "
+            f"({ratios.min():.2f}-{ratios.max():.2f}) |"
+        )
     lines += [
         "",
-        "Both get the same loaded MiniLM (max 128 tokens) and encode the catalog inside the "
-        "timing. Cold: nothing cached; encoding dominates both. Warm: the second call, with "
-        "sentence-transformers' `cache_folder` (.npy files) and our content-hash cache read "
-        "from disk (SQLite); warm-memory: our cache object that already holds the vectors in "
-        "memory, as later stages of one `shopaug run` see it.",
+        f"Warm rows: {repeats} repeats in alternating order, q/s from the median time, the "
+        "ratio is the median of the per-repeat ratios (the range in brackets). Both sides get "
+        "the same loaded MiniLM (max 128 tokens), the same (query, positive) pairs (one per "
+        "query), the same window (range_max 100), 5 negatives, relative margin 0.05 and an "
+        "exact FAISS `IndexFlatIP`; each builds its index from cached vectors inside the "
+        "timing. Warm: sentence-transformers' `cache_folder` (.npy files) against our "
+        "embedding cache opened anew (disk: the catalog's .npy matrix, the queries from "
+        "SQLite) or one that already holds the query vectors (memory, as later stages of one "
+        "`shopaug run` see it). "
+        f"Same negatives: {agreement:.1%} of the queries get the same 5 negative texts from "
+        "both (sentence-transformers drops duplicate catalog texts, we keep each product). "
+        "The last row excludes every judged positive of a query (what `shopaug run` does): "
+        "more exclusions and a deeper search than sentence-transformers' one positive. Cold "
+        "(with `--cold`): nothing cached, one run each; encoding dominates both, so it is no "
+        "speed-up.",
+        "",
+        f"Threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} for both; "
+        f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (other jobs shared the machine).",
     ]
     return lines
+
+
+def _same_negatives(st_output, frame, dataset) -> float:
+    """Share of queries whose negative texts are the same in both outputs."""
+    theirs: dict[str, set[str]] = {}
+    for row in st_output:
+        theirs.setdefault(row["query"], set()).add(row["negative"])
+    ours: dict[str, set[str]] = {}
+    negatives = frame[frame["kind"] == "negative"]
+    for query, product_id in zip(negatives["query"], negatives["product_id"]):
+        ours.setdefault(query, set()).add(dataset.product(product_id).render())
+    return float(np.mean([theirs.get(query, set()) == texts for query, texts in ours.items()]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="wands-subset")
     parser.add_argument("--label-fraction", type=float, default=0.25)
+    parser.add_argument("--repeats", type=int, default=7, help="warm speed repeats")
+    parser.add_argument("--cold", action="store_true", help="also time one cold run each")
+    parser.add_argument("--cache-dir", type=Path, help="warm caches (default: a temporary one)")
+    parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    lines = ["## Augmentation: negative quality and mining speed", ""]
-    lines += quality(args.data, args.label_fraction)
-    if not args.skip_speed:
-        lines += ["", *speed(args.data)]
-    print("\n".join(lines))
     command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    write_section("mining", command, "\n".join(lines))
+    if not args.skip_quality:
+        lines = ["## Augmentation: negative quality", ""]
+        lines += quality(args.data, args.label_fraction)
+        print("\n".join(lines))
+        write_section("mining", command, "\n".join(lines))
+    if not args.skip_speed:
+        lines = [
+            "## Augmentation: mining speed",
+            "",
+            *speed(args.data, args.repeats, args.cold, args.cache_dir),
+        ]
+        print("\n".join(lines))
+        write_section("mining-speed", command, "\n".join(lines))
 
 
 if __name__ == "__main__":
