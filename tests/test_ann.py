@@ -136,3 +136,31 @@ def test_the_service_uses_ann_above_its_threshold(tmp_path: Path) -> None:
     assert ann.search("lamp", 3, {"category": category}) == exact.search(
         "lamp", 3, {"category": category}
     )
+
+
+def test_serve_command_passes_the_threshold_and_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fastapi")
+    from typer.testing import CliRunner
+
+    import shopaug.serve
+    import shopaug.serve.catalog_backend
+    from shopaug.cli import app
+
+    seen: dict[str, object] = {}
+
+    def loader(run_dir: Path, *, options: object) -> str:
+        seen["options"] = options
+        return "loader"
+
+    monkeypatch.setattr(shopaug.serve.catalog_backend, "make_catalog_loader", loader)
+    monkeypatch.setattr(shopaug.serve, "run", lambda *args, **settings: seen.update(settings))
+    argv = ["serve", str(tmp_path), "--ann-threshold", "1000", "--ann-kind", "ivf-pq"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert (options.ann_threshold, options.ann_kind) == (1000, "ivf-pq")  # type: ignore[attr-defined]
+    assert (seen["ann_threshold"], seen["ann_kind"]) == (1000, "ivf-pq")
+    refused = CliRunner().invoke(app, ["serve", str(tmp_path), "--ann-kind", "lsh"])
+    assert refused.exit_code != 0 and "lsh" in refused.output
