@@ -187,7 +187,11 @@ def reading(
     )
     loss_text = (
         "Test log loss: rows whose whole interval lies below the constant's: "
-        + (", ".join(below_base) if below_base else "none (none is clearly better than the base rate)")
+        + (
+            ", ".join(below_base)
+            if below_base
+            else "none (none is clearly better than the base rate)"
+        )
         + "; "
         + (
             f"in every seed, the log loss of {' and '.join(worse)} is above the non-private "

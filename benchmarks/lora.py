@@ -29,6 +29,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--from-raw", action="store_true", help="write the report of the --raw file's runs"
     )
+    parser.add_argument("--note", default="", help="a sentence added to the report")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,7 +282,16 @@ def main() -> None:
         body = report(args, [tuple(row) for row in saved["rows"]], saved["zero_shot"], None)
         print(body)
         if not args.no_write:
-            write_section("lora", "nice -n 10 python benchmarks/lora.py " + _flags(), body)
+            runs = " ".join(
+                shlex.quote(a)
+                for a in sys.argv[1:]
+                if a not in ("--from-raw", "--note") and a != args.note
+            )
+            command = (
+                f"nice -n 10 python benchmarks/lora.py {runs} (stopped before it finished), "
+                "then python benchmarks/lora.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+            )
+            write_section("lora", command, body)
         return
     started = time.perf_counter()
     common = {"fold": args.fold, "threads": args.threads}
@@ -314,11 +325,8 @@ def main() -> None:
     body = report(args, rows, zero_shot, time.perf_counter() - started)
     print(body)
     if not args.no_write:
-        write_section("lora", "nice -n 10 python benchmarks/lora.py " + _flags(), body)
-
-
-def _flags() -> str:
-    return " ".join(arg for arg in sys.argv[1:] if arg != "--from-raw")
+        command = "nice -n 10 python " + " ".join(["benchmarks/lora.py", *sys.argv[1:]])
+        write_section("lora", command, body)
 
 
 def _save(path: str, rows: list[Any], zero_shot: dict[str, float]) -> None:
@@ -385,6 +393,7 @@ def report(
         text.append(
             "The cross-encoder reranker (the same comparison, `reranker.lora`) was not "
             "measured: its runs did not fit in the time this shared machine left."
+            + (f" {args.note}" if args.note else "")
         )
     if measured_reranker:
         text.append(
@@ -394,16 +403,41 @@ def report(
             f"zero-shot MiniLM top {args.rerank_top_k}; one learning rate per variant "
             f"(full {args.rerank_full_lr:g}, LoRA {args.rerank_lora_lr:g}), not tuned."
         )
+    for model in sorted({model for model, _, _ in rows}):
+        missing = sorted(set([0, *args.ranks]) - {rank for m, rank, _ in rows if m == model})
+        if missing:
+            names = ", ".join("full fine-tuning" if r == 0 else f"LoRA r={r}" for r in missing)
+            text.append(f"Not measured ({model}): {names}; the runs did not fit in the time.")
+    caution = []
+    for model in sorted({model for model, _, _ in rows}):
+        variants = [tried for m, _, tried in rows if m == model]
+        by_lr = max(max(t["test"] for t in v) - min(t["test"] for t in v) for v in variants)
+        chosen = [max(v, key=lambda t: t["valid"])["test"] for v in variants]
+        caution.append(
+            f"{model}: the chosen rows' test NDCG@10 differ by up to "
+            f"{max(chosen) - min(chosen):.3f}, the learning rate alone moved it by up to "
+            f"{by_lr:.3f} within one variant"
+        )
     text += [
         "",
         *lines,
+        "",
+        "One fold, one seed. " + "; ".join(caution) + ".",
         "",
         "Peak memory (MB): the rise of the resident set over its size when training "
         "started (model, data and catalog vectors loaded), during the optimizer steps and "
         "during the whole fit (validation after each epoch, saving the kept model: a LoRA "
         "model saves a merged copy, checkpoints for the reranker), and the whole subprocess's "
         "peak; time (s): the optimizer steps and the whole fit. Ratios are against full "
-        "fine-tuning of the same model in this run. "
+        "fine-tuning of the same model in this run. Gradients and AdamW's two moments take "
+        "12 bytes per trainable parameter (fp32; computed, not measured): "
+        + "; ".join(
+            f"{model} {'LoRA r=' + str(rank) if rank else 'full'} "
+            f"{tried[0]['trainable'] * 12 / 2**20:.1f} MB"
+            for model, rank, tried in rows
+        )
+        + ". The rest of the rise is not optimizer state: activations, autograd and "
+        "allocator buffers, and for the whole fit validation and saving. "
         f"{args.threads} torch threads per run, one run at a time"
         + (f"; whole benchmark {seconds / 60:.0f} min" if seconds is not None else "")
         + f"; load average at the end {load:.1f} on 2 cores shared with other work, so "
