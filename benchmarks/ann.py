@@ -76,10 +76,13 @@ def indexes(size: int) -> dict[str, tuple[str, AnnConfig | None]]:
     }
 
 
-def measure(items: np.ndarray, queries: np.ndarray, threads: int) -> list[dict]:
+def measure(
+    items: np.ndarray, queries: np.ndarray, threads: int, results: list[dict], on_row
+) -> list[dict]:
+    """Appends one row per index to ``results`` and calls ``on_row()`` after each (the section
+    is written as the run goes, so a run cut short keeps the rows it measured)."""
     import faiss
 
-    results = []
     exact_rows = None
     for name, (kind, config) in indexes(len(items)).items():
         faiss.omp_set_num_threads(os.cpu_count() or 1)  # build and batched search: every core
@@ -108,6 +111,7 @@ def measure(items: np.ndarray, queries: np.ndarray, threads: int) -> list[dict]:
             }
         )
         print(json.dumps({"n": len(items), **results[-1]}), flush=True)
+        on_row()
         del index
     return results
 
@@ -125,21 +129,32 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    catalogs = {}
+    catalogs: dict[str, list[dict]] = {}
+
+    def report(complete: bool) -> None:
+        (args.out / "ann.json").write_text(json.dumps(catalogs, indent=1), "utf-8")
+        lines = section(catalogs, args.threads, complete)
+        if complete:
+            print("\n".join(lines))
+        if not args.no_results:
+            command = "python benchmarks/ann.py " + " ".join(sys.argv[1:])
+            write_section("ann", command.strip(), "\n".join(lines))
+
     items, queries = real_catalog(args.data_dir, args.cache_dir or args.out / "cache")
-    catalogs[f"wands-subset, MiniLM ({len(items):,} x {DIM})"] = measure(
-        items, queries, args.threads
-    )
+    rows = catalogs[f"wands-subset, MiniLM ({len(items):,} x {DIM})"] = []
+    measure(items, queries, args.threads, rows, on_row=lambda: report(False))
     items, queries = synthetic_catalog(args.synthetic, args.queries, args.seed)
-    catalogs[f"synthetic ({len(items):,} x {DIM}, clustered)"] = measure(
-        items, queries, args.threads
-    )
-    (args.out / "ann.json").write_text(json.dumps(catalogs, indent=1), "utf-8")
+    rows = catalogs[f"synthetic ({len(items):,} x {DIM}, clustered)"] = []
+    measure(items, queries, args.threads, rows, on_row=lambda: report(False))
+    report(True)
+
+
+def section(catalogs: dict[str, list[dict]], threads: int, complete: bool) -> list[str]:
     lines = [
         "## Approximate nearest neighbours (index/vector.py)",
         "",
         "Recall@10 against exact search, build time, serialised size and single-query latency "
-        f"(p50/p99 over the queries, one at a time, FAISS on {args.threads} thread(s); builds "
+        f"(p50/p99 over the queries, one at a time, FAISS on {threads} thread(s); builds "
         "use every core). The service switches to an ANN index from `--ann-threshold` "
         "products (default 200,000; `--ann-kind hnsw` or `ivf-pq`); filtered searches stay "
         "exact.",
@@ -153,11 +168,10 @@ def main() -> None:
             f"{r['memory_mb']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
             for r in rows
         ]
-    lines += ["", f"1-minute load average at the end: {os.getloadavg()[0]:.1f}."]
-    print("\n".join(lines))
-    if not args.no_results:
-        command = "python benchmarks/ann.py " + " ".join(sys.argv[1:])
-        write_section("ann", command.strip(), "\n".join(lines))
+    if not complete:
+        lines += ["", "**Incomplete run**: the rows above are those measured when it stopped."]
+    lines += ["", f"1-minute load average when written: {os.getloadavg()[0]:.1f}."]
+    return lines
 
 
 if __name__ == "__main__":
