@@ -174,3 +174,178 @@ def test_shopaug_run_engine_ray_matches_local(local_ray, tmp_path: Path) -> None
     assert shapes(ray_model) == shapes(local_model) != {}
     manifest = json.loads((runs["ray"] / "manifest.json").read_text())
     assert manifest["config"]["engine"] == "ray"
+
+
+def _demo_groups(dataset, *, per_query: int = 2) -> list:
+    """(query, positive, two negatives) training groups from the demo judgments; the
+    negatives are fixed products at offsets from the positive (known, seed-free)."""
+    from shopaug.train import TrainingExample
+
+    positives = dataset.positives(query_ids=[q.id for q in dataset.queries])
+    texts = dataset.product_texts(("title",))
+    index = dataset.product_index
+    groups = []
+    for query in dataset.queries:
+        for k, product in enumerate(sorted(positives.get(query.id, ()))[:per_query]):
+            row = index[product]
+            negatives = [texts[(row + 7 * (k + 1)) % len(texts)], texts[(row + 13) % len(texts)]]
+            groups.append(TrainingExample(query.text, texts[row], negatives))
+    return groups
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def _listing(folder: Path) -> list[str]:
+    """The files under ``folder``; TensorBoard event files by their folder (their names hold
+    a time stamp, a host and a process id)."""
+    return sorted(
+        str(p.parent.relative_to(folder) / "events.out.tfevents")
+        if p.name.startswith("events.out.tfevents")
+        else str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
+
+
+@pytest.mark.slow
+def test_fit_on_ray_two_workers_gives_the_weights_of_one_process(local_ray, tmp_path: Path) -> None:
+    """Two Ray Train workers (one CPU each) deal out every batch and sum the share-weighted
+    gradients: without in-batch negatives (each group's loss reads its own candidates only)
+    and without dropout (the hashing model) that is the gradient of the whole batch, so the
+    weights, the curve and every file written equal a local ``fit`` up to float rounding. The
+    last batch (20 groups in batches of 8: 8, 8, 4) and odd shares are part of the run."""
+    from shopaug.models.hashing_model import HashingProjection
+    from shopaug.models.model_dir import load_trainable
+    from shopaug.scale.training import fit_on_ray
+    from shopaug.train import TrainConfig, fit
+
+    dataset = load_dataset("demo")
+    groups = _demo_groups(dataset)[:20]
+    groups[3] = type(groups[3])(groups[3].query, groups[3].positive, groups[3].negatives, 3.0)
+    config = TrainConfig(
+        batch_size=8,
+        epochs=2,
+        lr=0.05,
+        in_batch_negatives=False,
+        checkpoint_every=2,
+        num_threads=1,
+        seed=5,
+    )
+    local = fit(
+        HashingProjection(64), groups, config, run_dir=tmp_path / "local", show_progress=False
+    )
+    on_ray = fit_on_ray(HashingProjection(64), groups, config, run_dir=tmp_path / "ray", workers=2)
+    assert on_ray.steps == local.steps == 6
+    assert _listing(tmp_path / "ray") != []
+    assert _listing(tmp_path / "ray") == _listing(tmp_path / "local")
+    trained = _tensors(tmp_path / "ray" / "model" / "projection.safetensors")["weight"]
+    expected = _tensors(tmp_path / "local" / "model" / "projection.safetensors")["weight"]
+    assert not np.allclose(expected, np.eye(64))  # it trained
+    np.testing.assert_allclose(trained, expected, atol=1e-5)  # Adam amplifies rounding
+    assert [p["loss"] for p in on_ray.curve] == pytest.approx(
+        [p["loss"] for p in local.curve], abs=1e-6
+    )
+    checkpoint = on_ray.checkpoint_path
+    assert checkpoint is not None and checkpoint.name == "step-00000006"
+    np.testing.assert_allclose(
+        _tensors(checkpoint / "optimizer.safetensors")["0.exp_avg"],
+        _tensors(local.checkpoint_path / "optimizer.safetensors")["0.exp_avg"],
+        atol=1e-6,
+    )
+    model = load_trainable(tmp_path / "ray" / "model")
+    queries = [q.text for q in dataset.queries[:10]]
+    catalog = dataset.product_texts(("title",))
+    ranks = np.argsort(-(model.encode(queries) @ model.encode(catalog).T), axis=1)[:, :10]
+    reference = load_trainable(tmp_path / "local" / "model")
+    expected_ranks = np.argsort(-(reference.encode(queries) @ reference.encode(catalog).T), axis=1)[
+        :, :10
+    ]
+    np.testing.assert_array_equal(ranks, expected_ranks)
+
+
+@pytest.mark.slow
+def test_shopaug_train_engine_ray_writes_the_local_model_folder(local_ray, tmp_path: Path) -> None:
+    """``shopaug train --engine ray``: the MiniLM bi-encoder fine-tuned by one Ray Train
+    worker has the weights of the local command (same seed) up to float rounding; with two
+    workers (dropout masks drawn per worker) it is another model of the same format, which
+    loads and ranks the demo queries almost as the local one does."""
+    from typer.testing import CliRunner
+
+    from shopaug.cli import app
+    from shopaug.models import BiEncoder
+
+    dataset = load_dataset("demo")
+    frame, _ = augment(
+        dataset, "random", [q.id for q in dataset.queries], seed=0, show_progress=False
+    )
+    samples = tmp_path / "samples.parquet"
+    write_samples(frame, samples)
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"train": {"batch_size": 8, "lr": 5e-5, "num_threads": 1}, "show_progress": False}
+        )
+    )
+    runs = {}
+    for name, extra in (
+        ("local", []),
+        ("ray-1", ["--engine", "ray", "--workers", "1"]),
+        ("ray-2", ["--engine", "ray", "--workers", "2"]),
+    ):
+        out = tmp_path / name
+        command = ["train", "--samples", str(samples), "--out", str(out), "--config", str(config)]
+        result = CliRunner().invoke(app, [*command, "--steps", "2", *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = out
+    assert _listing(runs["ray-1"]) == _listing(runs["local"])
+    assert _listing(runs["ray-2"]) == _listing(runs["local"])
+    record = json.loads((runs["ray-2"] / "train.json").read_text())
+    assert record["engine"] == "ray" and record["steps"] == 2 and record["status"] == "finished"
+    local = _tensors(runs["local"] / "model.safetensors")
+    one = _tensors(runs["ray-1"] / "model.safetensors")
+    two = _tensors(runs["ray-2"] / "model.safetensors")
+    base = BiEncoder(None)
+    assert set(one) == set(local) == set(two)
+    for key in local:
+        np.testing.assert_allclose(one[key], local[key], atol=1e-5, err_msg=key)
+    queries = [q.text for q in dataset.queries]
+    catalog = dataset.product_texts()
+
+    def top10(model) -> np.ndarray:
+        return np.argsort(-(model.encode(queries) @ model.encode(catalog).T), axis=1)[:, :10]
+
+    local_top = top10(BiEncoder(runs["local"]))
+    np.testing.assert_array_equal(top10(BiEncoder(runs["ray-1"])), local_top)
+    two_top = top10(BiEncoder(runs["ray-2"]))
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(two_top, local_top)])
+    base_overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10(base), local_top)])
+    assert overlap >= 0.9, (overlap, base_overlap)
+
+
+def test_shopaug_train_engine_ray_without_the_extra_names_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from shopaug.cli import app
+
+    dataset = load_dataset("demo")
+    frame, _ = augment(
+        dataset, "positives", [q.id for q in dataset.queries][:5], show_progress=False
+    )
+    write_samples(frame, tmp_path / "samples.parquet")
+    for name in ("ray", "ray.data", "ray.train", "ray.train.torch"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("train", "--samples", str(tmp_path / "samples.parquet")),
+            *("--out", str(tmp_path / "m"), "--engine", "ray", "--steps", "1"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "pip install 'shopaug[scale]'" in result.output
