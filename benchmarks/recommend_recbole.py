@@ -56,7 +56,7 @@ def table(metrics: dict) -> list[str]:
 def budget_table(metrics: dict) -> list[str]:
     lines = [
         "| RecBole row | settings (RecBole defaults otherwise) | validation epochs run | "
-        "best epoch = refit epochs | validation R@20 per epoch | seconds (both fits) |",
+        "best epoch = refit epochs | validation R@20 per epoch | wall seconds (both fits) |",
         "|---|---|---|---|---|---|",
     ]
     for entry in metrics["systems"]:
@@ -146,6 +146,7 @@ def measure(profile: str, keys: list[str], out: Path) -> dict:
 def section(result: dict, note: str) -> str:
     """The RESULTS.md section of a :func:`measure` result."""
     k = result["k"]
+    recbole_names = [e["info"]["model"] for e in result["systems"] if e["kind"] == "recbole"]
     lines = [
         "## Recommendation: RecBole yardstick rows on the same split",
         "",
@@ -153,10 +154,10 @@ def section(result: dict, note: str) -> str:
         f"{result['validation_cut']}); {result['customers']['test']} test customers, "
         f"{result['customers']['validation']} validation customers; catalog "
         f"{result['catalog']['test']} items. The baselines were fitted and measured again in "
-        "this run, beside RecBole 1.2.1's BPR, LightGCN and SASRec trained on the same training "
-        "lines; every row is scored by shopaug's own metrics (eval/recommend.py; no history "
-        f"masking) over the top {result['depth']}, with 95 % bootstrap intervals over customers "
-        f"and the paired bootstrap difference in Recall@{k} against repeat purchase.",
+        f"this run, beside RecBole 1.2.1's {', '.join(recbole_names)} trained on the same "
+        "training lines; every row is scored by shopaug's own metrics (eval/recommend.py; no "
+        f"history masking) over the top {result['depth']}, with 95 % bootstrap intervals over "
+        f"customers and the paired bootstrap difference in Recall@{k} against repeat purchase.",
         "",
         *table(result),
         "",
