@@ -299,6 +299,15 @@ def table(results: dict, systems: list[tuple[str, str]], generators: list[str]) 
     return lines
 
 
+def repeats_text(results: dict, generators: list[str], planned: int) -> str:
+    """``3 repeats`` or, when the journal holds fewer for some, what each got."""
+    counts = {(label, g): len(row[g]) for label, row in results.items() for g in generators}
+    if all(n == planned for n in counts.values()):
+        return f"{planned} repeats"
+    got = ", ".join(f"{label} / {g}: {n}" for (label, g), n in counts.items())
+    return f"repeats (of {planned} planned; the rest not measured yet): {got}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     default_data = os.environ.get("SHOPAUG_DATA_DIR") or str(ROOT.parent / "shared" / "data")
@@ -320,6 +329,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-results", action="store_true", help="print the section, leave RESULTS.md alone"
+    )
+    parser.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="with --resume: report what the journal holds, measure nothing more",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -360,6 +374,8 @@ def main() -> None:
         for label, runtime in order:
             for generator in generators:
                 entry = done.get((label, repeat, generator))
+                if entry is None and args.journal_only:
+                    continue
                 if entry is None:
                     load = os.getloadavg()[0]
                     measured = measure(runs[label], runtime, queries, repeat, generator, args)
@@ -388,7 +404,8 @@ def main() -> None:
         "catalog keeps the torch vectors); a static model distilled from MiniLM by model2vec "
         "(256 dims; it encodes the catalog too). Server pinned to CPU "
         f"{args.server_cpus or 'any'}, load generator to CPU {args.client_cpus or 'any'}; "
-        f"{args.repeats} repeats, each a fresh server, order alternating; figures are the "
+        f"{repeats_text(results, generators, args.repeats)}, each a fresh server, order "
+        "alternating; figures are the "
         "median [min, max] over the repeats. **cold**: each query's first request (encoded in "
         "the request); **warm**: repeated queries (LRU cache); **capacity**: warm queries from "
         "4 connections without pauses. `wrk`: Debian's wrk 4.1 with `serve_latency.lua` (8 "
