@@ -268,6 +268,7 @@ def test_fit_on_ray_two_workers_gives_the_weights_of_one_process(local_ray, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three MiniLM trainings, two on Ray; a stalled Ray fails here
 def test_shopaug_train_engine_ray_writes_the_local_model_folder(local_ray, tmp_path: Path) -> None:
     """``shopaug train --engine ray``: the MiniLM bi-encoder fine-tuned by one Ray Train
     worker has the weights of the local command (same seed) up to float rounding; with two
