@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import write_section
 from shopaug.eval import calibration
-from shopaug.experiment.ctr import load_split
+from shopaug.experiment.ctr import load_split, score_predictions
 from shopaug.experiment.ctr_privacy import fit_model
 from shopaug.experiment.tasks import load_task
 from shopaug.models.ctr import CtrSettings
@@ -71,7 +71,7 @@ def main() -> None:
             (f"neural, DP-SGD target epsilon {epsilon:g}", {**dp, "target_epsilon": epsilon})
         )
     base = np.full(len(test), float(train["click"].mean()))
-    constant = _score(labels, base, config)
+    constant = score_predictions(labels, base, config)
     lines = [
         "| model | epsilon (delta " + f"{args.delta:g}) | noise multiplier | valid log loss "
         "| **test AUC** (seeds: mean [min, max]) | 95% CI, seed "
@@ -95,7 +95,7 @@ def main() -> None:
                 labels=valid["click"].to_numpy(), probabilities=model.predict(valid)
             ).mean()
             predicted = model.predict(test)
-            scores = _score(labels, predicted, config) if not runs else None
+            scores = score_predictions(labels, predicted, config) if not runs else None
             runs.append(
                 {
                     "auc": calibration.roc_auc(labels=labels, scores=predicted),
@@ -203,16 +203,6 @@ def reading(
         + "."
     )
     return "Clicks are rare, so the intervals are wide. " + auc_text + " " + loss_text
-
-
-def _score(labels: np.ndarray, predicted: np.ndarray, config: Any) -> dict[str, Any]:
-    return calibration.summarize_probabilities(
-        labels=labels,
-        probabilities=predicted,
-        bins=config.calibration_bins,
-        n_resamples=config.bootstrap,
-        seed=config.seed,
-    )
 
 
 def _spread(values: list[float], digits: int) -> str:

@@ -230,7 +230,10 @@ def off_policy_estimates(terms: Mapping[str, np.ndarray], config: CtrRunConfig) 
     return out
 
 
-def _score(labels: np.ndarray, predicted: np.ndarray, config: CtrRunConfig) -> dict[str, Any]:
+def score_predictions(
+    labels: np.ndarray, predicted: np.ndarray, config: CtrRunConfig
+) -> dict[str, Any]:
+    """Calibration, AUC and log loss of ``predicted`` with the config's bins and bootstrap."""
     return calibration.summarize_probabilities(
         labels=labels,
         probabilities=predicted,
@@ -278,7 +281,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
         {
             "name": "base rate (constant)",
             "kind": "baseline",
-            **_score(test_labels, constant, config),
+            **score_predictions(test_labels, constant, config),
         }
     ]
     curves = {}
@@ -296,7 +299,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             "kind": "model",
             "settings": {k: v for k, v in asdict(settings).items() if k != "estimator"},
             "validation_log_loss": float(valid_loss),
-            **_score(test_labels, predicted, config),
+            **score_predictions(test_labels, predicted, config),
             "ope": off_policy_estimates(_ope_terms(model, random_test, config, "softmax"), config),
             "seconds": round(time.perf_counter() - tick, 2),
             **({"privacy": guarantee.to_json()} if guarantee else {}),
