@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from shopaug.errors import ShopaugError
+from shopaug.index.vector import DEFAULT_ANN_THRESHOLD
 
 app = typer.Typer(
     help="Augment e-commerce ranking training samples with language models, and measure it.",
@@ -590,7 +591,7 @@ def serve_command(
         typer.Option(
             "--ann-threshold", help="Catalogs of at least this many products use an ANN index."
         ),
-    ] = 200_000,
+    ] = DEFAULT_ANN_THRESHOLD,
     ann_kind: Annotated[
         str, typer.Option("--ann-kind", help="The ANN index: hnsw or ivf-pq.")
     ] = "hnsw",

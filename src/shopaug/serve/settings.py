@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from shopaug.index.vector import DEFAULT_ANN_THRESHOLD
 from shopaug.models.registry import CURRENT
 
 #: Environment variable read by :meth:`Settings.for_run_dir` when no token is given.
@@ -62,7 +63,7 @@ class Settings(BaseModel):
     max_history: int = Field(200, ge=1)
     load_in_background: bool = False
     encoder_runtime: Literal["torch", "onnx", "onnx-int8", "static"] = "torch"
-    ann_threshold: int = Field(200_000, ge=0)
+    ann_threshold: int = Field(DEFAULT_ANN_THRESHOLD, ge=0)
     ann_kind: Literal["hnsw", "ivf-pq"] = "hnsw"
     feedback_writes_in_flight: int = Field(4, ge=1)
     feedback_writes_waiting: int = Field(64, ge=0)
