@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import lzma
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from shopaug.errors import ConfigError
 from shopaug.experiment.recommend import parse_config, run, summary_lines
+from shopaug.experiment.recommend_systems import repeat_then
 from shopaug.experiment.tasks import load_task
 from shopaug.models.two_tower import TwoTowerRecommender
 
@@ -79,7 +81,14 @@ def test_recommend_run_writes_the_run_directory(tmp_path: Path) -> None:
         "ALS (implicit)",
         "BPR (implicit)",
     ]
-    assert names[5:] == [row["name"] for row in CONFIG["rows"]]
+    rows = [row["name"] for row in CONFIG["rows"]]
+    assert names[5 : 5 + len(rows)] == rows
+    # then "repeat purchase, then X": the best other baseline and the best two-tower row
+    combined = [e for e in result["systems"] if e["name"].startswith("repeat purchase, then ")]
+    assert [e["kind"] for e in combined] == ["repeat + baseline", "repeat + two-tower"]
+    assert combined[0]["info"]["then"] in names[2:5]
+    assert combined[1]["info"]["then"] in rows
+    assert names[5 + len(rows) :] == [e["name"] for e in combined]
     for entry in result["systems"]:
         recall = entry["test"]["recall@5"]
         assert 0.0 <= recall["ci95"][0] <= recall["mean"] <= recall["ci95"][1] <= 1.0
@@ -119,3 +128,15 @@ def test_profiles_parse_as_recommend_tasks() -> None:
         task = load_task(name)
         assert task.name == "recommend"
         assert len(task.config.rows) == 7
+
+
+def test_repeat_then_keeps_own_items_first_and_fills_from_the_other_system() -> None:
+    view = SimpleNamespace(
+        catalog=("a", "b", "c", "d", "e"),
+        customers=("u1", "u2"),
+        histories=((3, 1, 3), ()),  # u1 bought d, b, d; u2 nothing before the cut
+    )
+    repeat = {"u1": ["d", "b", "a", "c", "e"], "u2": ["a", "c", "e", "b", "d"]}
+    other = {"u1": ["e", "b", "c", "a", "d"], "u2": ["e", "d", "a", "b", "c"]}
+    combined = repeat_then(repeat, other, view, 4)  # type: ignore[arg-type]
+    assert combined == {"u1": ["d", "b", "e", "c"], "u2": ["e", "d", "a", "b"]}

@@ -26,7 +26,7 @@ import yaml
 
 from shopaug.augment.samples import samples_frame, write_samples
 from shopaug.config import to_mapping
-from shopaug.eval.recommend import evaluate_recommendations
+from shopaug.eval.recommend import evaluate_recommendations, per_customer_metrics
 from shopaug.eval.significance import paired_bootstrap
 from shopaug.experiment.recommend_data import (
     RecommendConfig,
@@ -40,6 +40,7 @@ from shopaug.experiment.recommend_systems import (
     baseline,
     rank_two_tower,
     rank_with,
+    repeat_then,
     train_row,
     training_examples,
 )
@@ -129,6 +130,7 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
         }
         systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": fitted.info})
     timings["two_tower"] = time.perf_counter() - start
+    systems += repeat_then_systems(systems, valid, test, config)
 
     result = measure_systems(systems, valid, test, config)
     served = _serve(result, trained, run_dir, (valid, test), data.titles, config)
@@ -180,6 +182,59 @@ def baseline_systems(
             }
         )
     return systems
+
+
+def repeat_then_systems(
+    systems: list[dict[str, Any]], valid: SplitView, test: SplitView, config: RecommendConfig
+) -> list[dict[str, Any]]:
+    """ "Repeat purchase, then X" for the best baseline and the best two-tower row.
+
+    X is chosen on validation Recall@k alone (among the baselines other than repeat purchase
+    and popularity, and among the two-tower rows); the combined systems are then measured like
+    every other. None without a repeat-purchase baseline.
+    """
+    by_name = {system["name"]: system for system in systems}
+    if REFERENCE not in by_name:
+        return []
+    repeat = by_name[REFERENCE]
+    lists = {
+        "baseline": [
+            s
+            for s in systems
+            if s["kind"] == "baseline" and s["name"] not in (REFERENCE, "popularity")
+        ],
+        "two-tower": [s for s in systems if s["kind"] == "two-tower"],
+    }
+    combined = []
+    for kind, candidates in lists.items():
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda s: (validation_recall(s, valid, config.k), s["name"]))
+        runs = {
+            split: repeat_then(repeat["runs"][split], best["runs"][split], view, config.depth)
+            for split, view in (("validation", valid), ("test", test))
+        }
+        info = {"first": REFERENCE, "then": best["name"], "then_chosen_on": "validation recall"}
+        combined.append(
+            {
+                "name": f"repeat purchase, then {best['name']}",
+                "kind": f"repeat + {kind}",
+                "runs": runs,
+                "info": info,
+            }
+        )
+    return combined
+
+
+def validation_recall(system: Mapping[str, Any], valid: SplitView, k: int) -> float:
+    """Mean Recall@k of ``system`` over the validation customers (no bootstrap)."""
+    customers = sorted(valid.truth.baskets)
+    values = per_customer_metrics(
+        ranked=[list(system["runs"]["validation"][c]) for c in customers],
+        baskets=[valid.truth.baskets[c] for c in customers],
+        k=k,
+    )
+    return float(values[f"recall@{k}"].mean())
 
 
 def measure_systems(

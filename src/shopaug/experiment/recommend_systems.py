@@ -84,6 +84,23 @@ def rank_with(recommender: Recommender, view: SplitView, depth: int) -> Ranked:
     return ranked
 
 
+def repeat_then(repeat: Ranked, other: Ranked, view: SplitView, depth: int) -> Ranked:
+    """Customer -> their own past items in ``repeat``'s order, then ``other``'s items.
+
+    Repeat purchase puts everything a customer bought before the cut first and fills the rest
+    of the list with popular items; this keeps the first part and fills with ``other`` (a
+    learned system), so it shows what ``other`` adds where the customer's history runs out.
+    """
+    combined: Ranked = {}
+    for customer, history in zip(view.customers, view.histories, strict=True):
+        own = {view.catalog[row] for row in history}
+        ranked = [item for item in repeat[customer] if item in own]
+        seen = set(ranked)
+        ranked += [item for item in other[customer] if item not in seen]
+        combined[customer] = ranked[:depth]
+    return combined
+
+
 def rank_two_tower(model: TwoTowerRecommender, view: SplitView, depth: int) -> Ranked:
     """Customer -> top ``depth`` items of the split's catalog by the two-tower scores."""
     model.eval()
