@@ -89,6 +89,12 @@ def test_recommend_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert combined[0]["info"]["then"] in names[2:5]
     assert combined[1]["info"]["then"] in rows
     assert names[5 + len(rows) :] == [e["name"] for e in combined]
+    # the model directory serves what the run chose: own items first if it chose repeat + it
+    selected = next(e for e in result["systems"] if e["name"] == result["selected"]["system"])
+    repeat_first = selected["kind"] == "repeat + two-tower"
+    assert result["served"]["repeat_first"] is repeat_first
+    served = json.loads((tmp_path / "run" / "model" / "customers.json").read_text())
+    assert served["repeat_first"] is repeat_first
     for entry in result["systems"]:
         recall = entry["test"]["recall@5"]
         assert 0.0 <= recall["ci95"][0] <= recall["mean"] <= recall["ci95"][1] <= 1.0

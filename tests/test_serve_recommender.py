@@ -34,6 +34,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             **CONFIG,
             "data_dir": str(root / "data"),
             "baselines": ["popularity", "repeat"],
+            "repeat_then": False,  # the served model's own ranking (repeat-first: its own test)
             "rows": [
                 {"name": "zero-shot", "sampler": "none"},
                 {"name": "uniform", "sampler": "uniform", "negatives": 4},
@@ -166,3 +167,52 @@ def test_a_search_model_knows_no_customers(tmp_path: Path) -> None:
         assert answer.status_code == 404 and "knows no customers" in answer.text
         by_history = client.post("/recommend", json={"history": ["p1"], "k": 2})
         assert by_history.status_code == 200 and by_history.json()["customer_id"] is None
+
+
+def test_repeat_first_ranks_own_items_by_count_then_recency(
+    run_dir: Path, model: TwoTowerRecommender, tmp_path: Path
+) -> None:
+    from shopaug.models.two_tower import load_serving_data, save_serving_data
+    from shopaug.serve.recommender_backend import RecommenderBackend, repeat_order
+
+    items = list(model.item_ids)
+    a, b, c = items[3], items[7], items[11]
+    history = [b, a, c, a, b, c, c]  # c three times, then a and b twice (b bought last)
+    assert repeat_order(history) == [c, b, a]
+    backend = RecommenderBackend(
+        "v", model, titles={}, histories={"u": history}, cut="2011-10-01", repeat_first=True
+    )
+    hits = backend.recommend(backend.customer_history("u"), 6)
+    assert [hit.product_id for hit in hits[:3]] == [c, b, a]
+    scores = model.score_histories([[model.rows[item] for item in history]])[0]
+    for hit in hits:  # every score is still the model's own
+        assert hit.score == pytest.approx(float(scores[model.rows[hit.product_id]]), abs=1e-5)
+    # the rest is the model's ranking without the own items
+    plain = RecommenderBackend("v", model, titles={}, histories={}, cut="2011-10-01")
+    rest = [
+        hit.product_id for hit in plain.recommend(history, 10) if hit.product_id not in {a, b, c}
+    ]
+    assert [hit.product_id for hit in hits[3:]] == rest[:3]
+    assert "own past items first" in backend.ranking
+
+    # the flag and the whole history (the counts need it) survive the model directory
+    long_history = [a] * (model.max_history + 5) + [b]
+    save_serving_data(
+        tmp_path, model, titles={}, histories={"u": long_history}, cut="x", repeat_first=True
+    )
+    data = load_serving_data(tmp_path)
+    assert data.repeat_first and data.histories["u"] == tuple(long_history)
+    save_serving_data(tmp_path, model, titles={}, histories={"u": long_history}, cut="x")
+    data = load_serving_data(tmp_path)
+    assert not data.repeat_first and len(data.histories["u"]) == model.max_history
+
+
+def test_the_run_serves_repeat_first_when_it_chose_it(run_dir: Path) -> None:
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    customers = json.loads((run_dir / "model" / "customers.json").read_text())
+    # this run has repeat_then off: no combined system, the plain model is served
+    assert not any(e["kind"].startswith("repeat +") for e in metrics["systems"])
+    assert metrics["served"]["repeat_first"] is False
+    assert customers["repeat_first"] is False

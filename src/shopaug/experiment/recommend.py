@@ -130,7 +130,8 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
         }
         systems.append({"name": row.name, "kind": "two-tower", "runs": runs, "info": fitted.info})
     timings["two_tower"] = time.perf_counter() - start
-    systems += repeat_then_systems(systems, valid, test, config)
+    if config.repeat_then:
+        systems += repeat_then_systems(systems, valid, test, config)
 
     result = measure_systems(systems, valid, test, config)
     served = _serve(result, trained, run_dir, (valid, test), data.titles, config)
@@ -320,13 +321,17 @@ def _serve(
 ) -> dict[str, Any]:
     """Copy the best two-tower row (by validation recall) to ``model/`` with the titles and
     every customer's history before the test cut (what the test figure ranked from); its
-    examples go to ``samples.parquet``."""
+    examples go to ``samples.parquet``. When the run chose "repeat purchase, then" that row,
+    the service ranks each customer's own past items first too (``repeat_first``)."""
     valid, test = views
     key = f"recall@{config.k}"
     rows = [e for e in result["systems"] if e["kind"] == "two-tower"]
     if not rows:
         return {}
     best = max(rows, key=lambda e: (e["validation"][key]["mean"], e["name"]))
+    # the run chose "repeat purchase, then <that row>": serve it that way
+    selected = next(e for e in result["systems"] if e["name"] == result["selected"]["system"])
+    repeat_first = selected["kind"] == "repeat + two-tower"
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -339,6 +344,7 @@ def _serve(
         titles=titles,
         histories=histories,
         cut=str(test.split.cut.date()),
+        repeat_first=repeat_first,
     )
     examples = training_examples(valid, config)
     frame = samples_frame(
@@ -364,7 +370,8 @@ def _serve(
         scrub_pii=False,
     )
     return {
-        "system": best["name"],
+        "system": selected["name"] if repeat_first else best["name"],
+        "repeat_first": repeat_first,
         "model_dir": str(model_dir),
         "kind": "two-tower-recommender",
         "customers": len(histories),

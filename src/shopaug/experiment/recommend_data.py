@@ -98,6 +98,9 @@ class RecommendConfig:
         generator: :class:`~shopaug.llm.registry.GeneratorConfig` fields for ``augment_text``
             rows (default: the template generator, no model).
         bootstrap: Bootstrap resamples of each interval.
+        repeat_then: Also measure "repeat purchase, then X" for the best other baseline and
+            the best two-tower row (chosen on validation); when the latter is chosen, the
+            served model ranks each customer's own past items first.
     """
 
     data: str = "online-retail"
@@ -121,6 +124,7 @@ class RecommendConfig:
     rows: tuple[TwoTowerRow, ...] = ()
     generator: dict[str, Any] = field(default_factory=dict)
     bootstrap: int = 2000
+    repeat_then: bool = True
 
     def train_config(self) -> TrainConfig:
         settings: dict[str, Any] = {

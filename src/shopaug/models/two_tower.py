@@ -191,13 +191,17 @@ class ServingData:
 
     Attributes:
         titles: Item id -> title.
-        histories: Customer id -> the purchases the user tower reads, oldest first.
+        histories: Customer id -> the purchases the user tower reads, oldest first (every
+            purchase before the cut with ``repeat_first``, which counts them).
         cut: The date the histories end (exclusive), ISO format.
+        repeat_first: Rank the customer's own past items first (most often bought, then most
+            recent), then the model's ranking: the run chose "repeat purchase, then" this model.
     """
 
     titles: Mapping[str, str]
     histories: Mapping[str, tuple[str, ...]]
     cut: str
+    repeat_first: bool = False
 
 
 def save_serving_data(
@@ -207,11 +211,13 @@ def save_serving_data(
     titles: Mapping[str, str],
     histories: Mapping[str, Sequence[str]],
     cut: str,
+    repeat_first: bool = False,
 ) -> None:
     """Write ``titles.json`` and ``customers.json`` next to ``model``'s weights.
 
     Only the last ``model.max_history`` purchases of each history are kept (all the user tower
-    reads); ids outside the model's catalog are an error.
+    reads), or every one with ``repeat_first`` (the own items are ranked by how often they were
+    bought); ids outside the model's catalog are an error.
 
     Raises:
         ValueError: A history names an item the model does not know (the message names the
@@ -220,7 +226,9 @@ def save_serving_data(
     folder = Path(directory)
     kept: dict[str, list[str]] = {}
     for customer in sorted(histories):
-        recent = list(histories[customer])[-model.max_history :]
+        recent = list(histories[customer])
+        if not repeat_first:
+            recent = recent[-model.max_history :]
         unknown = [item for item in recent if item not in model.rows]
         if unknown:
             raise ValueError(
@@ -229,7 +237,12 @@ def save_serving_data(
         kept[str(customer)] = recent
     item_titles = {item: str(titles.get(item, "")) for item in model.item_ids}
     (folder / TITLES).write_text(json.dumps(item_titles, ensure_ascii=False) + "\n", "utf-8")
-    payload = {"cut": cut, "max_history": model.max_history, "histories": kept}
+    payload = {
+        "cut": cut,
+        "max_history": model.max_history,
+        "repeat_first": repeat_first,
+        "histories": kept,
+    }
     (folder / CUSTOMERS).write_text(json.dumps(payload) + "\n", "utf-8")
 
 
@@ -256,8 +269,12 @@ def load_serving_data(directory: str | Path) -> ServingData:
         isinstance(items, list) for items in histories.values()
     ):
         raise ValueError(f"{folder / CUSTOMERS}: field 'histories' must map ids to lists of ids")
+    repeat_first = customers.get("repeat_first", False)
+    if not isinstance(repeat_first, bool):
+        raise ValueError(f"{folder / CUSTOMERS}: field 'repeat_first' must be true or false")
     return ServingData(
         titles={str(k): str(v) for k, v in titles.items()},
         histories={str(c): tuple(str(i) for i in items) for c, items in histories.items()},
         cut=str(customers.get("cut", "")),
+        repeat_first=repeat_first,
     )

@@ -70,6 +70,8 @@ class RecommenderBackend:
         titles: Item id -> title.
         histories: Customer id -> purchases (item ids, oldest first) before ``cut``.
         cut: The date the histories end.
+        repeat_first: The history's own items first (most often bought, then most recent),
+            then the model's ranking of the rest; scores stay the model's.
     """
 
     def __init__(
@@ -80,19 +82,25 @@ class RecommenderBackend:
         titles: Mapping[str, str],
         histories: Mapping[str, Sequence[str]],
         cut: str,
+        repeat_first: bool = False,
     ) -> None:
         model.eval()
+        self.repeat_first = repeat_first
         self.version = version
         self._model = model
         self._items = tuple(model.item_ids)
-        self._ranker = CatalogRanker(model.item_matrix(), list(self._items))  # (n_items, dim)
+        self._item_vectors = model.item_matrix()  # (n_items, dim)
+        self._ranker = CatalogRanker(self._item_vectors, list(self._items))
         self._titles = dict(titles)
         self._histories = {customer: tuple(items) for customer, items in histories.items()}
         self.cut = cut
 
     @property
     def ranking(self) -> str:
-        return "two-tower next-basket recommender (user tower . item tower)"
+        ranking = "two-tower next-basket recommender (user tower . item tower)"
+        if self.repeat_first:
+            ranking = "the customer's own past items first (count, then recency), then " + ranking
+        return ranking
 
     @property
     def size(self) -> int:
@@ -141,12 +149,28 @@ class RecommenderBackend:
         if unknown:
             raise UnknownProductError(unknown)
         user = self._model.user_matrix([[index[item] for item in history]])  # (1, dim)
-        rows, scores = self._ranker.search(user, min(k, self.size))
-        return [
-            Hit(self._items[int(r)], float(s), self._titles.get(self._items[int(r)], ""))
-            for r, s in zip(rows[0], scores[0])
-            if int(r) >= 0
-        ]
+        own = repeat_order(history) if self.repeat_first else []
+        rows, scores = self._ranker.search(user, min(k + len(own), self.size))
+        found = [(self._items[int(r)], float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        if own:
+            own_scores = self._item_vectors[[index[i] for i in own]] @ user[0]  # (len(own),)
+            first = set(own)
+            found = [
+                *zip(own, own_scores.tolist()),
+                *((item, score) for item, score in found if item not in first),
+            ]
+        return [Hit(item, score, self._titles.get(item, "")) for item, score in found[:k]]
+
+
+def repeat_order(history: Sequence[str]) -> list[str]:
+    """The distinct items of ``history`` (oldest first), most often bought first, ties by the
+    most recent purchase: the order of :class:`~shopaug.models.recommenders.RepeatPurchase`."""
+    counts: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for position, item in enumerate(history):
+        counts[item] = counts.get(item, 0) + 1
+        last[item] = position
+    return sorted(counts, key=lambda item: (-counts[item], -last[item]))
 
 
 def load_recommender_backend(model_dir: Path) -> RecommenderBackend:
@@ -182,4 +206,5 @@ def load_recommender_backend(model_dir: Path) -> RecommenderBackend:
         titles=data.titles,
         histories=data.histories,
         cut=data.cut,
+        repeat_first=data.repeat_first,
     )
