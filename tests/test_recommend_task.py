@@ -89,10 +89,14 @@ def test_recommend_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert combined[0]["info"]["then"] in names[2:5]
     assert combined[1]["info"]["then"] in rows
     assert names[5 + len(rows) :] == [e["name"] for e in combined]
-    # the model directory serves what the run chose: own items first if it chose repeat + it
-    selected = next(e for e in result["systems"] if e["name"] == result["selected"]["system"])
-    repeat_first = selected["kind"] == "repeat + two-tower"
+    # the model directory serves the best servable system on validation: own items first when
+    # "repeat purchase, then <best row>" beats that row
+    recall = {e["name"]: e["validation"]["recall@5"]["mean"] for e in result["systems"]}
+    best_row = max(rows, key=lambda name: recall[name])
+    repeat_first = recall[combined[1]["name"]] > recall[best_row]
+    assert combined[1]["info"]["then"] == best_row
     assert result["served"]["repeat_first"] is repeat_first
+    assert result["served"]["system"] == (combined[1]["name"] if repeat_first else best_row)
     served = json.loads((tmp_path / "run" / "model" / "customers.json").read_text())
     assert served["repeat_first"] is repeat_first
     for entry in result["systems"]:

@@ -321,17 +321,23 @@ def _serve(
 ) -> dict[str, Any]:
     """Copy the best two-tower row (by validation recall) to ``model/`` with the titles and
     every customer's history before the test cut (what the test figure ranked from); its
-    examples go to ``samples.parquet``. When the run chose "repeat purchase, then" that row,
-    the service ranks each customer's own past items first too (``repeat_first``)."""
+    examples go to ``samples.parquet``. When "repeat purchase, then" that row has the better
+    validation recall, the service ranks each customer's own past items first too
+    (``repeat_first``): the served system is the best one that can be served, even when a
+    baseline (not saved as a model) won the selection."""
     valid, test = views
     key = f"recall@{config.k}"
     rows = [e for e in result["systems"] if e["kind"] == "two-tower"]
     if not rows:
         return {}
     best = max(rows, key=lambda e: (e["validation"][key]["mean"], e["name"]))
-    # the run chose "repeat purchase, then <that row>": serve it that way
-    selected = next(e for e in result["systems"] if e["name"] == result["selected"]["system"])
-    repeat_first = selected["kind"] == "repeat + two-tower"
+    # the servable systems are the two-tower rows and "repeat purchase, then <best row>":
+    # the one of them with the best validation recall is served
+    combined = [e for e in result["systems"] if e["kind"] == "repeat + two-tower"]
+    chosen = max(
+        [best, *combined], key=lambda e: (e["validation"][key]["mean"], e["kind"] == "two-tower")
+    )
+    repeat_first = chosen is not best
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -370,7 +376,7 @@ def _serve(
         scrub_pii=False,
     )
     return {
-        "system": selected["name"] if repeat_first else best["name"],
+        "system": chosen["name"],
         "repeat_first": repeat_first,
         "model_dir": str(model_dir),
         "kind": "two-tower-recommender",
