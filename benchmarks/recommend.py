@@ -101,7 +101,8 @@ def main() -> None:
         "",
         *table(metrics),
         "",
-        f"Served two-tower row: {metrics.get('served', {}).get('system', '-')}. "
+        f"Served (the best servable system on validation): "
+        f"{metrics.get('served', {}).get('system', '-')}. "
         "Two-tower rows train on invoices before the validation cut and early-stop on "
         "validation baskets; baselines are fitted on everything before the test cut.",
     ]
