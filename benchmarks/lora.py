@@ -397,7 +397,7 @@ def report(
         )
     if measured_reranker:
         text.append(
-            f"Cross-encoder reranker, a smaller budget: {args.rerank_epochs} epoch over at most "
+            f"Cross-encoder reranker, a smaller budget: {args.rerank_epochs} epoch(s) over at most "
             f"{args.rerank_positives} judged positives per training query, each with 3 "
             "judged-irrelevant negatives (InfoNCE, temperature 1, batch 16), reranking the "
             f"zero-shot MiniLM top {args.rerank_top_k}; one learning rate per variant "
@@ -413,11 +413,15 @@ def report(
         variants = [tried for m, _, tried in rows if m == model]
         by_lr = max(max(t["test"] for t in v) - min(t["test"] for t in v) for v in variants)
         chosen = [max(v, key=lambda t: t["valid"])["test"] for v in variants]
-        caution.append(
+        spread = (
             f"{model}: the chosen rows' test NDCG@10 differ by up to "
-            f"{max(chosen) - min(chosen):.3f}, the learning rate alone moved it by up to "
-            f"{by_lr:.3f} within one variant"
+            f"{max(chosen) - min(chosen):.3f}"
         )
+        if any(len(v) > 1 for v in variants):
+            spread += f", the learning rate alone moved it by up to {by_lr:.3f} within one variant"
+        else:
+            spread += " (one learning rate each, so how much the rate alone moves it is not known)"
+        caution.append(spread)
     text += [
         "",
         *lines,
