@@ -113,8 +113,8 @@ ROWS = {
     "lightgcn": RecBoleRow(
         "LightGCN (RecBole)",
         "LightGCN",
-        max_epochs=12,
-        patience=2,
+        max_epochs=60,
+        patience=3,
         settings={
             "embedding_size": 64,
             "n_layers": 2,
@@ -126,14 +126,14 @@ ROWS = {
     "sasrec": RecBoleRow(
         "SASRec (RecBole)",
         "SASRec",
-        max_epochs=2,
-        patience=1,
+        max_epochs=4,
+        patience=2,
         settings={
-            "hidden_size": 32,
-            "n_layers": 1,
-            "n_heads": 1,
-            "inner_size": 64,
-            "MAX_ITEM_LIST_LENGTH": 10,
+            "hidden_size": 64,
+            "n_layers": 2,
+            "n_heads": 2,
+            "inner_size": 128,
+            "MAX_ITEM_LIST_LENGTH": 20,
             "loss_type": "CE",
             "train_neg_sample_args": None,
             "learning_rate": 0.005,
