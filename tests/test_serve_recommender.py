@@ -172,8 +172,9 @@ def test_a_search_model_knows_no_customers(tmp_path: Path) -> None:
 def test_repeat_first_ranks_own_items_by_count_then_recency(
     run_dir: Path, model: TwoTowerRecommender, tmp_path: Path
 ) -> None:
+    from shopaug.models.recommenders import repeat_order
     from shopaug.models.two_tower import load_serving_data, save_serving_data
-    from shopaug.serve.recommender_backend import RecommenderBackend, repeat_order
+    from shopaug.serve.recommender_backend import RecommenderBackend
 
     items = list(model.item_ids)
     a, b, c = items[3], items[7], items[11]

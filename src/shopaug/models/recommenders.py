@@ -17,14 +17,16 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from scipy import sparse
 
 from shopaug.errors import require
+
+Item = TypeVar("Item", bound=Hashable)
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +120,22 @@ class RepeatPurchase:
     def score(self, customers: Sequence[str], histories: Sequence[Sequence[int]]) -> np.ndarray:
         scores = np.tile(self.tiebreak, (len(customers), 1))
         for row, history in enumerate(histories):
-            if not len(history):
-                continue
-            items = np.asarray(history, dtype=np.int64)
-            counts = np.bincount(items, minlength=scores.shape[1]).astype(np.float64)
-            last = np.zeros(scores.shape[1])
-            last[items] = (np.arange(items.size) + 1) / (items.size + 1)  # recency in (0, 1)
-            bought = counts > 0
-            scores[row, bought] = 2.0 + counts[bought] + last[bought]
+            own = repeat_order([int(item) for item in history])
+            # above every tiebreak (< 1), in repeat order
+            scores[row, own] = 2.0 + np.arange(len(own), 0, -1, dtype=np.float64)
         return scores
+
+
+def repeat_order(history: Sequence[Item]) -> list[Item]:
+    """The distinct items of ``history`` (oldest first), most often bought first, ties by the
+    most recent purchase: the order :class:`RepeatPurchase` puts a customer's own items in (and
+    the service, for a model chosen as "repeat purchase, then" it)."""
+    counts: dict[Item, int] = {}
+    last: dict[Item, int] = {}
+    for position, item in enumerate(history):
+        counts[item] = counts.get(item, 0) + 1
+        last[item] = position
+    return sorted(counts, key=lambda item: (-counts[item], -last[item]))
 
 
 class CoOccurrence:

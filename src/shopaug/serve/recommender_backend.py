@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shopaug.models.recommenders import repeat_order
 from shopaug.retrieval.ranking import CatalogRanker
 from shopaug.serve.backend import (
     Hit,
@@ -160,17 +161,6 @@ class RecommenderBackend:
                 *((item, score) for item, score in found if item not in first),
             ]
         return [Hit(item, score, self._titles.get(item, "")) for item, score in found[:k]]
-
-
-def repeat_order(history: Sequence[str]) -> list[str]:
-    """The distinct items of ``history`` (oldest first), most often bought first, ties by the
-    most recent purchase: the order of :class:`~shopaug.models.recommenders.RepeatPurchase`."""
-    counts: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for position, item in enumerate(history):
-        counts[item] = counts.get(item, 0) + 1
-        last[item] = position
-    return sorted(counts, key=lambda item: (-counts[item], -last[item]))
 
 
 def load_recommender_backend(model_dir: Path) -> RecommenderBackend:
