@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.index.vector import AnnConfig, build_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,8 +136,7 @@ def main() -> None:
         if complete:
             print("\n".join(lines))
         if not args.no_results:
-            command = "python benchmarks/ann.py " + " ".join(sys.argv[1:])
-            write_section("ann", command.strip(), "\n".join(lines))
+            write_section("ann", invocation(), "\n".join(lines))
 
     items, queries = real_catalog(args.data_dir, args.cache_dir or args.out / "cache")
     rows = catalogs[f"wands-subset, MiniLM ({len(items):,} x {DIM})"] = []

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.eval import calibration
 from shopaug.experiment.ctr import load_split, score_predictions
 from shopaug.experiment.ctr_privacy import fit_model
@@ -153,8 +153,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        command = "nice -n 10 python " + " ".join(["benchmarks/ctr_privacy.py", *sys.argv[1:]])
-        write_section("ctr-privacy", command, body)
+        write_section("ctr-privacy", invocation(), body)
 
 
 def reading(

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fold_setup import query_tower_fold
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.models.query_tower import QueryTowerModel
 from shopaug.train import TrainConfig
 from shopaug.train.federated import federated_fit
@@ -126,8 +126,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        command = "nice -n 10 python " + " ".join(["benchmarks/federated.py", *sys.argv[1:]])
-        write_section("federated", command, body)
+        write_section("federated", invocation(), body)
 
 
 if __name__ == "__main__":

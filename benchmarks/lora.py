@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fold_setup import QueryTowerFold, query_tower_fold
-from results_file import write_section
+from results_file import invocation, write_section
 
 
 def _status_kb(field: str) -> int:
@@ -325,8 +325,7 @@ def main() -> None:
     body = report(args, rows, zero_shot, time.perf_counter() - started)
     print(body)
     if not args.no_write:
-        command = "nice -n 10 python " + " ".join(["benchmarks/lora.py", *sys.argv[1:]])
-        write_section("lora", command, body)
+        write_section("lora", invocation(), body)
 
 
 def _save(path: str, rows: list[Any], zero_shot: dict[str, float]) -> None:

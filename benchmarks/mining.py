@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.augment.audit import audit_samples
 from shopaug.augment.mining import (
     MiningConfig,
@@ -288,7 +287,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = invocation()
     if not args.skip_quality:
         lines = ["## Augmentation: negative quality", ""]
         lines += quality(args.data, args.label_fraction)

@@ -24,11 +24,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.data import kfold_queries, load_dataset, write_folds
 from shopaug.encoders.dense import minilm_path
 from shopaug.models.model_dir import write_hashing_model
@@ -124,8 +123,7 @@ def main() -> None:
             f"`benchmarks/out/online-loop/{run.name}/simulation.json`.",
             "",
         ]
-    command = "python benchmarks/online_loop.py " + " ".join(sys.argv[1:])
-    write_section("online-loop", command.strip(), "\n".join(lines))
+    write_section("online-loop", invocation(), "\n".join(lines))
     print("wrote the online-loop section of benchmarks/RESULTS.md")
 
 

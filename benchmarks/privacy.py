@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fold_setup import query_tower_fold
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.models.query_tower import QueryTowerModel
 from shopaug.train import TrainConfig
 from shopaug.train.grouped import fit_query_groups
@@ -121,8 +121,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        command = "nice -n 10 python " + " ".join(["benchmarks/privacy.py", *sys.argv[1:]])
-        write_section("privacy", command, body)
+        write_section("privacy", invocation(), body)
 
 
 if __name__ == "__main__":

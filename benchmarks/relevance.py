@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.data import load_dataset
 from shopaug.encoders.dense import SentenceTransformerEncoder
 from shopaug.eval.runner import EvalConfig, evaluate_retriever
@@ -101,7 +100,7 @@ def main() -> None:
     )
     write_section(
         "relevance",
-        "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        invocation(),
         "\n".join(lines),
     )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,14 @@ HEADER = (
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+
+
+def invocation() -> str:
+    """The command that started this benchmark: ``python benchmarks/<script> <arguments>``
+    (shell-quoted), after ``nice -n N`` when the process runs niced (its niceness as read now)."""
+    niceness = os.nice(0)
+    command = shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    return f"nice -n {niceness} {command}" if niceness > 0 else command
 
 
 def write_section(name: str, command: str, body: str) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import write_section
+from results_file import invocation, write_section
 
 ENGINE_CONFIG = {
     "name": "engine-bench",
@@ -250,7 +250,7 @@ def main() -> None:
     body = parts[args.part]()
     print(body)
     if not args.no_results:
-        command = "python benchmarks/scale_tracking.py " + " ".join(sys.argv[1:])
+        command = invocation()
         title = {
             "tracking": "MLflow tracking overhead",
             "engine": "Engine: local vs Ray",

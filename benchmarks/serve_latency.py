@@ -51,7 +51,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.data import load_dataset
 from shopaug.encoders.dense import minilm_path
 from shopaug.eval.metrics import evaluate_run
@@ -427,8 +427,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if not args.no_results:
-        command = "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:])
-        write_section("serve-latency", command.strip(), "\n".join(lines))
+        write_section("serve-latency", invocation(), "\n".join(lines))
         print("wrote the serve-latency section of benchmarks/RESULTS.md")
 
 

@@ -30,7 +30,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from results_file import write_section
+from results_file import invocation, write_section
 from shopaug.data import load_dataset
 from shopaug.models.tokens import TokenCache, length_covering
 from shopaug.train import TrainConfig, TrainingExample, fit
@@ -337,8 +336,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        write_section("train-throughput", command, text)
+        write_section("train-throughput", invocation(), text)
 
 
 if __name__ == "__main__":
