@@ -110,9 +110,8 @@ def tracking_part(repeats: int, epochs: int) -> str:
     ]
     for backend in backends:
         median = statistics.median(train_s[backend])
-        spread = f"{min(train_s[backend]):.2f}-{max(train_s[backend]):.2f}"
         lines.append(
-            f"| {backend} | {median:.2f} ({spread}) | {1000 * median / steps:.1f} | "
+            f"| {backend} | {median_spread(train_s[backend], 2)} | {1000 * median / steps:.1f} | "
             f"{median / base:.2f}x |"
         )
     lines += [
@@ -217,9 +216,8 @@ def train_part(repeats: int, steps: int) -> str:
     ]
     for name in setups:
         median = statistics.median(wall[name])
-        spread = f"{min(wall[name]):.1f}-{max(wall[name]):.1f}"
         lines.append(
-            f"| {name} | {median:.1f} ({spread}) | {statistics.median(loop[name]):.1f} | "
+            f"| {name} | {median_spread(wall[name], 1)} | {statistics.median(loop[name]):.1f} | "
             f"{median / base:.2f}x |"
         )
     two_over_one = statistics.median(loop["ray-2"]) / statistics.median(loop["ray-1"])
@@ -232,6 +230,12 @@ def train_part(repeats: int, steps: int) -> str:
         "worker has its own cores; not measured here (no cluster).",
     ]
     return "\n".join(lines)
+
+
+def median_spread(values: list[float], digits: int) -> str:
+    """``median (min-max)`` of repeated timings."""
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def main() -> None:
