@@ -56,7 +56,8 @@ class BM25Index:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows per query, shape (n_queries, k); -1 pads when fewer products match.
 
-        Products with score 0 (no query term) are not returned.
+        Products with score 0 (no query term) are not returned, so a query that tokenizes to
+        nothing (only stop words, punctuation or symbols) gets a row of -1.
         """
         k_eff = min(k, self.size)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
@@ -70,12 +71,17 @@ class BM25Index:
             show_progress=False,
             return_ids=False,
         )
+        # A query with no token left after stop words and the tokenizer ("the", "!!!", an
+        # emoji) matches nothing; bm25s cannot take an empty query, so it is not asked.
+        asked = [i for i, query_tokens in enumerate(tokens) if query_tokens]
+        if not asked:
+            return rows, scores
         found_rows, found_scores = self._model.retrieve(
-            [t if t else [""] for t in tokens], k=k_eff, show_progress=False, n_threads=1
+            [tokens[i] for i in asked], k=k_eff, show_progress=False, n_threads=1
         )
         positive = found_scores > 0
-        rows[:, :k_eff] = np.where(positive, found_rows, -1)
-        scores[:, :k_eff] = np.where(positive, found_scores, -np.inf)
+        rows[asked, :k_eff] = np.where(positive, found_rows, -1)
+        scores[asked, :k_eff] = np.where(positive, found_scores, -np.inf)
         return rows, scores
 
     def score_all(self, query: str) -> np.ndarray:
