@@ -9,14 +9,21 @@ import numpy as np
 import pytest
 
 from shopaug.eval.off_policy import (
+    OBP_LAMBDAS,
     bootstrap_estimate,
+    dm_terms,
     dr_terms,
     evaluate_policy,
     greedy_ranking,
     importance_weights,
     ips,
+    policy_values,
+    shrunk_weights,
+    slope_choice,
     snips,
     softmax_policy,
+    student_t_lower_bound,
+    switched_weights,
     uniform_policy,
 )
 
@@ -166,3 +173,78 @@ def test_same_numbers_as_obp() -> None:
     low, high = interval["95.0% CI (lower)"], interval["95.0% CI (upper)"]
     assert ours["ips"].low == pytest.approx(low, abs=0.01)
     assert ours["ips"].high == pytest.approx(high, abs=0.01)
+
+
+def test_hand_computed_dm_shrinkage_and_switch() -> None:
+    # direct parts from test_hand_computed_ips_snips_dr: 0.44 at slot 0, 0.22 at slot 1
+    np.testing.assert_allclose(
+        dm_terms(action_dist=POLICY, estimated_rewards=Q, slots=SLOTS), [0.44, 0.44, 0.22, 0.22]
+    )
+    weights = np.array([1.6, 0.8, 1.2, 0.5])
+    # lambda w / (w^2 + lambda) with lambda 1: 1.6/3.56, 0.8/1.64, 1.2/2.44, 0.5/1.25
+    np.testing.assert_allclose(
+        shrunk_weights(weights, 1.0), [1.6 / 3.56, 0.8 / 1.64, 1.2 / 2.44, 0.4]
+    )
+    np.testing.assert_array_equal(shrunk_weights(weights, np.inf), weights)
+    np.testing.assert_array_equal(switched_weights(weights, 1.0), [0.0, 0.8, 0.0, 0.5])
+    # t bound of [0, 1, 2, 3]: mean 1.5, std (n-1) 1.29099, t_3(0.9) = 1.637744
+    assert student_t_lower_bound(np.arange(4.0), delta=0.1) == pytest.approx(
+        1.5 - 1.637744 * 1.2909944 / 2, rel=1e-6
+    )
+
+
+def test_slope_keeps_the_narrowest_candidate_that_agrees_with_the_wider_ones() -> None:
+    rng = np.random.default_rng(0)
+    wide = rng.normal(1.0, 10.0, 400)  # unbiased, very noisy
+    medium = rng.normal(1.0, 1.0, 400)  # unbiased, less noisy: consistent with the wide one
+    biased = rng.normal(5.0, 0.1, 400)  # narrow but far off: rejected
+    assert slope_choice([wide, medium, biased]) == 1
+    assert slope_choice([wide, medium]) == 1
+    assert slope_choice([wide]) == 0
+
+
+def _obp_estimators(ope):
+    """obp's estimators as its Open Bandit example builds them (lambdas copied: obp sorts the
+    list it is given in place)."""
+    return {
+        "ips": ope.InverseProbabilityWeighting(),
+        "snips": ope.SelfNormalizedInverseProbabilityWeighting(),
+        "dm": ope.DirectMethod(),
+        "dr": ope.DoublyRobust(),
+        "dr-os": ope.DoublyRobustWithShrinkageTuning(lambdas=list(OBP_LAMBDAS)),
+        "switch-dr": ope.SwitchDoublyRobustTuning(lambdas=list(OBP_LAMBDAS)),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_estimator_equals_obp_on_the_same_input(seed: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ope = pytest.importorskip("obp.ope")
+    log = _obp_log(seed)
+    # heavy weights, so that shrinkage and switching change the estimate and SLOPE must choose
+    log["pscore"] = np.where(np.arange(log["pscore"].size) % 7 == 0, 0.002, log["pscore"])
+    ours = policy_values(
+        action_dist=log["action_dist"],
+        actions=log["action"],
+        slots=log["position"],
+        rewards=log["reward"],
+        propensities=log["pscore"],
+        estimated_rewards=log["q"],
+    )
+    arrays = dict(
+        reward=log["reward"],
+        action=log["action"],
+        position=log["position"],
+        pscore=log["pscore"],
+        action_dist=log["action_dist"],
+        estimated_rewards_by_reg_model=log["q"],
+    )
+    for name, estimator in _obp_estimators(ope).items():
+        assert ours.values[name] == pytest.approx(
+            estimator.estimate_policy_value(**arrays), abs=1e-9, rel=0
+        ), name
+        if name in ours.lambdas:
+            assert ours.lambdas[name] == estimator.best_hyperparam, name
+    # the planted heavy weights make the two tuned estimators differ from plain DR
+    assert ours.values["switch-dr"] != pytest.approx(ours.values["dr"], abs=1e-6)

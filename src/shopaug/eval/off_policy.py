@@ -1,4 +1,5 @@
-"""Off-policy evaluation of a slate policy from logged bandit feedback: IPS, SNIPS, DR.
+"""Off-policy evaluation of a slate policy from logged bandit feedback: IPS, SNIPS, DM, DR,
+DR with optimistic shrinkage and Switch-DR.
 
 Each logged round ``i`` shows item ``a_i`` at slot ``k_i`` (0-based) to a context ``x_i``,
 chosen by the logging policy with probability ``pi_b_i`` (the propensity), and observes a click
@@ -10,8 +11,19 @@ Dataset, and the policy value is the expected click per impression:
 * importance weight ``w_i = pi_e(a_i | x_i, k_i) / pi_b_i``;
 * IPS: ``V = mean_i w_i r_i`` (Horvitz and Thompson 1952);
 * self-normalised IPS: ``V = sum_i w_i r_i / sum_i w_i`` (Swaminathan and Joachims 2015);
+* direct method: ``V = mean_i sum_a pi_e(a | x_i, k_i) q(x_i, a, k_i)`` with a reward model
+  ``q`` (its click probability of every item at every slot);
 * doubly robust: ``V = mean_i [sum_a pi_e(a | x_i, k_i) q(x_i, a, k_i)
-  + w_i (r_i - q(x_i, a_i, k_i))]`` with a reward model ``q`` (Dudik et al. 2011).
+  + w_i (r_i - q(x_i, a_i, k_i))]`` (Dudik et al. 2011);
+* DR with optimistic shrinkage (DR-OS): DR with ``w_i`` replaced by
+  ``lambda w_i / (w_i^2 + lambda)`` (Su et al. 2020);
+* Switch-DR: DR with ``w_i`` replaced by ``w_i [w_i <= lambda]``: rounds whose weight exceeds
+  ``lambda`` fall back on the model (Wang et al. 2017).
+
+DR-OS and Switch-DR choose ``lambda`` from :data:`OBP_LAMBDAS` on the log itself with SLOPE
+(Su et al. 2020, in the form of Tucker and Lee 2021: :func:`slope_choice`), as obp's
+``DoublyRobustWithShrinkageTuning`` and ``SwitchDoublyRobustTuning`` do by default;
+:func:`policy_values` returns every estimator's value.
 
 Intervals are percentile bootstraps over logged rounds (SNIPS recomputes its ratio in each
 resample). The tests check hand-computed values on tiny logs and the same numbers as ``obp``.
@@ -29,11 +41,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 ESTIMATORS = ("ips", "snips", "dr")
+#: Every estimator of :func:`policy_values`, in the order tables show them.
+POLICY_VALUE_ESTIMATORS = ("ips", "snips", "dm", "dr", "dr-os", "switch-dr")
+#: The candidate ``lambda`` of DR-OS and Switch-DR in obp's Open Bandit example
+#: (``examples/obd/evaluate_off_policy_estimators.py``).
+OBP_LAMBDAS = (10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, float("inf"))
 
 
 def _check_log(
@@ -114,12 +132,157 @@ def dr_terms(
     q = np.asarray(estimated_rewards, dtype=np.float64)
     if q.shape != dist.shape:
         raise ValueError(f"estimated_rewards must have shape {dist.shape}, got {q.shape}")
-    rows = np.arange(a.size)
-    direct = (dist[rows, :, k] * q[rows, :, k]).sum(axis=1)  # (n,)
-    factual = q[rows, a, k]  # (n,)
+    direct = dm_terms(action_dist=dist, estimated_rewards=q, slots=k)  # (n,)
+    factual = q[np.arange(a.size), a, k]  # (n,)
     return direct + np.asarray(weights, dtype=np.float64) * (
         np.asarray(rewards, dtype=np.float64) - factual
     )
+
+
+def dm_terms(
+    *, action_dist: np.ndarray, estimated_rewards: np.ndarray, slots: np.ndarray
+) -> np.ndarray:
+    """Per-round direct-method terms ``sum_a pi_e(a | x_i, k_i) q(x_i, a, k_i)``, shape ``(n,)``.
+
+    Args:
+        action_dist: ``(n, n_items, n_slots)``, the evaluation policy.
+        estimated_rewards: ``q``, the same shape.
+        slots: ``(n,)`` the logged 0-based slots.
+    """
+    dist = np.asarray(action_dist, dtype=np.float64)
+    q = np.asarray(estimated_rewards, dtype=np.float64)
+    if q.shape != dist.shape:
+        raise ValueError(f"estimated_rewards must have shape {dist.shape}, got {q.shape}")
+    k = np.asarray(slots, dtype=np.int64)
+    rows = np.arange(k.size)
+    return (dist[rows, :, k] * q[rows, :, k]).sum(axis=1)
+
+
+def shrunk_weights(weights: np.ndarray, lambda_: float) -> np.ndarray:
+    """DR-OS weights ``lambda w / (w^2 + lambda)`` (``w`` itself for ``lambda = inf``)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if lambda_ < 0:
+        raise ValueError(f"lambda is {lambda_}; expected a number >= 0")
+    return w if np.isinf(lambda_) else lambda_ * w / (w**2 + lambda_)
+
+
+def switched_weights(weights: np.ndarray, lambda_: float) -> np.ndarray:
+    """Switch-DR weights ``w [w <= lambda]``: rounds above ``lambda`` keep only the model."""
+    w = np.asarray(weights, dtype=np.float64)
+    if lambda_ < 0:
+        raise ValueError(f"lambda is {lambda_}; expected a number >= 0")
+    return w * (w <= lambda_)
+
+
+def student_t_lower_bound(values: np.ndarray, *, delta: float) -> float:
+    """The ``1 - delta`` lower confidence bound of the mean of ``values`` by Student's t:
+    ``mean - t_{n-1}(1 - delta) * std / sqrt(n)`` (``std`` with ``n - 1``; Thomas et al. 2015)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2 or not 0 < delta < 1:
+        raise ValueError("a t bound needs at least 2 values and delta in (0, 1)")
+    spread = np.sqrt(x.var() / (x.size - 1)) * stats.t(x.size - 1).ppf(1.0 - delta)
+    return float(x.mean() - spread)
+
+
+def slope_choice(candidates: Sequence[np.ndarray], *, delta: float = 0.1) -> int:
+    """SLOPE (Su et al. 2020; the SLOPE++ form of Tucker and Lee 2021, as obp implements it):
+    the index of the per-round terms to use among ``candidates``.
+
+    Each candidate has a value ``theta`` (the mean of its terms) and a width ``c`` (mean minus
+    its :func:`student_t_lower_bound`). Candidates are visited from the widest to the narrowest;
+    each is accepted while ``|theta_j - theta_i| <= c_i + (sqrt(6) - 1) c_j`` for every
+    accepted ``j``; the last accepted one is chosen. Ties in width are broken as obp breaks them
+    (``numpy.argsort`` order, reversed), so give the candidates in obp's order.
+    """
+    if not candidates:
+        raise ValueError("SLOPE needs at least one candidate")
+    factor = np.sqrt(6) - 1
+    thetas = [float(np.mean(terms)) for terms in candidates]
+    widths = [
+        float(np.mean(terms)) - student_t_lower_bound(terms, delta=delta) for terms in candidates
+    ]
+    order = np.argsort(widths)[::-1]
+    accepted_theta: list[float] = []
+    accepted_width: list[float] = []
+    for position, index in enumerate(order):
+        theta, width = thetas[index], widths[index]
+        if (
+            accepted_theta
+            and not (
+                np.abs(np.array(accepted_theta) - theta)
+                <= width + factor * np.array(accepted_width)
+            ).all()
+        ):
+            return int(order[position - 1])
+        accepted_theta.append(theta)
+        accepted_width.append(width)
+    return int(order[-1])
+
+
+@dataclass(frozen=True)
+class PolicyValues:
+    """Point estimates of one evaluation policy from one log.
+
+    Attributes:
+        values: Estimator name (:data:`POLICY_VALUE_ESTIMATORS`) -> estimated click rate.
+        lambdas: ``dr-os`` and ``switch-dr`` -> the ``lambda`` SLOPE chose.
+        mean_weight: Mean importance weight (near 1 when the policies overlap well).
+    """
+
+    values: dict[str, float]
+    lambdas: dict[str, float]
+    mean_weight: float
+
+
+def policy_values(
+    *,
+    action_dist: np.ndarray,
+    actions: np.ndarray,
+    slots: np.ndarray,
+    rewards: np.ndarray,
+    propensities: np.ndarray,
+    estimated_rewards: np.ndarray,
+    lambdas: Sequence[float] = OBP_LAMBDAS,
+    delta: float = 0.1,
+) -> PolicyValues:
+    """IPS, SNIPS, DM, DR, DR-OS and Switch-DR of ``action_dist`` (no intervals: see
+    :func:`evaluate_policy` for those). ``lambda`` of DR-OS and Switch-DR is chosen by
+    :func:`slope_choice` among ``lambdas`` (DR-OS visits them in increasing order, Switch-DR in
+    decreasing order, as obp does).
+    """
+    weights = importance_weights(
+        action_dist=action_dist, actions=actions, slots=slots, propensities=propensities
+    )
+    reward = np.asarray(rewards, dtype=np.float64)
+    common = dict(
+        rewards=reward,
+        action_dist=action_dist,
+        estimated_rewards=estimated_rewards,
+        actions=actions,
+        slots=slots,
+    )
+    values = {
+        "ips": ips(rewards=reward, weights=weights),
+        "snips": snips(rewards=reward, weights=weights),
+        "dm": float(
+            dm_terms(
+                action_dist=action_dist, estimated_rewards=estimated_rewards, slots=slots
+            ).mean()
+        ),
+        "dr": float(dr_terms(weights=weights, **common).mean()),
+    }
+    chosen = {}
+    for name, transform, ordered in (
+        ("dr-os", shrunk_weights, sorted(lambdas)),
+        ("switch-dr", switched_weights, sorted(lambdas, reverse=True)),
+    ):
+        terms = [dr_terms(weights=transform(weights, value), **common) for value in ordered]
+        best = slope_choice(terms, delta=delta)
+        values[name] = float(terms[best].mean())
+        chosen[name] = float(ordered[best])
+    return PolicyValues(values, chosen, float(weights.mean()))
 
 
 @dataclass(frozen=True)
@@ -238,15 +401,24 @@ def softmax_policy(scores: np.ndarray, *, n_slots: int, temperature: float) -> n
 
 __all__ = [
     "ESTIMATORS",
+    "OBP_LAMBDAS",
+    "POLICY_VALUE_ESTIMATORS",
     "Estimate",
+    "PolicyValues",
     "bootstrap_estimate",
+    "dm_terms",
     "dr_terms",
     "evaluate_policy",
     "greedy_ranking",
     "importance_weights",
     "ips",
     "ips_terms",
+    "policy_values",
+    "shrunk_weights",
+    "slope_choice",
     "snips",
     "softmax_policy",
+    "student_t_lower_bound",
+    "switched_weights",
     "uniform_policy",
 ]
