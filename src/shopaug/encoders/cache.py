@@ -5,6 +5,9 @@ a ``.npy`` file keyed by the hash of (encoder id, every text in order) in the ca
 ``matrices/`` folder: the next request for the same catalog reads one file instead of looking
 up every text, which is what makes warm retrieval and mining cheap. The files can be deleted at
 any time; the per-text entries still hold every vector.
+
+:func:`build_encoder` is the one place that puts an encoder (or a model named by a string)
+behind the cache file ``<cache_dir>/embeddings.sqlite`` (:func:`cache_path`).
 """
 
 from __future__ import annotations
@@ -20,17 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from shopaug.encoders.base import Encoder
+from shopaug.encoders.base import Encoder, HashingEncoder
 
 logger = logging.getLogger(__name__)
 
 #: Lists of at least this many texts are cached as one matrix as well (see the docstring).
 MATRIX_MIN_TEXTS = 1024
+#: The SQLite file of the cache inside its folder.
+CACHE_FILE = "embeddings.sqlite"
 
 
 def default_cache_dir() -> Path:
     """``$SHOPAUG_CACHE_DIR``, else ``~/.cache/shopaug``."""
     return Path(os.environ.get("SHOPAUG_CACHE_DIR", Path.home() / ".cache" / "shopaug"))
+
+
+def cache_path(cache_dir: str | Path | None = None) -> Path:
+    """The cache file of ``cache_dir`` (default :func:`default_cache_dir`)."""
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / CACHE_FILE
 
 
 def content_key(encoder_id: str, text: str) -> bytes:
@@ -54,7 +64,7 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = True) -> None:
         self._memory: dict[bytes, np.ndarray] | None = {} if memory else None
-        self.path = Path(path) if path is not None else default_cache_dir() / "embeddings.sqlite"
+        self.path = Path(path) if path is not None else cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._connection = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
@@ -178,3 +188,33 @@ class CachedEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
+
+
+def build_encoder(
+    model: str | Path | Encoder, cache_dir: str | Path | None = None
+) -> CachedEncoder:
+    """``model`` behind the embedding cache of ``cache_dir`` (default :func:`default_cache_dir`).
+
+    Args:
+        model: An :class:`~shopaug.encoders.base.Encoder`, ``"hashing"`` (the
+            :class:`~shopaug.encoders.base.HashingEncoder`, no download: tests), or a
+            sentence-transformers model (``"minilm"`` or a folder).
+        cache_dir: The folder of ``embeddings.sqlite`` and ``matrices/``.
+
+    Example:
+        >>> import tempfile
+        >>> encoder = build_encoder("hashing", tempfile.mkdtemp())
+        >>> encoder.encode(["red shoe"]).shape, encoder.cache.path.name
+        ((1, 512), 'embeddings.sqlite')
+    """
+    encoder: Encoder
+    if isinstance(model, str | Path):
+        if str(model) == "hashing":
+            encoder = HashingEncoder()
+        else:
+            from shopaug.encoders.dense import SentenceTransformerEncoder
+
+            encoder = SentenceTransformerEncoder(model)
+    else:
+        encoder = model
+    return CachedEncoder(encoder, EmbeddingCache(cache_path(cache_dir)))

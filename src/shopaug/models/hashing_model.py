@@ -17,8 +17,10 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from shopaug.encoders.base import HashingEncoder
+from shopaug.errors import ConfigError
 from shopaug.models.model_dir import (
     DEFAULT_HASHING_DIM,
+    HASHING_KIND,
     MODEL_DESCRIPTOR,
     PROJECTION_FILE,
     hashing_model_id,
@@ -85,11 +87,17 @@ class HashingProjection(nn.Module):
 
         Raises:
             FileNotFoundError: there is no descriptor.
-            ConfigError: the weights do not have the descriptor's shape.
+            ConfigError: the descriptor is malformed or of another kind, or the weights do
+                not have the descriptor's shape.
         """
         directory = Path(directory)
         descriptor = read_descriptor(directory)
         if descriptor is None:
             raise FileNotFoundError(f"{directory / MODEL_DESCRIPTOR} does not exist")
+        if descriptor["kind"] != HASHING_KIND:
+            raise ConfigError(
+                f"{directory / MODEL_DESCRIPTOR}: kind {descriptor['kind']!r}, expected "
+                f"{HASHING_KIND!r}"
+            )
         dim = int(descriptor["dim"])
         return cls(dim, read_projection(directory, dim))

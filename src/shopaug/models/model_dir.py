@@ -22,6 +22,15 @@ Three kinds of model directory are served and retrained online:
   encoder, the catalog by ``item_model`` (``"minilm"`` or a sentence-transformers folder;
   a relative path is read from the model directory first) through the adapter.
 
+A fourth kind, the **two-tower recommender** of a ``task: recommend`` run
+(:mod:`shopaug.models.two_tower`), shares the descriptor file::
+
+    {"kind": "two-tower-recommender", "item_ids": ["a", "b"], "dim": 384, "max_history": 50}
+
+It is served by the recommendation backend, not as a search encoder: the loaders below refuse
+it with an error that says so. :func:`read_descriptor` is the one reader of the descriptor
+file of every kind and :func:`write_descriptor` its one writer.
+
 :func:`load_towers` gives both encoders of a directory (one object for the single-tower
 kinds), :func:`load_encoder` the query side and :func:`load_item_encoder` the catalog side.
 
@@ -57,7 +66,7 @@ from shopaug.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Descriptor file of a hashing model directory.
+#: The descriptor file of a model directory (every kind but a plain sentence-transformers folder).
 MODEL_DESCRIPTOR = "shopaug-model.json"
 #: Weights of the optional linear map of a hashing model.
 PROJECTION_FILE = "projection.safetensors"
@@ -67,8 +76,10 @@ DEFAULT_HASHING_DIM = 256
 #: them (repeated here so that reading a descriptor does not import torch).
 QUERY_TOWER_KIND = "query-tower"
 ITEM_ADAPTER_FILE = "item_adapter.safetensors"
+#: The kind of :class:`shopaug.models.two_tower.TwoTowerRecommender` (a recommendation model).
+RECOMMENDER_KIND = "two-tower-recommender"
 #: Every ``kind`` a descriptor may name.
-MODEL_KINDS = (HASHING_KIND, QUERY_TOWER_KIND)
+MODEL_KINDS = (HASHING_KIND, QUERY_TOWER_KIND, RECOMMENDER_KIND)
 
 
 def hashing_model_id(weight: np.ndarray) -> str:
@@ -104,27 +115,30 @@ def read_projection(model_dir: Path, dim: int) -> np.ndarray | None:
 def read_descriptor(model_dir: Path) -> dict[str, Any] | None:
     """The parsed ``shopaug-model.json`` of ``model_dir``, or None when there is none.
 
-    A hashing descriptor gets its default ``dim``; a query-tower descriptor must name its
-    ``item_model``.
+    The one reader of the descriptor, for every kind. A hashing descriptor gets its default
+    ``dim``; a query-tower descriptor must name its ``item_model``; a recommender descriptor
+    must list its ``item_ids`` and give a positive ``dim`` and ``max_history``.
 
     Raises:
-        ConfigError: the descriptor is not a JSON object with a known ``kind`` (the message
-            names the file and the known kinds), or a field of that kind is malformed.
+        ConfigError: the file cannot be read, is not a JSON object with a known ``kind`` (the
+            message names the file and the known kinds), or a field of that kind is malformed
+            (the message names the file and the field).
     """
     path = Path(model_dir) / MODEL_DESCRIPTOR
     if not path.is_file():
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} cannot be read: {error}") from error
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(payload, dict):
         raise ConfigError(f"{path}: expected a JSON object with a 'kind', got {payload!r}")
     kind = payload.get("kind")
     if kind == HASHING_KIND:
-        dim = payload.setdefault("dim", DEFAULT_HASHING_DIM)
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ConfigError(f"{path}: field 'dim' must be a positive integer, got {dim!r}")
+        payload.setdefault("dim", DEFAULT_HASHING_DIM)
+        _check_positive_int(path, payload, "dim")
         return payload
     if kind == QUERY_TOWER_KIND:
         item_model = payload.get("item_model")
@@ -134,7 +148,57 @@ def read_descriptor(model_dir: Path) -> dict[str, Any] | None:
                 f"sentence-transformers folder), got {item_model!r}"
             )
         return payload
+    if kind == RECOMMENDER_KIND:
+        item_ids = payload.get("item_ids")
+        if not isinstance(item_ids, list) or not all(
+            isinstance(item, str) and item for item in item_ids
+        ):
+            raise ConfigError(
+                f"{path}: field 'item_ids' must be a list of non-empty item ids, got "
+                f"{str(item_ids)[:80]}"
+            )
+        _check_positive_int(path, payload, "dim")
+        _check_positive_int(path, payload, "max_history")
+        return payload
     raise ConfigError(f"{path}: field 'kind' must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def _check_positive_int(path: Path, payload: dict[str, Any], field: str) -> None:
+    value = payload.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: field {field!r} must be a positive integer, got {value!r}")
+
+
+def write_descriptor(directory: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as the descriptor of ``directory`` (made if missing); return the file.
+
+    Raises:
+        ConfigError: ``payload`` is not a descriptor :func:`read_descriptor` accepts (checked
+            before anything is written).
+    """
+    kind = payload.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"descriptor kind must be one of {MODEL_KINDS}, got {kind!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MODEL_DESCRIPTOR
+    path.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    return path
+
+
+def _search_descriptor(model_dir: Path) -> dict[str, Any] | None:
+    """:func:`read_descriptor` of a directory that must hold a search model.
+
+    Raises:
+        ConfigError: it holds a two-tower recommender (the message names the file).
+    """
+    descriptor = read_descriptor(model_dir)
+    if descriptor is not None and descriptor["kind"] == RECOMMENDER_KIND:
+        raise ConfigError(
+            f"{Path(model_dir) / MODEL_DESCRIPTOR}: kind {RECOMMENDER_KIND!r} is a recommendation "
+            "model (task: recommend); it has no query encoder for search"
+        )
+    return descriptor
 
 
 def is_hashing_model(model_dir: Path) -> bool:
@@ -225,10 +289,11 @@ def model_version(model_dir: str | Path) -> str:
 
     Raises:
         FileNotFoundError: the directory holds neither a descriptor nor safetensors weights.
-        ConfigError: a hashing model's descriptor or weights are malformed.
+        ConfigError: a descriptor or a hashing model's weights are malformed, or the
+            directory holds a recommender.
     """
     model_dir = Path(model_dir)
-    descriptor = read_descriptor(model_dir)
+    descriptor = _search_descriptor(model_dir)
     if descriptor is not None and descriptor["kind"] == HASHING_KIND:
         dim = int(descriptor["dim"])
         weight = read_projection(model_dir, dim)
@@ -248,9 +313,7 @@ def model_version(model_dir: str | Path) -> str:
 def write_hashing_model(directory: str | Path, dim: int = DEFAULT_HASHING_DIM) -> Path:
     """Write a hashing model directory with the identity map (no weights file); return it."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {"kind": HASHING_KIND, "dim": dim}
-    (directory / MODEL_DESCRIPTOR).write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    write_descriptor(directory, {"kind": HASHING_KIND, "dim": dim})
     return directory
 
 
@@ -335,7 +398,7 @@ def load_towers(model_dir: str | Path) -> Towers:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
-    descriptor = read_descriptor(model_dir)
+    descriptor = _search_descriptor(model_dir)
     if descriptor is not None and descriptor["kind"] == QUERY_TOWER_KIND:
         return _load_query_tower(model_dir, descriptor)
     version = model_version(model_dir)
@@ -404,7 +467,7 @@ def load_trainable(model_dir: str | Path) -> Any:
     :class:`shopaug.models.BiEncoder`; each ``save`` s a directory of the same kind.
     """
     model_dir = Path(model_dir)
-    descriptor = read_descriptor(model_dir)
+    descriptor = _search_descriptor(model_dir)
     if descriptor is not None and descriptor["kind"] == QUERY_TOWER_KIND:
         from shopaug.models.query_tower import QueryTowerModel
 

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +33,11 @@ import torch
 from torch import nn
 
 from shopaug.encoders.base import Encoder
+from shopaug.encoders.cache import build_encoder
 from shopaug.models.bi_encoder import BiEncoder
 from shopaug.models.lora import LoraSettings
 from shopaug.models.model_dir import ITEM_ADAPTER_FILE as ADAPTER_FILE
-from shopaug.models.model_dir import MODEL_DESCRIPTOR as TOWER_DESCRIPTOR
-from shopaug.models.model_dir import QUERY_TOWER_KIND
+from shopaug.models.model_dir import QUERY_TOWER_KIND, read_descriptor, write_descriptor
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ class QueryTowerModel(nn.Module):
                 str(directory / ADAPTER_FILE),
             )
             descriptor["item_adapter"] = ADAPTER_FILE
-        (directory / TOWER_DESCRIPTOR).write_text(json.dumps(descriptor) + "\n", "utf-8")
+        write_descriptor(directory, descriptor)
 
     @classmethod
     def load(cls, directory: str | Path, *, item_encoder: Encoder | None = None) -> QueryTowerModel:
@@ -195,26 +194,18 @@ def _adapt(adapter: nn.Linear, vectors: torch.Tensor) -> torch.Tensor:
 
 
 def read_item_model(directory: str | Path) -> str | None:
-    """The item model named by a query-tower folder's descriptor, or None for other folders."""
-    path = Path(directory) / TOWER_DESCRIPTOR
-    if not path.is_file():
+    """The item model named by a query-tower folder's descriptor, or None for other folders.
+
+    Raises:
+        ConfigError: the descriptor is malformed (see ``model_dir.read_descriptor``).
+    """
+    descriptor = read_descriptor(Path(directory))
+    if descriptor is None or descriptor["kind"] != QUERY_TOWER_KIND:
         return None
-    try:
-        payload = json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict) or payload.get("kind") != QUERY_TOWER_KIND:
-        return None
-    item_model = payload.get("item_model")
-    return str(item_model) if isinstance(item_model, str) and item_model else None
+    return str(descriptor["item_model"])
 
 
 def cached_item_encoder(model: str, cache_dir: str | Path | None = None) -> Encoder:
-    """``model`` (``"minilm"`` or a folder) through the embedding cache."""
-    from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
-    from shopaug.encoders.dense import SentenceTransformerEncoder
-
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return CachedEncoder(
-        SentenceTransformerEncoder(model), EmbeddingCache(directory / "embeddings.sqlite")
-    )
+    """``model`` (``"minilm"`` or a folder) through the embedding cache: the one builder,
+    :func:`shopaug.encoders.cache.build_encoder`, under the name its callers know."""
+    return build_encoder(model, cache_dir)

@@ -37,10 +37,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from shopaug.errors import ConfigError
+from shopaug.models.model_dir import (
+    MODEL_DESCRIPTOR,
+    RECOMMENDER_KIND,
+    read_descriptor,
+    write_descriptor,
+)
+
 logger = logging.getLogger(__name__)
 
-KIND = "two-tower-recommender"
-DESCRIPTOR = "shopaug-model.json"
+KIND = RECOMMENDER_KIND
+#: The one descriptor file name, under the name serve/recommender_backend.py imports.
+DESCRIPTOR = MODEL_DESCRIPTOR
 WEIGHTS = "model.safetensors"
 TITLES = "titles.json"
 CUSTOMERS = "customers.json"
@@ -157,23 +166,26 @@ class TwoTowerRecommender(nn.Module):
             "dim": self.dim,
             "max_history": self.max_history,
         }
-        (folder / DESCRIPTOR).write_text(json.dumps(descriptor) + "\n", "utf-8")
+        write_descriptor(folder, descriptor)
 
     @classmethod
     def load(cls, directory: str | Path) -> TwoTowerRecommender:
         """Read a model written by :meth:`save`.
 
         Raises:
-            ValueError: The folder holds another kind of model.
+            ConfigError: The descriptor is malformed or of another kind (the message names the
+                file and the field).
             FileNotFoundError: A file is missing.
         """
         from safetensors.torch import load_file
 
         folder = Path(directory)
-        descriptor = json.loads((folder / DESCRIPTOR).read_text("utf-8"))
-        if descriptor.get("kind") != KIND:
-            raise ValueError(
-                f"{folder / DESCRIPTOR}: kind {descriptor.get('kind')!r}, expected {KIND!r}"
+        descriptor = read_descriptor(folder)
+        if descriptor is None:
+            raise FileNotFoundError(f"{folder / MODEL_DESCRIPTOR} does not exist")
+        if descriptor["kind"] != KIND:
+            raise ConfigError(
+                f"{folder / MODEL_DESCRIPTOR}: kind {descriptor['kind']!r}, expected {KIND!r}"
             )
         state = load_file(str(folder / WEIGHTS))
         model = cls(
@@ -258,7 +270,7 @@ def load_serving_data(directory: str | Path) -> ServingData:
         if not (folder / name).is_file():
             raise FileNotFoundError(
                 f"{folder / name} does not exist; a served recommender directory holds "
-                f"{DESCRIPTOR}, {WEIGHTS}, {TITLES} and {CUSTOMERS} (written by shopaug run)"
+                f"{MODEL_DESCRIPTOR}, {WEIGHTS}, {TITLES} and {CUSTOMERS} (written by shopaug run)"
             )
     titles = json.loads((folder / TITLES).read_text("utf-8"))
     customers = json.loads((folder / CUSTOMERS).read_text("utf-8"))

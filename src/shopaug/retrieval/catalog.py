@@ -22,7 +22,7 @@ import yaml
 from shopaug.data import Dataset, load_dataset
 from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
 from shopaug.encoders.base import Encoder
-from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, default_cache_dir
+from shopaug.encoders.cache import build_encoder
 from shopaug.errors import ConfigError
 from shopaug.models.model_dir import Towers, load_towers
 
@@ -119,12 +119,11 @@ def encode_catalog(
 ) -> np.ndarray:
     """The vectors ``(len(texts), dim)`` of ``texts`` under ``encoder``, through the embedding
     cache in ``cache_dir`` (default ``$SHOPAUG_CACHE_DIR`` or ~/.cache/shopaug)."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache = EmbeddingCache(root / "embeddings.sqlite")
+    cached = build_encoder(encoder, cache_dir)
     try:
-        return CachedEncoder(encoder, cache).encode(list(texts))
+        return cached.encode(list(texts))
     finally:
-        cache.close()
+        cached.cache.close()
 
 
 def load_model_catalog(

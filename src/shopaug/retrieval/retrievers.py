@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from shopaug.data.records import DEFAULT_TEXT_FIELDS, Dataset
 from shopaug.encoders.base import Encoder
 from shopaug.encoders.bm25 import BM25Index
-from shopaug.encoders.cache import CachedEncoder, EmbeddingCache
+from shopaug.encoders.cache import build_encoder
 from shopaug.errors import ConfigError, DataError
 from shopaug.index.vector import VectorIndex
 
@@ -147,21 +146,6 @@ class RetrieverConfig:
     hybrid_depth: int = 1000
     show_progress: bool = True
     extra: dict[str, object] = field(default_factory=dict)
-
-
-def build_encoder(model: str | Path, cache_dir: str | Path | None = None) -> CachedEncoder:
-    """A cached encoder: ``hashing`` (no model, for tests) or a sentence-transformers model."""
-    from shopaug.encoders.base import HashingEncoder
-
-    encoder: Encoder
-    if str(model) == "hashing":
-        encoder = HashingEncoder()
-    else:
-        from shopaug.encoders.dense import SentenceTransformerEncoder
-
-        encoder = SentenceTransformerEncoder(model)
-    cache = EmbeddingCache(None if cache_dir is None else Path(cache_dir) / "embeddings.sqlite")
-    return CachedEncoder(encoder, cache)
 
 
 def build_retriever(dataset: Dataset, config: RetrieverConfig) -> Retriever:

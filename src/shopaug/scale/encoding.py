@@ -27,7 +27,7 @@ import pandas as pd
 from shopaug.augment.mining import MiningConfig, MiningStats, mine_hard_negatives
 from shopaug.data.records import Dataset
 from shopaug.encoders.base import Encoder
-from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, content_key
+from shopaug.encoders.cache import CachedEncoder, EmbeddingCache, cache_path, content_key
 from shopaug.errors import ConfigError
 from shopaug.retrieval.retrievers import build_encoder
 
@@ -128,7 +128,7 @@ def _worker_mining_inputs(dataset: Any, vectors: Any) -> tuple[Dataset, str]:
     import ray
 
     folder = Path(_scratch_cache_dir())
-    cache = EmbeddingCache(folder / "embeddings.sqlite")
+    cache = EmbeddingCache(cache_path(folder))
     cache.put_many(list(ray.get(vectors).items()))
     cache.close()
     return ray.get(dataset), str(folder)
