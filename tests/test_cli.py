@@ -177,3 +177,65 @@ def test_augment_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "unknown key(s) minning" in result.output
+
+
+def _ablation_row(name: str, fold_ci: list[float | None], bootstrap: list[float] | None) -> dict:
+    row: dict = {
+        "name": name,
+        "metrics": {"ndcg@10": {"mean": 0.846, "ci95": fold_ci}},
+        "validation": {"ndcg@10": 0.5},
+        "p_value_vs_plain_fine_tune": None,
+        "p_value_vs_zero_shot_hybrid": 0.0123,
+    }
+    if bootstrap is not None:
+        row["bootstrap_ci95"] = {"ndcg@10": bootstrap}
+    return row
+
+
+def test_run_summary_prints_the_bootstrap_interval_never_one_past_1() -> None:
+    """`shopaug run quick` printed the fold t interval [0.034, 1.658] for NDCG@10 (two folds)."""
+    from shopaug.experiment.search_task import summary_lines
+
+    result = {
+        "dataset": "demo",
+        "trained_folds": 2,
+        "folds": 5,
+        "ablation": [
+            _ablation_row("with bootstrap", [0.034, 1.658], [0.801, 0.889]),
+            _ablation_row("folds only", [-0.2, 1.658], None),
+            _ablation_row("one fold", [None, None], None),
+        ],
+        "selected": {"system": "with bootstrap"},
+        "metrics": {"ndcg@10": {"mean": 0.846}},
+    }
+    lines = summary_lines(result)
+    rows = {line[:36].strip(): line[36:].split() for line in lines[2:5]}
+    assert rows["with bootstrap"] == ["0.500", "0.8460", "[0.801,", "0.889]", "-", "0.0123"]
+    assert rows["folds only"] == ["0.500", "0.8460", "[0.000,", "1.000]*", "-", "0.0123"]
+    assert rows["one fold"] == ["0.500", "0.8460", "[-,", "-]", "-", "0.0123"]
+    assert "1.658" not in "\n".join(lines)
+    assert lines[5].startswith("95% CI: bootstrap over test queries")
+    assert lines[6] == "* no bootstrap interval: t interval over folds, clipped to [0, 1]"
+    assert lines[7] == "chosen on validation queries: with bootstrap (test NDCG@10 0.8460)"
+    result["ablation"] = result["ablation"][:1]
+    assert not any(line.startswith("*") for line in summary_lines(result))
+
+
+def test_eval_summary_clips_the_fold_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    from shopaug.cli import _print_metrics
+
+    _print_metrics(
+        {
+            "dataset": "demo",
+            "retriever": "bm25",
+            "folds": 2,
+            "metrics": {
+                "ndcg@10": {"mean": 0.8, "ci95": [0.1, 1.5]},
+                "mrr@10": {"mean": 0.5, "ci95": [None, None]},
+            },
+        }
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["ndcg@10", "0.8000", "95%", "CI", "[0.1000,", "1.0000]"]
+    assert lines[2].split() == ["mrr@10", "0.5000", "95%", "CI", "-"]
+    assert lines[3] == "95% CI: t interval over folds, clipped to [0, 1]"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from shopaug.errors import ShopaugError
 from shopaug.index.vector import DEFAULT_ANN_THRESHOLD
@@ -25,6 +26,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def extra(name: str) -> str:
+    """``shopaug[name]`` as help text: Typer renders help as rich markup, which would drop
+    ``[name]`` as a tag, so the bracket is escaped."""
+    return escape(f"shopaug[{name}]")
+
+
 data_app = typer.Typer(help="Inspect and validate data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -187,7 +196,10 @@ def _print_metrics(result: dict) -> None:
     typer.echo(f"{result['dataset']} / {result['retriever']} ({result['folds']} folds)")
     for metric, values in result["metrics"].items():
         lo, hi = values["ci95"]
-        typer.echo(f"  {metric:<11} {values['mean']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
+        # a t interval over a few folds can reach past the [0, 1] every metric lives in
+        interval = "-" if lo is None else f"[{max(lo, 0.0):.4f}, {min(hi, 1.0):.4f}]"
+        typer.echo(f"  {metric:<11} {values['mean']:.4f}  95% CI {interval}")
+    typer.echo("95% CI: t interval over folds, clipped to [0, 1]")
 
 
 @app.command("augment")
@@ -335,7 +347,7 @@ def run_command(
         Tracking | None,
         typer.Option(
             "--tracking",
-            help="Where training is recorded: tensorboard, mlflow (needs shopaug[tracking]; "
+            help=f"Where training is recorded: tensorboard, mlflow (needs {extra('tracking')}; "
             "a SQLite store in RUN_DIR/mlflow unless the config's tracking.uri says otherwise) "
             "or none. Default: the config's tracking section (tensorboard).",
         ),
@@ -344,7 +356,7 @@ def run_command(
         Engine | None,
         typer.Option(
             "--engine",
-            help="local, or ray: the same steps on Ray (needs shopaug[scale]; joins the "
+            help=f"local, or ray: the same steps on Ray (needs {extra('scale')}; joins the "
             "cluster of RAY_ADDRESS, else starts a local one). See docs/scale.md.",
         ),
     ] = None,
@@ -505,7 +517,8 @@ def train_command(
         int | None,
         typer.Option(
             "--lora-r",
-            help="Train LoRA adapters of this rank instead of every weight (needs peft; "
+            help="Train LoRA adapters of this rank instead of every weight (needs peft, in "
+            f"{extra('train')}; "
             "sets train.lora.r; the model folder holds the merged weights).",
         ),
     ] = None,
@@ -516,7 +529,7 @@ def train_command(
         typer.Option(
             "--engine",
             help="local, or ray: data-parallel training on Ray Train workers (needs "
-            "shopaug[scale]; joins the cluster of RAY_ADDRESS, else starts a local one), the "
+            f"{extra('scale')}; joins the cluster of RAY_ADDRESS, else starts a local one), the "
             "same model folder. Default: the config's engine. See docs/scale.md.",
         ),
     ] = None,
@@ -582,8 +595,8 @@ def serve_command(
         str,
         typer.Option(
             "--encoder-runtime",
-            help="Query encoder: torch, onnx, onnx-int8 (ONNX Runtime; needs shopaug[fast]) or "
-            "static (a distilled static model; needs shopaug[fast]).",
+            help="Query encoder: torch, onnx, onnx-int8 (ONNX Runtime; needs "
+            f"{extra('fast')}) or static (a distilled static model; needs {extra('fast')}).",
         ),
     ] = "torch",
     ann_threshold: Annotated[
