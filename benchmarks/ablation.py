@@ -41,15 +41,32 @@ def _budget(entry: dict) -> str:
     )
 
 
+#: Paired comparisons shown as columns, when the run has the reference row (report.py's
+#: REFERENCES keys): the sentence-transformers script and its BM25 fusion first.
+DELTA_COLUMNS = (
+    ("st_fine_tune", "Δ vs sentence-transformers fine-tune"),
+    ("st_fine_tune_bm25", "Δ vs sentence-transformers + bm25"),
+    ("plain_fine_tune", "Δ vs plain fine-tune"),
+    ("zero_shot_hybrid", "Δ vs zero-shot hybrid"),
+)
+
+
 def table(metrics: dict) -> list[str]:
     """One line per system: test NDCG@10 over the folds, its intervals, the validation score
-    that selection read, the paired differences against plain fine-tune and the zero-shot
-    hybrid, and the training budget."""
+    that selection read, the paired differences against the reference rows the run has (the
+    sentence-transformers fine-tune and its BM25 fusion, plain fine-tune, the zero-shot
+    hybrid), and the training budget."""
+    present = [
+        (key, title)
+        for key, title in DELTA_COLUMNS
+        if any(row.get(f"vs_{key}") for row in metrics["ablation"])
+    ]
     lines = [
         "| system | kind | valid NDCG@10 | **test NDCG@10** | per fold | 95% CI folds | 95% CI "
-        "bootstrap | NDCG@10 Exact | Recall@100 | MRR@10 | Δ vs plain fine-tune | "
-        "Δ vs zero-shot hybrid | budget / fold |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "bootstrap | NDCG@10 Exact | Recall@100 | MRR@10 | "
+        + " | ".join(title for _, title in present)
+        + " | budget / fold |",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(present) + "---|",
     ]
     for row in metrics["ablation"]:
         m = row["metrics"]
@@ -63,12 +80,12 @@ def table(metrics: dict) -> list[str]:
         if name == metrics["selected"]["system"]:
             name = f"**{name}** (chosen)"
         exact = row.get("ndcg@10_exact", {}).get("mean")
+        deltas = " | ".join(_delta(row, key) for key, _ in present)
         lines.append(
             f"| {name} | {row['kind']} | {fmt(row['validation']['ndcg@10'])} | "
             f"**{ndcg['mean']:.4f}** | {folds} | {interval} | {boot_text} | {fmt(exact)} | "
             f"{m['recall@100']['mean']:.4f} | {m['mrr@10']['mean']:.4f} | "
-            f"{_delta(row, 'plain_fine_tune')} | {_delta(row, 'zero_shot_hybrid')} | "
-            f"{_budget(row)} |"
+            f"{deltas} | {_budget(row)} |"
         )
     return lines
 

@@ -78,6 +78,10 @@ class MiningConfig:
         reference: which positive score the margin is taken from: ``mean``, ``min``, ``max``.
         sampling: ``top`` (best-ranked survivors) or ``random`` (seeded, uniform).
         positive_min_gain: judged gain from which a product is a positive sample.
+        positive_fallback_gain: for a query with no product at ``positive_min_gain``, its
+            products at this gain or above are its positives (WANDS: a query whose best label
+            is Partial keeps its Partial products, as a sentence-transformers fine-tune on the
+            same labels would); ``None``: such a query has no positive and trains nothing.
         max_positives_per_query: cap on positive rows per query (highest gain first), 0 = all.
         label_fraction: share of each query's positive labels the miner may see (seeded, at
             least one per query). 1.0 uses all; a smaller value simulates a shop with few labels
@@ -104,6 +108,7 @@ class MiningConfig:
     reference: str = "mean"
     sampling: str = "top"
     positive_min_gain: int = 1
+    positive_fallback_gain: int | None = 1
     max_positives_per_query: int = 0
     label_fraction: float = 1.0
     popularity_alpha: float = 0.75
@@ -183,8 +188,13 @@ def positive_rows(
     result: dict[str, list[tuple[str, int]]] = {}
     for qid in query_ids:
         judged = qrels.get(qid, {})
+        least = config.positive_min_gain
+        if config.positive_fallback_gain is not None and not any(
+            g >= least for g in judged.values()
+        ):
+            least = max(config.positive_fallback_gain, 1)
         ranked = sorted(
-            ((pid, g) for pid, g in judged.items() if g >= config.positive_min_gain),
+            ((pid, g) for pid, g in judged.items() if g >= least),
             key=lambda item: (-item[1], item[0]),
         )
         if config.max_positives_per_query:

@@ -15,6 +15,7 @@ TOWERS = ("query", "full")
 RERANKER_KINDS = ("cross-encoder", "lambdamart")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("local", "ray")
+TRAINERS = ("shopaug", "sentence-transformers")
 
 
 @dataclass
@@ -33,6 +34,11 @@ class AblationRow:
             ``popularity``): every training step also draws ``sampled_negatives`` catalog
             negatives per group through it (popularity counted on the fold's training queries),
             with the logQ correction when ``log_q_correction`` (``tower: full`` only).
+        trainer: ``shopaug`` (:func:`shopaug.train.fit`, or the query-tower loop) or
+            ``sentence-transformers``: the library's own trainer and
+            ``MultipleNegativesRankingLoss`` on one (query, positive, negative) triple per
+            positive, the last epoch kept (:mod:`shopaug.train.st_trainer`), the fine-tune a
+            user writes without shopaug and the yardstick of every other row.
     """
 
     name: str
@@ -42,6 +48,7 @@ class AblationRow:
     sampler: dict[str, Any] = field(default_factory=dict)
     sampled_negatives: int = 4
     log_q_correction: bool = False
+    trainer: str = "shopaug"
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)  # YAML gives lists
@@ -50,6 +57,8 @@ class AblationRow:
         """What the row's trained results depend on; a row without a sampler is keyed as
         before sampler rows existed, so finished runs keep their cached rows."""
         key = dataclasses.asdict(self)
+        if self.trainer == "shopaug":
+            key.pop("trainer")
         if not self.sampler:
             for name in ("sampler", "sampled_negatives", "log_q_correction"):
                 key.pop(name)
@@ -265,6 +274,19 @@ def parse_run_config(payload: dict[str, Any], *, source: str) -> RunConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: ablation row names must be unique, got {names}")
     for row in config.ablation:
+        if row.trainer not in TRAINERS:
+            raise ConfigError(
+                f"{source}: ablation row {row.name!r}: trainer must be one of {TRAINERS}, "
+                f"got {row.trainer!r}"
+            )
+        if row.trainer == "sentence-transformers" and (
+            config.tower != "full" or row.sampler or row.dynamic
+        ):
+            raise ConfigError(
+                f"{source}: ablation row {row.name!r} (trainer: sentence-transformers) trains "
+                "both towers on its samples as they are: it needs tower: full and no sampler "
+                "or dynamic negatives"
+            )
         if not row.sampler:
             continue
         if config.tower != "full":

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: The baselines every row is tested against (paired, over the same test queries).
 REFERENCES = {
+    "st_fine_tune": "sentence-transformers fine-tune",
+    "st_fine_tune_bm25": "sentence-transformers fine-tune + bm25 (convex)",
     "plain_fine_tune": "plain fine-tune",
     "zero_shot_hybrid": "zero-shot hybrid",
     "zero_shot": "zero-shot",

@@ -128,7 +128,12 @@ def train_and_rank_row(
     if row_dir.exists():
         shutil.rmtree(row_dir)  # a stale, unfinished row: start it over
     train_config = train_config_for(config)
-    if config.tower == "query":
+    if row.trainer == "sentence-transformers":
+        model, result, groups, pairs = _train_sentence_transformers(
+            run, fold, samples, train_config, row_dir
+        )
+        item_vectors = model.encode(run.catalog_texts)
+    elif config.tower == "query":
         model, result, groups, pairs = _train_query_tower(
             run, fold, row, samples, train_config, row_dir
         )
@@ -308,6 +313,99 @@ def _train_full(
     return best, result, len(examples), len(examples)
 
 
+@dataclass
+class _TrainerOutcome:
+    """What :func:`_train_sentence_transformers` reports, shaped as a ``TrainResult``."""
+
+    model_dir: Path
+    curve: list[dict[str, Any]]
+    elapsed_seconds: float
+    steps: int
+    best_step: int | None = None
+
+
+def _train_sentence_transformers(
+    run: RunContext,
+    fold: FoldContext,
+    samples: pd.DataFrame,
+    train_config: TrainConfig,
+    row_dir: Path,
+) -> tuple[Any, _TrainerOutcome, int, int]:
+    """The yardstick row: sentence-transformers' own trainer on one (query, positive,
+    negative) triple per positive sample (:func:`triple_examples`), the last epoch's model."""
+    from shopaug.encoders.dense import minilm_path
+    from shopaug.models import BiEncoder
+    from shopaug.train.st_trainer import fit_sentence_transformers
+
+    config = run.config
+    examples = triple_examples(
+        run.dataset,
+        samples,
+        text_fields=config.text_fields,
+        catalog_texts=run.catalog_texts,
+        known_positives=_known_positives(run.dataset, fold.train_ids),
+        seed=train_config.seed,
+    )
+    base = minilm_path() if config.model == "minilm" else Path(config.model)
+    model_dir, cost = fit_sentence_transformers(
+        base,
+        examples,
+        train_config,
+        run_dir=row_dir,
+        device=run.device,
+        show_progress=config.show_progress,
+    )
+    outcome = _TrainerOutcome(
+        model_dir=model_dir,
+        curve=cost["curve"],
+        elapsed_seconds=cost["seconds"],
+        steps=cost["steps"],
+    )
+    return BiEncoder(model_dir, device=run.device), outcome, len(examples), len(examples)
+
+
+def triple_examples(
+    dataset: Dataset,
+    samples: pd.DataFrame,
+    *,
+    text_fields: Sequence[str],
+    catalog_texts: Sequence[str],
+    known_positives: dict[str, set[str]],
+    seed: int,
+) -> list[Any]:
+    """One (query, positive, negative) example per positive sample: the negative is one of
+    the query's negative samples (its judged-irrelevant products for ``human-negatives``),
+    drawn with a generator seeded by ``seed``; a query without any gets a random catalog
+    product that is not one of its known positives (the sentence-transformers script needs a
+    negative in every triple)."""
+    from shopaug.train.config import TrainingExample
+
+    examples = build_examples(
+        samples,
+        dataset,
+        text_fields=text_fields,
+        negatives_per_example=1,
+        seed=seed,
+    )
+    rng = np.random.default_rng([seed, 1])
+    query_ids = {str(text): str(qid) for qid, text in zip(samples["query_id"], samples["query"])}
+    filled = []
+    for example in examples:
+        if example.negatives:
+            filled.append(example)
+            continue
+        known = {
+            dataset.product(p).render(text_fields)
+            for p in known_positives.get(query_ids.get(example.query, ""), ())
+        }
+        while True:
+            text = catalog_texts[int(rng.integers(len(catalog_texts)))]
+            if text not in known and text != example.positive:
+                break
+        filled.append(TrainingExample(example.query, example.positive, [text], example.weight))
+    return filled
+
+
 def _negative_sampling(run: RunContext, fold: FoldContext, row: AblationRow) -> Any:
     """The row's sampler over the catalog (popularity from the fold's training queries only),
     or None for a row without one."""
@@ -339,7 +437,9 @@ def train_final_model(
         update={"epochs": epochs, "early_stopping_patience": None}
     )
     work = run.run_dir / "training" / "served"
-    if run.config.tower == "query":
+    if row.trainer == "sentence-transformers":
+        _, result, _, _ = _train_sentence_transformers(run, everyone, samples, train_config, work)
+    elif run.config.tower == "query":
         _, result, _, _ = _train_query_tower(run, everyone, row, samples, train_config, work)
     else:
         _, result, _, _ = _train_full(run, everyone, row, samples, train_config, work)

@@ -190,6 +190,12 @@ class TrainConfig(BaseModel):
             ``max_seq_length`` keeps whole.
         length_buckets: Put groups of similar total text length into the same batch (less
             padding, faster on CPU); the order stays a function of ``(seed, epoch)``.
+        no_duplicates: Never put two groups that share a text (query, positive or negative)
+            into one batch, as sentence-transformers' ``BatchSamplers.NO_DUPLICATES`` does: a
+            query with many positives then spreads over many batches, and no batch scores one
+            of a query's products against its own copy (see
+            :func:`shopaug.train.loop.epoch_batches`). Cannot be combined with
+            ``length_buckets`` (which packs the groups of one query into one batch).
         num_threads: Torch CPU threads; ``None``: one per core available to the process.
         privacy: Differential privacy (DP-SGD) settings; off by default.
         lora: Train LoRA adapters (:class:`LoraConfig`) instead of every weight; ``None``
@@ -222,9 +228,19 @@ class TrainConfig(BaseModel):
     max_seq_length: int | None = Field(default=None, ge=1)
     sequence_length_coverage: float = Field(default=0.99, gt=0, le=1)
     length_buckets: bool = False
+    no_duplicates: bool = False
     num_threads: int | None = Field(default=None, ge=1)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_batch_order(self) -> TrainConfig:
+        if self.length_buckets and self.no_duplicates:
+            raise ValueError(
+                "length_buckets and no_duplicates together are not supported: buckets pack "
+                "the groups of one query into the same batch; choose one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lora_without_privacy(self) -> TrainConfig:

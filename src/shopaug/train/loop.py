@@ -114,8 +114,12 @@ def epoch_batches(
     size: int,
     lengths: Sequence[int] | np.ndarray | None = None,
     bucket_batches: int = BUCKET_BATCHES,
+    texts: Sequence[frozenset[str]] | None = None,
 ) -> list[np.ndarray]:
     """The batches (example indices) of ``epoch``, a pure function of the arguments.
+
+    With ``texts`` (per example, the texts it holds) the batches never hold two examples that
+    share a text: :func:`no_duplicate_batches` packs the epoch order.
 
     Without ``lengths`` they are :func:`epoch_order` cut into runs of ``batch_size`` (the last
     may be smaller). With ``lengths`` (one per example) the order is cut into chunks of
@@ -128,6 +132,12 @@ def epoch_batches(
         ValueError: If ``lengths`` does not have ``size`` entries.
     """
     order = epoch_order(seed, epoch, size)
+    if texts is not None:
+        if lengths is not None:
+            raise ValueError("give lengths (buckets) or texts (no duplicates), not both")
+        if len(texts) != size:
+            raise ValueError(f"texts has {len(texts)} entries; expected {size}")
+        return no_duplicate_batches(order, texts, batch_size=batch_size)
     if lengths is None:
         return [order[start : start + batch_size] for start in range(0, size, batch_size)]
     length_array = np.asarray(lengths)
@@ -143,6 +153,49 @@ def epoch_batches(
         )
     shuffle = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
     return [batches[index] for index in shuffle]
+
+
+def no_duplicate_batches(
+    order: np.ndarray, texts: Sequence[frozenset[str]], *, batch_size: int
+) -> list[np.ndarray]:
+    """``order`` packed into ``ceil(len(order) / batch_size)`` batches in which no two
+    examples share a text, as far as the data allows.
+
+    The rule of sentence-transformers' ``NoDuplicatesBatchSampler``: walk the remaining
+    examples in order, take each one whose texts the batch does not hold yet, close the batch
+    at ``batch_size`` and start the next walk from the first example left. The loop needs the
+    same number of steps in every epoch, so when the last batch is closed, examples that fit
+    no batch without a duplicate (a query with more positives than the epoch has batches) are
+    dealt round-robin to the batches, which then exceed ``batch_size`` by that many; there the
+    loss's in-batch masking keeps a query's own positives from being its negatives. Every
+    example lands in exactly one batch.
+    """
+    count = math.ceil(len(order) / batch_size)
+    remaining = [int(index) for index in order]
+    batches: list[list[int]] = []
+    while remaining and len(batches) < count:
+        batch: list[int] = []
+        held: set[str] = set()
+        left: list[int] = []
+        for position, index in enumerate(remaining):
+            if len(batch) == batch_size:
+                left.extend(remaining[position:])
+                break
+            if held.isdisjoint(texts[index]):
+                batch.append(index)
+                held |= texts[index]
+            else:
+                left.append(index)
+        batches.append(batch)
+        remaining = left
+    for position, index in enumerate(remaining):
+        batches[position % len(batches)].append(index)
+    return [np.asarray(batch, dtype=np.int64) for batch in batches]
+
+
+def example_texts(examples: Sequence[TrainingExample]) -> list[frozenset[str]]:
+    """The texts of each group (query, positive, negatives), for :func:`no_duplicate_batches`."""
+    return [frozenset((e.query, e.positive, *e.negatives)) for e in examples]
 
 
 def example_lengths(examples: Sequence[TrainingExample]) -> np.ndarray:
@@ -447,10 +500,16 @@ def fit(
     if isinstance(model, SequenceLengthModel):
         size_sequence_length(model, examples, config)
     lengths = example_lengths(examples) if config.length_buckets else None
+    texts = example_texts(examples) if config.no_duplicates else None
 
     def batches_of(epoch: int) -> list[np.ndarray]:
         return epoch_batches(
-            config.seed, epoch, batch_size=config.batch_size, size=len(examples), lengths=lengths
+            config.seed,
+            epoch,
+            batch_size=config.batch_size,
+            size=len(examples),
+            lengths=lengths,
+            texts=texts,
         )
 
     state = _initial_state(config, data_hash)
