@@ -141,6 +141,60 @@ def test_session_history_has_choices_not_impressions(store: FeedbackStore) -> No
     assert store.session_history("none") == []
 
 
+def test_user_history_keeps_each_purchase_and_cart_in_commit_order(store: FeedbackStore) -> None:
+    store.record(
+        [
+            FeedbackEvent("purchase", "p2", user_id="c1", timestamp=20.0),
+            FeedbackEvent("impression", "p9", user_id="c1"),
+            click("p8", user_id="c1"),
+            FeedbackEvent("add_to_cart", "p1", user_id="c1"),
+            FeedbackEvent("purchase", "p7", user_id="c2"),
+        ]
+    )
+    store.record([FeedbackEvent("purchase", "p2", user_id="c1", timestamp=10.0)])
+    # impressions and clicks are not bought; a repeat purchase is kept (its count matters);
+    # the order is the store's, not the client's timestamps
+    assert store.user_history("c1") == ["p2", "p1", "p2"]
+    assert store.user_history("c1", limit=2) == ["p1", "p2"]  # the most recent two
+    assert store.user_history("c1", events=("click",)) == ["p8"]
+    assert store.user_history("c3") == []
+    with pytest.raises(ValueError, match="hover"):
+        store.user_history("c1", events=("hover",))
+
+
+def test_an_old_table_gets_the_user_id_index_on_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:  # the events table as the first release created it
+        connection.exec_driver_sql(
+            "CREATE TABLE feedback_events (id INTEGER PRIMARY KEY, received_at FLOAT NOT NULL, "
+            "idempotency_key VARCHAR(200), event VARCHAR(32) NOT NULL, user_id VARCHAR(200), "
+            "session_id VARCHAR(200), query TEXT, query_id VARCHAR(200), "
+            "product_id VARCHAR(200) NOT NULL, position INTEGER, timestamp FLOAT)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO feedback_events (received_at, event, user_id, product_id) "
+            "VALUES (1.0, 'purchase', 'c1', 'p1')"
+        )
+
+    def indexed_columns() -> set[str]:
+        indexes = sqlalchemy.inspect(engine).get_indexes("feedback_events")
+        return {str(column) for index in indexes for column in index["column_names"]}
+
+    assert "user_id" not in indexed_columns()
+    store = FeedbackStore(url)
+    assert "user_id" in indexed_columns()
+    assert store.user_history("c1") == ["p1"]  # the old row, read through the new index
+    with store.engine.connect() as connection:
+        plan = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT product_id FROM feedback_events WHERE user_id = 'c1'"
+        ).all()
+    assert "ix_feedback_events_user_id" in str(plan)
+    store.close()
+    FeedbackStore(url).close()  # a second open finds nothing to add
+    engine.dispose()
+
+
 def test_invalid_events_are_refused() -> None:
     with pytest.raises(ValueError, match="event"):
         FeedbackEvent("hover", "p1")

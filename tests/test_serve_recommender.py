@@ -217,3 +217,88 @@ def test_the_run_serves_repeat_first_when_it_chose_it(run_dir: Path) -> None:
     assert not any(e["kind"].startswith("repeat +") for e in metrics["systems"])
     assert metrics["served"]["repeat_first"] is False
     assert customers["repeat_first"] is False
+
+
+def served(answer: dict[str, object]) -> list[tuple[str, float]]:
+    items = answer["items"]
+    assert isinstance(items, list)
+    return [(str(item["product_id"]), float(item["score"])) for item in items]
+
+
+def test_a_new_customers_purchase_is_ranked_at_once_and_after_a_restart(
+    run_dir: Path, model: TwoTowerRecommender, tmp_path: Path
+) -> None:
+    from shopaug.serve.recommender_backend import load_recommender_backend
+
+    settings = Settings(run_dir=run_dir, database_url=f"sqlite:///{tmp_path / 'f.sqlite'}")
+    customer = "7001"  # bought nothing before the cut: the model holds no history for them
+    items = list(model.item_ids)
+    bought = [items[5], items[9], items[5]]
+    events = [
+        {"event": "purchase", "product_id": items[5], "user_id": customer},
+        {"event": "impression", "product_id": items[1], "user_id": customer},  # not bought
+        {"event": "click", "product_id": items[2], "user_id": customer},  # not bought
+        {"event": "add_to_cart", "product_id": items[9], "user_id": customer},
+        {"event": "purchase", "product_id": items[5], "user_id": customer},
+        {"event": "purchase", "product_id": items[7], "user_id": "7002"},  # someone else
+    ]
+    with TestClient(create_app(settings, make_catalog_loader(run_dir))) as client:
+        before = client.post("/recommend", json={"customer_id": customer})
+        assert before.status_code == 404
+        assert "no purchase or add_to_cart event" in before.json()["detail"]
+        assert client.post("/feedback", json={"events": events}).status_code == 200
+        answer = client.post("/recommend", json={"customer_id": customer, "k": 6})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["history"] == bought
+        first = served(answer.json())
+    # what the backend computes from the history (frozen: none) + the logged events
+    backend = load_recommender_backend(run_dir / "model")
+    expected = backend.recommend(bought, 6)
+    assert [item for item, _ in first] == [hit.product_id for hit in expected]
+    assert [score for _, score in first] == pytest.approx([hit.score for hit in expected])
+    assert_model_top_k(answer.json()["items"], model, bought, 6)
+    # a restart: a new app over the same store answers the same
+    with TestClient(create_app(settings, make_catalog_loader(run_dir))) as client:
+        again = client.post("/recommend", json={"customer_id": customer, "k": 6})
+        assert again.status_code == 200, again.text
+        assert served(again.json()) == first
+
+
+def test_a_known_customers_history_grows_by_each_logged_purchase(
+    run_dir: Path, model: TwoTowerRecommender, tmp_path: Path
+) -> None:
+    from shopaug.feedback.store import FeedbackEvent, FeedbackStore
+    from shopaug.serve.recommender_backend import RecommenderBackend
+
+    customer = "1003"
+    frozen = histories_before_cut(run_dir)[customer]
+    items = list(model.item_ids)
+    new = next(item for item in items if item not in frozen)
+    # repeat-first, so one logged purchase visibly moves the ranking: a new item bought three
+    # times after the cut outranks every item bought fewer times before it
+    backend = RecommenderBackend(
+        "v-test", model, titles={}, histories={customer: frozen}, cut="x", repeat_first=True
+    )
+    url = f"sqlite:///{tmp_path / 'f.sqlite'}"
+    settings = Settings(run_dir=run_dir, database_url=url)
+    with TestClient(create_app(settings, lambda _path: backend)) as client:
+        start = client.post("/recommend", json={"customer_id": customer, "k": 5}).json()
+        assert start["history"] == frozen
+        assert new not in [item for item, _ in served(start)]
+        for _ in range(max(frozen.count(item) for item in frozen) + 1):
+            logged = client.post(
+                "/feedback",
+                json={"event": "purchase", "product_id": new, "user_id": customer},
+            )
+            assert logged.status_code == 200, logged.text
+        # an item the model in service does not know (logged under another model) is left out
+        store = FeedbackStore(url)
+        store.record([FeedbackEvent("purchase", "not-in-this-model", user_id=customer)])
+        store.close()
+        answer = client.post("/recommend", json={"customer_id": customer, "k": 5})
+        assert answer.status_code == 200, answer.text
+    history = [*frozen, *[new] * (max(frozen.count(item) for item in frozen) + 1)]
+    assert answer.json()["history"] == history
+    assert served(answer.json())[0][0] == new  # bought most often now
+    expected = backend.recommend(history, 5)
+    assert served(answer.json()) == [(hit.product_id, pytest.approx(hit.score)) for hit in expected]

@@ -8,6 +8,10 @@ identifier quoting, so it is the same DDL ``create_all`` would write, on SQLite 
 PostgreSQL. Two processes opening one old database at once may both try: PostgreSQL takes
 ``ADD COLUMN IF NOT EXISTS``; on SQLite the loser's "duplicate column" error is checked
 against the table and ignored when the column is there.
+
+Indexes defined later (the one on ``user_id``) are created the same way, by
+:func:`add_missing_indexes`: ``CREATE INDEX`` through SQLAlchemy for each index of the current
+table that the database lacks. An index changes no row and no answer, only how fast a lookup is.
 """
 
 from __future__ import annotations
@@ -61,4 +65,30 @@ def add_missing_columns(engine: Any, table: Any) -> list[str]:
                 raise
         logger.info("feedback store: added column %s to %s", name, table.name)
         added.append(name)
+    return added
+
+
+def add_missing_indexes(engine: Any, table: Any) -> list[str]:
+    """Create every index of ``table`` that the database's table lacks; return their names.
+
+    A concurrent opener that created the same index first is not an error (checked against
+    the table, as for columns).
+    """
+    sqlalchemy = require("sqlalchemy", "serve")
+
+    def present() -> set[str]:
+        return {str(index["name"]) for index in sqlalchemy.inspect(engine).get_indexes(table.name)}
+
+    existing = present()
+    added = []
+    for index in sorted(table.indexes, key=lambda index: str(index.name)):
+        if index.name in existing:
+            continue
+        try:
+            index.create(engine, checkfirst=True)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
+            if index.name not in present():  # not a concurrent opener: a real error
+                raise
+        logger.info("feedback store: added index %s to %s", index.name, table.name)
+        added.append(str(index.name))
     return added

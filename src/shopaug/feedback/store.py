@@ -28,7 +28,9 @@ Schema changes: a store opened with ``create=True`` adds the columns a newer ver
 module defines to tables an older version created
 (:func:`shopaug.feedback.migrate.add_missing_columns`, ``ALTER TABLE ... ADD COLUMN``,
 nullable), so an existing database keeps working and its old rows read back with ``None``
-there. The one such column so far is ``propensity``.
+there. The one such column so far is ``propensity``. Indexes added later are created the same
+way (:func:`~shopaug.feedback.migrate.add_missing_indexes`): so far the one on ``user_id``,
+which :meth:`FeedbackStore.user_history` reads by.
 
 Why one module of this length: the SQL of both backends (SQLite and PostgreSQL) and the
 schema it depends on are read together; splitting them would separate a query from its table.
@@ -60,7 +62,7 @@ from shopaug.feedback.connection import (
     sqlite_on_connect,
     unavailable_error,
 )
-from shopaug.feedback.migrate import add_missing_columns
+from shopaug.feedback.migrate import add_missing_columns, add_missing_indexes
 from shopaug.privacy.pii import default_scrubber
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,13 @@ EVENT_COLUMNS = (
     "propensity",
 )
 DEFAULT_CONSUMER = "online"
+#: Events a session's history is made of (what the user chose, not what was shown).
+CHOICE_EVENTS = ("click", "add_to_cart", "purchase")
+#: Events that extend a customer's purchase history (:meth:`FeedbackStore.user_history`).
+BOUGHT_EVENTS = ("add_to_cart", "purchase")
 __all__ = [
+    "BOUGHT_EVENTS",
+    "CHOICE_EVENTS",
     "DEFAULT_CONSUMER",
     "EVENT_COLUMNS",
     "Acknowledgement",
@@ -232,6 +240,7 @@ class FeedbackStore:
         if create:
             self._metadata.create_all(self.engine)
             add_missing_columns(self.engine, self.events)
+            add_missing_indexes(self.engine, self.events)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -396,20 +405,49 @@ class FeedbackStore:
 
     def session_history(self, session_id: str, *, limit: int = 50) -> list[str]:
         """Products the session clicked, added to cart or bought, oldest first, no repeats."""
+        products = self._products(
+            self.events.c.session_id == session_id, CHOICE_EVENTS, limit=limit * 4
+        )
+        seen: dict[str, None] = {}
+        for product_id in products:
+            seen.pop(product_id, None)
+            seen[product_id] = None  # most recent occurrence last
+        return list(seen)[-limit:]
+
+    def user_history(
+        self,
+        user_id: str,
+        *,
+        events: Sequence[str] = BOUGHT_EVENTS,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Products of ``user_id``'s events of the kinds ``events`` (default: added to cart or
+        bought), oldest first in the order the store committed them, repeats kept (one entry
+        per event: how often an item was bought counts). ``limit`` keeps the most recent.
+
+        This is how a customer's purchases logged through ``/feedback`` reach ``/recommend``
+        by ``customer_id``; the ``user_id`` column is indexed for it.
+        """
+        unknown = sorted(set(events) - set(EVENTS))
+        if unknown:
+            raise ValueError(f"events {unknown}: expected kinds among {EVENTS}")
+        return self._products(self.events.c.user_id == user_id, tuple(events), limit=limit)
+
+    def _products(self, where: Any, kinds: Sequence[str], *, limit: int | None) -> list[str]:
+        """``product_id`` of the events matching ``where`` whose kind is in ``kinds``, oldest
+        first (store id order); with ``limit``, only the most recent ``limit``."""
         statement = (
             self.events.select()
-            .where(self.events.c.session_id == session_id)
-            .where(self.events.c.event != "impression")
+            .with_only_columns(self.events.c.product_id)
+            .where(where)
+            .where(self.events.c.event.in_(list(kinds)))
             .order_by(self.events.c.id.desc())
-            .limit(limit * 4)
         )
+        if limit is not None:
+            statement = statement.limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(statement).all()
-        seen: dict[str, None] = {}
-        for row in reversed(rows):
-            seen.pop(row.product_id, None)
-            seen[row.product_id] = None  # most recent occurrence last
-        return list(seen)[-limit:]
+            products = connection.execute(statement).scalars().all()
+        return [str(product_id) for product_id in reversed(products)]
 
     # -- consumption cursor ---------------------------------------------------------------
 
@@ -487,7 +525,9 @@ def _tables(prefix: str) -> tuple[Any, Any, Any, Any]:
         sa.Column("received_at", sa.Float(precision=53), nullable=False),
         sa.Column("idempotency_key", sa.String(200), nullable=True),
         sa.Column("event", sa.String(32), nullable=False),
-        sa.Column("user_id", sa.String(200), nullable=True),
+        # indexed since user_history (a customer's purchases for /recommend): migrate.py adds
+        # the index to old tables on open
+        sa.Column("user_id", sa.String(200), nullable=True, index=True),
         sa.Column("session_id", sa.String(200), nullable=True, index=True),
         sa.Column("query", sa.Text, nullable=True),
         sa.Column("query_id", sa.String(200), nullable=True),

@@ -8,8 +8,11 @@ the same :class:`~shopaug.serve.catalog_backend.CatalogLoader` as a search run (
 such a directory here) and answers:
 
 * ``POST /recommend {"customer_id": ...}``: the customer's stored history
-  (:meth:`RecommenderBackend.customer_history`, 404 for an unknown customer) ranked by the user
-  tower against the item tower, exactly as the run's test split ranked it;
+  (:meth:`RecommenderBackend.customer_history`), then their purchases and carts logged through
+  ``/feedback`` since (read from the feedback store by the route,
+  :func:`shopaug.serve.routes.recommend.customer_history`), ranked by the user tower against
+  the item tower; with nothing logged, exactly as the run's test split ranked it. 404 for a
+  customer with neither. The weights stay as trained until the next retrain;
 * ``POST /recommend {"history": [...]}``: an ad-hoc history of item ids, the same way (ids the
   model does not know: 422 naming them);
 * ``session_id``: the products the session clicked, carted or bought, the same way.
@@ -124,7 +127,8 @@ class RecommenderBackend:
         )
 
     def customer_history(self, customer_id: str) -> list[str]:
-        """The stored purchases of ``customer_id``, oldest first.
+        """The stored purchases of ``customer_id`` (before the cut), oldest first; the
+        service appends those logged since (see the module docstring).
 
         Raises:
             UnknownCustomerError: no purchase of this customer before the cut is stored.

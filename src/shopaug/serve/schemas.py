@@ -70,7 +70,8 @@ class RecommendRequest(BaseModel):
     customer_id: Identifier | None = Field(
         None,
         description="Use the customer's purchases known when the model was trained (a "
-        "recommendation run's model); 404 for a customer the model does not know.",
+        "recommendation run's model), then the purchase and add_to_cart events logged "
+        "through /feedback with this id as user_id; 404 for a customer with neither.",
     )
     k: StrictK = 10
 
@@ -96,7 +97,11 @@ class FeedbackEventIn(BaseModel):
     position: int | None = Field(
         None, ge=1, le=100_000, strict=True, description="1-based rank shown."
     )
-    user_id: IdentifierOrEmpty | None = None
+    user_id: IdentifierOrEmpty | None = Field(
+        None,
+        description="The user or customer; a purchase or add_to_cart event extends the "
+        "history /recommend ranks for this customer_id from the next request on.",
+    )
     session_id: IdentifierOrEmpty | None = None
     timestamp: float | None = Field(
         None, ge=0, strict=True, description="Client time, Unix seconds."
@@ -161,8 +166,9 @@ _MEANING = {
     408: "The request body did not arrive in time (the connection is closed).",
     401: "Missing or malformed admin token.",
     403: "Wrong admin token.",
-    404: "Admin routes or ads disabled, nothing logged for the session, a customer the model "
-    "does not know, or /search on a model that ranks no queries (a recommendation run).",
+    404: "Admin routes or ads disabled, nothing logged for the session, a customer with no "
+    "purchase known to the model or logged, or /search on a model that ranks no queries (a "
+    "recommendation run).",
     409: "Idempotency-Key reused with a different body.",
     413: "Request body larger than max_body_bytes.",
     415: "The body is not sent as Content-Type: application/json (UTF-8).",
