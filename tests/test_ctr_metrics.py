@@ -9,6 +9,7 @@ from shopaug.eval.calibration import (
     bootstrap_metric,
     expected_calibration_error,
     log_losses,
+    normalized_entropy,
     reliability_bins,
     reliability_chart,
     roc_auc,
@@ -92,3 +93,20 @@ def test_summary_holds_each_metric_inside_its_interval() -> None:
         low, high = summary[name]["ci95"]
         assert low <= summary[name]["mean"] <= high
     assert summary["mean_predicted"] == pytest.approx(p.mean())
+
+
+def test_normalized_entropy_against_hand_computed_values() -> None:
+    y = np.array([0, 0, 0, 1])
+    p = np.array([0.1, 0.2, 0.1, 0.6])
+    model = -(np.log(0.9) * 2 + np.log(0.8) + np.log(0.6)) / 4
+    constant = -(3 * np.log(0.75) + np.log(0.25)) / 4
+    assert normalized_entropy(labels=y, probabilities=p, base_rate=0.25) == pytest.approx(
+        model / constant
+    )
+    # the base rate itself scores exactly 1; its interval is [1, 1]
+    summary = summarize_probabilities(
+        labels=y, probabilities=np.full(4, 0.25), n_resamples=50, base_rate=0.25
+    )
+    assert summary["normalized_entropy"] == {"mean": 1.0, "ci95": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="base_rate"):
+        normalized_entropy(labels=y, probabilities=p, base_rate=0.0)

@@ -118,3 +118,34 @@ def test_position_modes() -> None:
         CtrSettings(position="slot")
     with pytest.raises(ValueError, match="negative_rate"):
         CtrSettings(negative_rate=0.0)
+
+
+def test_feature_sets_and_the_item_position_cross(tmp_path: Path) -> None:
+    train = synthetic_impressions(3000, seed=4)
+    encoder = FeatureEncoder.fit(train, with_position=True, features="item*position")
+    # 6 items, 3 slots, 18 (item, slot) pairs; no numeric column in this set
+    assert [len(v) for v in encoder.vocabulary.values()] == [6, 18, 3]
+    assert encoder.width == 27 and "men:5*3" in encoder.vocabulary["item*position"]
+    row = encoder.transform(train.iloc[:1])
+    assert row.nnz == 3  # the item, the pair and the slot
+    model = CtrModel.fit(train, CtrSettings(model="logistic", features="item*position"))
+    again = CtrModel.load(model.save(tmp_path / "model"))
+    np.testing.assert_allclose(again.predict(train), model.predict(train))
+    with pytest.raises(ValueError, match="features"):
+        CtrSettings(features="everything")
+
+
+def test_fit_on_rows_encoded_by_a_whole_log_encoder_predicts_the_same() -> None:
+    log = synthetic_impressions(4000, seed=5)
+    train = log.iloc[:2500].reset_index(drop=True)
+    settings = CtrSettings(model="logistic")
+    plain = CtrModel.fit(train, settings)
+    encoder = FeatureEncoder.fit(log, with_position=True)
+    shared = CtrModel.fit(train, settings, encoder=encoder, features=encoder.transform(log)[:2500])
+    expected = plain.predict(log)
+    np.testing.assert_allclose(shared.predict(log), expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        shared.predict_encoded(encoder.transform(log), log["position"].to_numpy()),
+        expected,
+        rtol=1e-4,
+    )

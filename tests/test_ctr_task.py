@@ -75,6 +75,36 @@ def test_ope_validation_on_uniform_policy_is_close_to_truth(tmp_path: Path) -> N
     assert abs(check["estimates"]["dr"]["value"] - truth) < 0.08
 
 
+def test_feature_study_and_learning_curve(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        positions=["feature"],
+        negative_rates=[1.0],
+        feature_models=["logistic"],
+        feature_sets=["item", "item*position"],
+        learning_curve=[0.5, 1.0],
+    )
+    task = load_task(str(config))
+    result = task.module.run(task.config, tmp_path / "run", "test")
+    assert result["variants"][0]["normalized_entropy"]["mean"] == 1.0  # the base rate itself
+    for row in result["variants"][1:]:
+        low, high = row["normalized_entropy"]["ci95"]
+        assert low <= row["normalized_entropy"]["mean"] <= high
+    study = result["feature_study"]
+    assert [(row["model"], row["features"]) for row in study] == [
+        ("logistic", "item"),
+        ("logistic", "item*position"),
+    ]
+    curve = result["learning_curve"]
+    assert [row["fraction"] for row in curve] == [0.5, 1.0]
+    assert curve[0]["train_impressions"] == 336 and curve[1]["train_impressions"] == 672
+    # the whole training window with every feature is the variant of the main table
+    full = next(
+        r for r in result["variants"] if r["name"].startswith("logistic / position feature")
+    )
+    assert curve[1]["log_loss"]["mean"] == pytest.approx(full["log_loss"]["mean"])
+
+
 def test_profiles_parse() -> None:
     assert {"ctr-quick", "ctr-full"} <= set(profile_names())
     quick = load_task("ctr-quick")
@@ -91,6 +121,8 @@ def test_profiles_parse() -> None:
         ({"test_fraction": 1.2}, "test_fraction"),
         ({"estimator": {"treez": 3}}, "treez"),
         ({"colour": "red"}, "colour"),
+        ({"feature_sets": ["item", "colour"]}, "feature_sets"),
+        ({"learning_curve": [0.0]}, "learning_curve"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, overrides: dict, needle: str) -> None:

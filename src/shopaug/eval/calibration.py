@@ -1,4 +1,5 @@
-"""Metrics of predicted click probabilities: AUC, log loss, calibration and a reliability plot.
+"""Metrics of predicted click probabilities: AUC, log loss, normalized entropy, calibration and a
+reliability plot.
 
 Pure, keyword-only functions over arrays of 0/1 ``labels`` and predicted ``probabilities``
 (one per impression). ``log_losses`` returns the per-impression array (averaging is the
@@ -11,7 +12,7 @@ Example:
     >>> roc_auc(labels=labels, scores=probabilities)
     0.75
     >>> round(float(log_losses(labels=labels, probabilities=probabilities).mean()), 4)
-    0.4722
+    0.4723
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def log_losses(*, labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e
     y, p = _check(labels, probabilities, "probabilities")
     p = np.clip(p, eps, 1 - eps)
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def normalized_entropy(*, labels: np.ndarray, probabilities: np.ndarray, base_rate: float) -> float:
+    """Mean log loss of ``probabilities`` over the mean log loss of the constant ``base_rate``
+    on the same impressions (He et al. 2014, "Practical lessons from predicting clicks on ads at
+    Facebook"): below 1, the model predicts clicks better than the background rate.
+
+    Example:
+        >>> round(normalized_entropy(labels=np.array([0, 1]), probabilities=np.array([0.2, 0.8]),
+        ...     base_rate=0.5), 4)
+        0.3219
+    """
+    if not 0 < base_rate < 1:
+        raise ValueError(f"base_rate is {base_rate}; expected a number in (0, 1)")
+    y, _ = _check(labels, probabilities, "probabilities")
+    model = log_losses(labels=y, probabilities=probabilities).mean()
+    constant = log_losses(labels=y, probabilities=np.full(y.size, base_rate)).mean()
+    return float(model / constant)
 
 
 @dataclass(frozen=True)
@@ -177,9 +196,11 @@ def summarize_probabilities(
     bins: int = 10,
     n_resamples: int = 1000,
     seed: int = 0,
+    base_rate: float | None = None,
 ) -> dict[str, Any]:
-    """AUC, mean log loss and ECE, each ``{"mean": value, "ci95": [low, high]}`` with a
-    :func:`bootstrap_metric` interval, and ``mean_predicted``."""
+    """AUC, mean log loss and ECE (and, with ``base_rate``, the :func:`normalized_entropy`
+    against it), each ``{"mean": value, "ci95": [low, high]}`` with a :func:`bootstrap_metric`
+    interval (the same resamples for every metric), and ``mean_predicted``."""
 
     def auc(y: np.ndarray, p: np.ndarray) -> float:
         return roc_auc(labels=y, scores=p)
@@ -190,8 +211,19 @@ def summarize_probabilities(
     def ece(y: np.ndarray, p: np.ndarray) -> float:
         return expected_calibration_error(labels=y, probabilities=p, bins=bins)
 
+    def entropy(y: np.ndarray, p: np.ndarray) -> float:
+        assert base_rate is not None
+        return normalized_entropy(labels=y, probabilities=p, base_rate=base_rate)
+
+    metrics: list[tuple[str, Callable[[np.ndarray, np.ndarray], float]]] = [
+        ("auc", auc),
+        ("log_loss", loss),
+        ("ece", ece),
+    ]
+    if base_rate is not None:
+        metrics.append(("normalized_entropy", entropy))
     out: dict[str, Any] = {}
-    for name, metric in (("auc", auc), ("log_loss", loss), ("ece", ece)):
+    for name, metric in metrics:
         low, high = bootstrap_metric(
             metric,
             labels=labels,
@@ -247,6 +279,7 @@ __all__ = [
     "bootstrap_metric",
     "expected_calibration_error",
     "log_losses",
+    "normalized_entropy",
     "reliability_bins",
     "reliability_chart",
     "roc_auc",

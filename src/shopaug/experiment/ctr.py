@@ -3,9 +3,16 @@
 Every (policy, campaign) log is cut by time: the earlier part trains (its last
 ``validation_fraction`` is held out to choose the served variant), the later ``test_fraction``
 is read once for the figures. Each variant (learner x position handling x negative rate) is
-trained on the same rows and scored on the same test impressions: AUC, log loss and expected
-calibration error with bootstrap intervals, a reliability diagram, and off-policy estimates
-(IPS, SNIPS, DR) of the policy that ranks by its predicted CTR, on the uniform-random test logs.
+trained on the same rows and scored on the same test impressions: AUC, log loss, normalized
+entropy (log loss over the training base rate's) and expected calibration error with bootstrap
+intervals, a reliability diagram, and off-policy estimates (IPS, SNIPS, DR) of the policy that
+ranks by its predicted CTR, on the uniform-random test logs.
+
+Where the signal is (``feature_sets``): each of ``feature_models`` with the slot as a feature,
+reading one :data:`~shopaug.models.ctr.FEATURE_SETS` entry at a time (the item alone, the item,
+its slot and their cross, the context alone, ...). How the signal grows with data
+(``learning_curve``): the same learners on nested random fractions of the training rows, scored
+on the same test impressions.
 
 The estimators are validated where the truth is known: the uniform-random policy's value,
 estimated from the Thompson-sampling (bts) test logs with their propensities, against its
@@ -44,7 +51,13 @@ from shopaug.eval import calibration, off_policy
 from shopaug.eval.ctr_report import render_ctr_report
 from shopaug.experiment.ctr_privacy import fit_model, parse_privacy, privacy_label
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
-from shopaug.models.ctr import POSITION_MODES, SERVING_POSITION, CtrModel, CtrSettings
+from shopaug.models.ctr import (
+    FEATURE_SETS,
+    POSITION_MODES,
+    SERVING_POSITION,
+    CtrModel,
+    CtrSettings,
+)
 from shopaug.models.ctr_estimators import ESTIMATORS, EstimatorSettings
 
 logger = logging.getLogger(__name__)
@@ -72,6 +85,9 @@ class CtrRunConfig:
     calibration_bins: int = 10
     bootstrap: int = 1000
     seed: int = 0
+    feature_models: tuple[str, ...] = ("logistic", "lightgbm")
+    feature_sets: tuple[str, ...] = ()
+    learning_curve: tuple[float, ...] = ()
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
     privacy: dict[str, Any] = field(default_factory=dict)
 
@@ -106,6 +122,11 @@ def parse_config(mapping: Mapping[str, Any], source: str) -> CtrRunConfig:
     _check_names(source, "train_policies", config.train_policies, POLICIES)
     _check_names(source, "models", config.models, tuple(ESTIMATORS))
     _check_names(source, "positions", config.positions, POSITION_MODES)
+    _check_names(source, "feature_models", config.feature_models, tuple(ESTIMATORS))
+    if config.feature_sets:
+        _check_names(source, "feature_sets", config.feature_sets, tuple(FEATURE_SETS))
+    if not all(0 < fraction <= 1 for fraction in config.learning_curve):
+        raise ConfigError(f"{source}: learning_curve must list fractions in (0, 1]")
     if not all(0 < rate <= 1 for rate in config.negative_rates) or not config.negative_rates:
         raise ConfigError(f"{source}: negative_rates must be numbers in (0, 1]")
     for key in ("test_fraction", "validation_fraction"):
@@ -231,16 +252,76 @@ def off_policy_estimates(terms: Mapping[str, np.ndarray], config: CtrRunConfig) 
 
 
 def score_predictions(
-    labels: np.ndarray, predicted: np.ndarray, config: CtrRunConfig
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    config: CtrRunConfig,
+    base_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Calibration, AUC and log loss of ``predicted`` with the config's bins and bootstrap."""
+    """Calibration, AUC and log loss of ``predicted`` with the config's bins and bootstrap (and
+    the normalized entropy against ``base_rate``, the training click rate, when given)."""
     return calibration.summarize_probabilities(
         labels=labels,
         probabilities=predicted,
         bins=config.calibration_bins,
         n_resamples=config.bootstrap,
         seed=config.seed,
+        base_rate=base_rate,
     )
+
+
+def _study_row(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: CtrSettings,
+    config: CtrRunConfig,
+    base_rate: float,
+) -> dict[str, Any]:
+    """One model of the feature study or the learning curve, fitted on ``train``, scored on
+    ``test`` against the full training window's ``base_rate``."""
+    tick = time.perf_counter()
+    model, _ = fit_model(train, settings, config.privacy)
+    scores = score_predictions(test["click"].to_numpy(), model.predict(test), config, base_rate)
+    return {
+        "model": settings.model,
+        "features": settings.features,
+        "train_impressions": len(train),
+        "train_clicks": int(train["click"].sum()),
+        **scores,
+        "seconds": round(time.perf_counter() - tick, 2),
+    }
+
+
+def feature_study(
+    train: pd.DataFrame, test: pd.DataFrame, config: CtrRunConfig, base_rate: float
+) -> list[dict[str, Any]]:
+    """Each of ``feature_models`` (slot as a feature, all impressions) on each feature set."""
+    return [
+        _study_row(
+            train,
+            test,
+            CtrSettings(model, "feature", 1.0, config.seed, config.estimator, features),
+            config,
+            base_rate,
+        )
+        for model in config.feature_models
+        for features in config.feature_sets
+    ]
+
+
+def learning_curve(
+    train: pd.DataFrame, test: pd.DataFrame, config: CtrRunConfig, base_rate: float
+) -> list[dict[str, Any]]:
+    """Each of ``feature_models`` (all features, slot as a feature) trained on nested random
+    fractions of the training rows (one seeded permutation, its first ``fraction``)."""
+    order = np.random.default_rng(config.seed).permutation(len(train))
+    rows = []
+    for fraction in config.learning_curve:
+        part = train.iloc[np.sort(order[: max(1, round(fraction * len(train)))])]
+        for model in config.feature_models:
+            settings = CtrSettings(model, "feature", 1.0, config.seed, config.estimator)
+            row = _study_row(part.reset_index(drop=True), test, settings, config, base_rate)
+            rows.append({"fraction": fraction, **row})
+    return rows
 
 
 def _variant_name(settings: CtrSettings) -> str:
@@ -281,7 +362,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
         {
             "name": "base rate (constant)",
             "kind": "baseline",
-            **score_predictions(test_labels, constant, config),
+            **score_predictions(test_labels, constant, config, base_rate),
         }
     ]
     curves = {}
@@ -299,7 +380,7 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             "kind": "model",
             "settings": {k: v for k, v in asdict(settings).items() if k != "estimator"},
             "validation_log_loss": float(valid_loss),
-            **score_predictions(test_labels, predicted, config),
+            **score_predictions(test_labels, predicted, config, base_rate),
             "ope": off_policy_estimates(_ope_terms(model, random_test, config, "softmax"), config),
             "seconds": round(time.perf_counter() - tick, 2),
             **({"privacy": guarantee.to_json()} if guarantee else {}),
@@ -330,7 +411,10 @@ def run(config: CtrRunConfig, out: Path, command: str) -> dict[str, Any]:
             "test": int(test_labels.sum()),
         },
         "selected": {"system": chosen["name"], "by": "validation log loss"},
+        "base_rate": base_rate,
         "variants": rows,
+        "feature_study": feature_study(train, test, config, base_rate),
+        "learning_curve": learning_curve(train, test, config, base_rate),
         "reliability": {name: table.as_dict() for name, table in curves.items()},
         "ope": {
             "logged_policy": off_policy.bootstrap_estimate(
@@ -392,12 +476,14 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     lines = [
         f"{result['dataset']}: {result['impressions']['test']} test impressions, "
         f"{result['clicks']['test']} clicks",
-        f"{'variant':<44} {'AUC':>7} {'log loss':>9} {'ECE':>8} {'OPE DR':>8}",
+        f"{'variant':<44} {'AUC':>7} {'log loss':>9} {'NE':>7} {'ECE':>8} {'OPE DR':>8}",
     ]
     for row in result["variants"]:
         dr = row.get("ope", {}).get("dr", {}).get("value")
+        entropy = row.get("normalized_entropy", {}).get("mean")
         lines.append(
             f"{row['name'][:44]:<44} {row['auc']['mean']:>7.4f} {row['log_loss']['mean']:>9.5f} "
+            f"{'-' if entropy is None else f'{entropy:.4f}':>7} "
             f"{row['ece']['mean']:>8.5f} {'-' if dr is None else f'{dr:.5f}':>8}"
         )
     logged = result["ope"]["logged_policy"]["value"]

@@ -19,6 +19,11 @@ seeded draw) and the model is trained on the sample; its output ``q`` is mapped 
 full population with ``p = q / (q + (1 - q) / w)`` (He et al. 2014, "Practical lessons from
 predicting clicks on ads at Facebook").
 
+Features: :data:`FEATURE_SETS` names what a model reads (``all`` by default: every user and item
+column, the affinities, and the slot under ``position: feature``); smaller sets (the item alone,
+the item and its slot with their cross ``item*position``, the context alone) show where the
+signal is. A cross ``a*b`` is one categorical column whose values are the pairs of values.
+
 A model directory holds ``ctr-model.json`` (settings, encoder vocabulary, position
 propensities) and the learner's own file (see :mod:`shopaug.models.ctr_estimators`).
 """
@@ -61,6 +66,34 @@ CATEGORICAL = (
     "item_feature_3",
 )
 NUMERIC = ("item_feature_0", "affinity", "affinity_total")
+#: The columns read as numbers and their transform (affinities are counts: ``log1p``).
+_NUMERIC_TRANSFORMS = {
+    "item_feature_0": lambda values: values,
+    "affinity": lambda values: np.log1p(np.maximum(values, 0)),
+    "affinity_total": lambda values: np.log1p(np.maximum(values, 0)),
+}
+CROSS = "*"
+USER_COLUMNS = CATEGORICAL[:4]
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The categorical columns (a cross ``a*b`` among them) and numeric columns a model reads;
+    the slot is added by ``position: feature`` whatever the set."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+
+FEATURE_SETS = {
+    "all": FeatureSet(CATEGORICAL, NUMERIC),
+    "all+item*position": FeatureSet((*CATEGORICAL, f"item{CROSS}position"), NUMERIC),
+    "item": FeatureSet(("item",), ()),
+    "item*position": FeatureSet(("item", f"item{CROSS}position"), ()),
+    "context": FeatureSet(USER_COLUMNS, ("affinity", "affinity_total")),
+    "item+context": FeatureSet(("item", *USER_COLUMNS), ("affinity", "affinity_total")),
+}
+"""Feature sets by config name (``CtrSettings.features``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +106,7 @@ class CtrSettings:
         negative_rate: Fraction of non-clicks kept for training, in (0, 1]; 1 keeps all.
         seed: Seed of the down-sampling draw and of the learner.
         estimator: The learners' hyper-parameters.
+        features: The :data:`FEATURE_SETS` entry the model reads.
     """
 
     model: str = "logistic"
@@ -80,6 +114,7 @@ class CtrSettings:
     negative_rate: float = 1.0
     seed: int = 0
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    features: str = "all"
 
     def __post_init__(self) -> None:
         if self.model not in ESTIMATORS:
@@ -90,11 +125,25 @@ class CtrSettings:
             )
         if not 0 < self.negative_rate <= 1:
             raise ValueError(f"negative_rate is {self.negative_rate}; expected a number in (0, 1]")
+        if self.features not in FEATURE_SETS:
+            raise ValueError(
+                f"features is {self.features!r}; expected one of {', '.join(FEATURE_SETS)}"
+            )
+
+
+def column_values(table: pd.DataFrame, column: str) -> pd.Series:
+    """The string values of ``column``; for a cross ``a*b``, ``"<a>*<b>"`` per row."""
+    parts = column.split(CROSS)
+    values = table[parts[0]].astype(str)
+    for part in parts[1:]:
+        values = values + CROSS + table[part].astype(str)
+    return values
 
 
 class FeatureEncoder:
     """One-hot columns for every categorical value seen at fit time (an unseen value gets no
-    column), ``log1p`` of the affinities, the item's numeric feature, and (optionally) the slot.
+    column), the numeric columns (``log1p`` of the affinities, the item's numeric feature), and
+    (optionally) the slot.
 
     Example:
         >>> frame = pd.DataFrame({c: ["a"] for c in CATEGORICAL} | {c: [0.0] for c in NUMERIC})
@@ -102,9 +151,15 @@ class FeatureEncoder:
         (1, 12)
     """
 
-    def __init__(self, vocabulary: Mapping[str, Sequence[str]], with_position: bool) -> None:
+    def __init__(
+        self,
+        vocabulary: Mapping[str, Sequence[str]],
+        with_position: bool,
+        numeric: Sequence[str] = NUMERIC,
+    ) -> None:
         self.vocabulary = {column: list(values) for column, values in vocabulary.items()}
         self.with_position = with_position
+        self.numeric = tuple(numeric)
         self._index = {
             column: {value: i for i, value in enumerate(values)}
             for column, values in self.vocabulary.items()
@@ -112,22 +167,25 @@ class FeatureEncoder:
         self._offsets = np.cumsum([0] + [len(v) for v in self.vocabulary.values()])
 
     @classmethod
-    def fit(cls, table: pd.DataFrame, *, with_position: bool) -> FeatureEncoder:
-        vocabulary = {column: sorted(set(map(str, table[column]))) for column in CATEGORICAL}
-        if with_position:
-            vocabulary["position"] = sorted(set(map(str, table["position"])))
-        return cls(vocabulary, with_position)
+    def fit(
+        cls, table: pd.DataFrame, *, with_position: bool, features: str = "all"
+    ) -> FeatureEncoder:
+        """The vocabulary of ``table`` for the :data:`FEATURE_SETS` entry ``features``."""
+        chosen = FEATURE_SETS[features]
+        columns = [*chosen.categorical, *(["position"] if with_position else [])]
+        vocabulary = {column: sorted(set(column_values(table, column))) for column in columns}
+        return cls(vocabulary, with_position, chosen.numeric)
 
     @property
     def width(self) -> int:
-        return int(self._offsets[-1]) + len(NUMERIC)
+        return int(self._offsets[-1]) + len(self.numeric)
 
     def transform(self, table: pd.DataFrame) -> sparse.csr_matrix:
         """``(rows, width)`` float64 CSR matrix."""
         rows = len(table)
         blocks_rows, blocks_cols = [], []
         for offset, (column, index) in zip(self._offsets, self._index.items()):
-            codes = pd.Series(table[column].astype(str)).map(index).to_numpy()
+            codes = column_values(table, column).map(index).to_numpy()
             known = ~pd.isna(codes)
             blocks_rows.append(np.flatnonzero(known))
             blocks_cols.append(codes[known].astype(np.int64) + offset)
@@ -140,15 +198,19 @@ class FeatureEncoder:
         )
         numeric = np.column_stack(
             [
-                table["item_feature_0"].to_numpy(dtype=np.float64),
-                np.log1p(np.maximum(table["affinity"].to_numpy(dtype=np.float64), 0)),
-                np.log1p(np.maximum(table["affinity_total"].to_numpy(dtype=np.float64), 0)),
+                _NUMERIC_TRANSFORMS[column](table[column].to_numpy(dtype=np.float64))
+                for column in self.numeric
             ]
+            or [np.zeros((rows, 0))]
         )
         return sparse.hstack([one_hot, sparse.csr_matrix(numeric)], format="csr")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary, "with_position": self.with_position}
+        return {
+            "vocabulary": self.vocabulary,
+            "with_position": self.with_position,
+            "numeric": list(self.numeric),
+        }
 
 
 def position_propensities(table: pd.DataFrame) -> dict[int, float]:
@@ -200,11 +262,20 @@ class CtrModel:
         settings: CtrSettings,
         *,
         trainer: NetworkTrainer | None = None,
+        encoder: FeatureEncoder | None = None,
+        features: sparse.csr_matrix | None = None,
     ) -> CtrModel:
         """Fit on an :func:`~shopaug.data.open_bandit.impression_table` (with ``click``).
 
         ``trainer`` trains the ``neural`` learner's network instead of its plain loop (DP-SGD:
         :class:`shopaug.train.dp_sgd.PrivateRowTraining`); other learners refuse one.
+
+        ``encoder`` (fitted on a superset of ``table``, say a whole log) and ``features``
+        (``table`` encoded by it, ``(len(table), width)``) spare the encoding when one log is
+        fitted many times (cross-fitting, bootstrap runs). A value the training rows lack then
+        has a column that is zero in every training row, which the learners leave at zero
+        weight (L2) or never split on, so the predictions are those of a model with the
+        training rows' own vocabulary.
         """
         if trainer is not None and settings.model != "neural":
             raise ValueError(
@@ -221,13 +292,27 @@ class CtrModel:
         if settings.position == "ipw":
             theta = sample["position"].map(propensities).to_numpy(dtype=np.float64)
             weights = np.where(labels[kept] == 1, 1.0 / theta, 1.0)
-        encoder = FeatureEncoder.fit(table, with_position=settings.position == "feature")
+        with_position = settings.position == "feature"
+        if encoder is None:
+            encoder = FeatureEncoder.fit(
+                table, with_position=with_position, features=settings.features
+            )
+        elif encoder.with_position != with_position:
+            raise ValueError(
+                f"the encoder has with_position={encoder.with_position}; position "
+                f"{settings.position!r} needs {with_position}"
+            )
+        if features is not None and features.shape != (len(table), encoder.width):
+            raise ValueError(
+                f"features have shape {features.shape}; expected ({len(table)}, {encoder.width})"
+            )
         estimator: Estimator = (
             NeuralEstimator(settings.estimator, settings.seed, trainer=trainer)
             if trainer is not None
             else ESTIMATORS[settings.model](settings.estimator, settings.seed)
         )
-        estimator.fit(encoder.transform(sample), labels[kept], weights)
+        matrix = encoder.transform(sample) if features is None else features[kept]
+        estimator.fit(matrix, labels[kept], weights)
         logger.info(
             "ctr %s/%s/w=%g: %d rows (%d clicks), %d features",
             settings.model,
@@ -244,11 +329,19 @@ class CtrModel:
         every row when given (a ranking or a served CTR uses :data:`SERVING_POSITION`)."""
         if position is not None:
             table = table.assign(position=position)
-        probability = self.estimator.predict(self.encoder.transform(table))
+        return self.predict_encoded(
+            self.encoder.transform(table), table["position"].to_numpy(dtype=np.int64)
+        )
+
+    def predict_encoded(self, features: sparse.csr_matrix, positions: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of rows already encoded by :attr:`encoder` (``(rows, width)``), shown
+        at ``positions`` ``(rows,)`` (the slots the features encode, with ``position:
+        feature``)."""
+        probability = self.estimator.predict(features)
         if self.settings.negative_rate < 1:
             probability = recalibrate(probability, self.settings.negative_rate)
         if self.settings.position == "ipw":
-            theta = table["position"].map(self.propensities).fillna(1.0)
+            theta = pd.Series(positions).map(self.propensities).fillna(1.0)
             probability = probability * theta.to_numpy(dtype=np.float64)
         return probability
 
@@ -284,7 +377,9 @@ class CtrModel:
         raw = dict(descriptor["settings"])
         settings = CtrSettings(**{**raw, "estimator": EstimatorSettings(**raw["estimator"])})
         encoder = FeatureEncoder(
-            descriptor["encoder"]["vocabulary"], descriptor["encoder"]["with_position"]
+            descriptor["encoder"]["vocabulary"],
+            descriptor["encoder"]["with_position"],
+            descriptor["encoder"].get("numeric", NUMERIC),
         )
         estimator = ESTIMATORS[settings.model].load(directory, settings.estimator)
         propensities = {int(k): float(v) for k, v in descriptor["position_propensities"].items()}
@@ -292,11 +387,14 @@ class CtrModel:
 
 
 __all__ = [
+    "FEATURE_SETS",
     "POSITION_MODES",
     "SERVING_POSITION",
     "CtrModel",
     "CtrSettings",
     "FeatureEncoder",
+    "FeatureSet",
+    "column_values",
     "downsample",
     "position_propensities",
     "recalibrate",
