@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines import write_reranker
 from shopaug.data import load_dataset
 from shopaug.encoders.bm25 import BM25Index
 from shopaug.models.model_dir import write_hashing_model
@@ -87,23 +88,6 @@ DIM = 64
 KINDS = ["dense", "rrf", "convex", "dense+reranker", "rrf+reranker", "convex+reranker"]
 
 
-def _reranker(folder: Path) -> None:
-    """A small LambdaMART over the features' names, saved as ``model/reranker/``."""
-    pytest.importorskip("lightgbm")
-    from shopaug.models.ltr_reranker import LambdaMartReranker, LambdaMartSettings
-    from shopaug.retrieval.rerank_features import FEATURE_NAMES, ClassPrior
-    from shopaug.retrieval.reranking import save_feature_reranker
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(200, len(FEATURE_NAMES)))
-    gains = (features[:, 0] > 0).astype(int) * 2
-    model = LambdaMartReranker(
-        LambdaMartSettings(trees=10, leaves=4, min_data_in_leaf=5), feature_names=FEATURE_NAMES
-    )
-    model.fit(features, gains, [20] * 10)
-    save_feature_reranker(folder, model, ClassPrior([("sofa", "Sofas", 2.0)]), top_k=20)
-
-
 def _run_dir(root: Path, kind: str) -> Path:
     run = root / kind
     run.mkdir(parents=True)
@@ -119,7 +103,7 @@ def _run_dir(root: Path, kind: str) -> Path:
             json.dumps({"method": "convex", "weight": 0.5}), encoding="utf-8"
         )
     if kind.endswith("+reranker"):
-        _reranker(model / "reranker")
+        write_reranker(model / "reranker")
     return run
 
 

@@ -330,3 +330,52 @@ def test_a_fusing_champion_is_gated_on_its_fused_ranking(tmp_path: Path, demo) -
     assert fused.rank(queries, 10) != dense_only.rank(queries, 10)
     # a lexical-only match of BM25 reaches the fused top 10
     assert all(lexical[q] for q in queries)
+
+
+def test_a_round_keeps_every_stage_and_the_gate_scores_as_the_service(tmp_path: Path, demo) -> None:
+    """A served pipeline with BM25 fusion and a LambdaMART reranker goes through a round: the
+    challenger carries both stages (the reranker with the champion's encoder for its features,
+    since the first stage changed), the promoted model still reranks in the service, and the
+    gate's champion score equals the score of the service's own ranking on the same queries."""
+    from pipelines import write_reranker
+    from shopaug.eval.metrics import evaluate_run
+    from shopaug.retrieval.reranking import FEATURES_ENCODER_DIR, RERANKER_DIR
+
+    run = make_run_dir(tmp_path, demo)
+    (run / "model" / "fusion.json").write_text('{"method": "convex", "weight": 0.5}', "utf-8")
+    write_reranker(run / "model" / RERANKER_DIR, top_k=20)
+    served = load_catalog_backend(run / "model")
+    assert "reranked" in served.ranking and "bm25" in served.ranking
+
+    source = CatalogSource.from_run_dir(run)
+    catalog = RunCatalog.from_dataset(demo, source.text_fields)
+    champion = RankingModel.load(run / "model", catalog, tmp_path / "cache")
+    assert champion.reranker is not None and champion.fusion is not None
+    test = json.loads((run / "folds.json").read_text("utf-8"))["folds"][0]["test"]
+    queries = {q: demo.query_by_id[q].text for q in sorted(test)[:12]}
+    gate_run = champion.rank(queries, 10)
+    service_run = {
+        q: [(h.product_id, h.score) for h in served.search(text, 10, None)]
+        for q, text in queries.items()
+    }
+    assert {q: [p for p, _ in r] for q, r in gate_run.items()} == {
+        q: [p for p, _ in r] for q, r in service_run.items()
+    }
+    qrels = demo.qrels(query_ids=list(queries))
+    gate_ndcg = retrain.per_query_ndcg(champion, demo, list(queries))
+    service_ndcg = evaluate_run(service_run, qrels, metrics=["ndcg@10"], query_ids=list(queries))[
+        "ndcg@10"
+    ]
+    np.testing.assert_allclose(gate_ndcg, service_ndcg)
+
+    log_sessions(run, demo, feedback_queries(run))
+    report = run_online_round(run, OnlineConfig(steps=5, tolerance=1.0))
+    assert report.promoted
+    challenger = Path(report.challenger_dir)
+    assert (challenger / "fusion.json").is_file()
+    assert (challenger / RERANKER_DIR / "reranker.json").is_file()
+    assert (challenger / RERANKER_DIR / FEATURES_ENCODER_DIR / "shopaug-model.json").is_file()
+    promoted = load_catalog_backend(resolve_model_dir(run / CURRENT))
+    assert "reranked" in promoted.ranking and "bm25" in promoted.ranking
+    assert promoted.reranker is not None and promoted.reranker.query_encoder is not None
+    assert len(promoted.search("sofa", 5)) == 5

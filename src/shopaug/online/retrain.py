@@ -16,8 +16,9 @@
 3. **Fine-tune** a copy of the champion for a few steps (:func:`shopaug.train.fit`; one
    training group per click, its weight the click's IPW weight) into
    ``RUN_DIR/online/round-NNNN/challenger``. The champion's directory is never written.
-4. **Evaluate** champion and challenger per query (NDCG@10 over the whole catalog, ranked by
-   :mod:`shopaug.retrieval.ranking` as the service ranks it) on the **gate queries**. The
+4. **Evaluate** champion and challenger per query (NDCG@10 over the whole catalog, ranked as
+   the service ranks it: dense, BM25 fusion and reranker, :class:`RankingModel`) on the
+   **gate queries**. The
    held-out queries are the judged queries of the run's first test fold (``folds.json``; the
    served model was trained on that fold's train queries) with at least one relevant
    product, minus every query that appears anywhere in the feedback log (by id or by text),
@@ -68,6 +69,7 @@ from shopaug.online.loop import collect_feedback, gate_and_promote
 from shopaug.retrieval.catalog import CatalogSource, RunCatalog, load_model_catalog
 from shopaug.retrieval.fusion import FUSION_FILE, FusionSpec, bm25_run, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker, Run
+from shopaug.retrieval.reranking import FEATURES_ENCODER_DIR, RERANKER_DIR, FeatureReranker
 from shopaug.retrieval.retrievers import BM25Retriever, DenseRetriever
 from shopaug.train import TrainConfig, TrainingExample, fit
 
@@ -242,13 +244,16 @@ def report_queries(held_out: Sequence[str]) -> list[str]:
 class RankingModel:
     """A model directory's query encoder and the run's catalog encoded by its item encoder
     (the same encoder but for a query tower), ranking as the service ranks with that
-    directory: fused with BM25 when it holds a ``fusion.json``."""
+    directory: fused with BM25 when it holds a ``fusion.json``, the top ``top_k`` reordered by
+    its ``reranker/`` (:class:`~shopaug.retrieval.reranking.FeatureReranker`, the class the
+    service reranks with) when it holds one."""
 
     version: str
     encoder: Encoder
     ranker: CatalogRanker
     fusion: FusionSpec | None = None
     bm25: BM25Retriever | None = None
+    reranker: FeatureReranker | None = None
 
     @classmethod
     def load(
@@ -266,23 +271,46 @@ class RankingModel:
         if fusion is not None and bm25 is None:
             bm25 = BM25Retriever(catalog.texts)
         ranker = CatalogRanker(vectors, catalog.product_ids)
-        return cls(towers.version, towers.query, ranker, fusion, bm25 if fusion else None)
+        reranker = None
+        if (model_dir / RERANKER_DIR).is_dir():
+            reranker = _load_reranker(model_dir / RERANKER_DIR, catalog, vectors, cache_dir)
+        return cls(towers.version, towers.query, ranker, fusion, bm25 if fusion else None, reranker)
 
     def rank(self, queries: Mapping[str, str], depth: int) -> Run:
         """query id -> the top ``depth`` of the catalog for its text."""
         query_ids = list(queries)
         vectors = self.encoder.encode([queries[q] for q in query_ids])  # (n_queries, dim)
+        first_depth = depth if self.reranker is None else max(depth, self.reranker.top_k)
         if self.fusion is None or self.bm25 is None:
-            return self.ranker.run(query_ids, vectors, depth=depth)
-        fused_depth = max(depth, self.fusion.depth)
-        dense = self.ranker.run(query_ids, vectors, depth=fused_depth)
-        lexical = bm25_run(
-            self.bm25,
-            self.ranker.product_ids,
-            {q: queries[q] for q in query_ids},
-            depth=fused_depth,
-        )
-        return self.fusion.fuse(dense, lexical, depth=depth)
+            first = self.ranker.run(query_ids, vectors, depth=first_depth)
+        else:
+            fused_depth = max(first_depth, self.fusion.depth)
+            dense = self.ranker.run(query_ids, vectors, depth=fused_depth)
+            lexical = bm25_run(
+                self.bm25,
+                self.ranker.product_ids,
+                {q: queries[q] for q in query_ids},
+                depth=fused_depth,
+            )
+            first = self.fusion.fuse(dense, lexical, depth=first_depth)
+        if self.reranker is None:
+            return {q: first[q][:depth] for q in query_ids}
+        return {
+            q: self.reranker.rerank(queries[q], vectors[i], first[q])[:depth]
+            for i, q in enumerate(query_ids)
+        }
+
+
+def _load_reranker(
+    folder: Path, catalog: RunCatalog, vectors: np.ndarray, cache_dir: str | Path | None
+) -> FeatureReranker:
+    """The reranker in ``folder`` as the service loads it: its features over the first
+    stage's vectors, or over its own (base) encoder's when it holds ``encoder/``."""
+    own = folder / FEATURES_ENCODER_DIR
+    if not own.is_dir():
+        return FeatureReranker.load(folder, catalog.products, catalog.texts, vectors)
+    towers, own_vectors = load_model_catalog(own, catalog.texts, cache_dir)
+    return FeatureReranker.load(folder, catalog.products, catalog.texts, own_vectors, towers.query)
 
 
 def per_query_ndcg(model: RankingModel, dataset: Dataset, query_ids: Sequence[str]) -> np.ndarray:
@@ -383,8 +411,9 @@ def fine_tune(
     """Fine-tune a copy of the champion for ``config.steps`` steps; return the challenger dir.
 
     A query tower trains its query encoder (and item adapter) against its frozen item model.
-    The champion's ``fusion.json`` is copied beside the challenger, so a promotion keeps the
-    BM25 fusion the service ranks with (and the gate compares the fused rankings).
+    The challenger is the champion's whole pipeline with a retrained encoder
+    (:func:`carry_pipeline`): its ``fusion.json`` and ``reranker/`` come along, so a promotion
+    never drops a stage and the gate compares the pipelines the service would serve.
     """
     model = load_trainable(champion_dir)
     hashing = is_hashing_model(champion_dir)
@@ -407,10 +436,29 @@ def fine_tune(
     if challenger.exists():
         shutil.rmtree(challenger)
     (work / "model").rename(challenger)
-    if (champion_dir / FUSION_FILE).is_file():
-        shutil.copy2(champion_dir / FUSION_FILE, challenger / FUSION_FILE)
+    carry_pipeline(champion_dir, challenger)
     shutil.rmtree(work / "checkpoints", ignore_errors=True)  # optimizer state: not needed
     return challenger
+
+
+def carry_pipeline(champion_dir: Path, challenger_dir: Path) -> None:
+    """Give ``challenger_dir`` (a retrained encoder) the champion's other stages: its
+    ``fusion.json`` and its ``reranker/``. A reranker whose features used the champion's own
+    encoder (no ``reranker/encoder/``) gets a copy of that encoder as ``reranker/encoder/``:
+    its features stay the ones it was trained on while the first stage changes."""
+    if (champion_dir / FUSION_FILE).is_file():
+        shutil.copy2(champion_dir / FUSION_FILE, challenger_dir / FUSION_FILE)
+    reranker = champion_dir / RERANKER_DIR
+    if not reranker.is_dir():
+        return
+    target = challenger_dir / RERANKER_DIR
+    shutil.copytree(reranker, target, dirs_exist_ok=False)
+    if not (reranker / FEATURES_ENCODER_DIR).is_dir():
+        shutil.copytree(
+            champion_dir,
+            target / FEATURES_ENCODER_DIR,
+            ignore=shutil.ignore_patterns(RERANKER_DIR, FUSION_FILE),
+        )
 
 
 def next_round(run_dir: Path) -> int:
