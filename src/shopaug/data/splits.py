@@ -93,6 +93,11 @@ def validation_split(
     return [q for q in ids if q not in valid_set], valid
 
 
+#: The folds a run writes into its directory (:func:`write_folds`), read back by
+#: :meth:`shopaug.retrieval.catalog.CatalogSource.test_fold`.
+FOLDS_FILE = "folds.json"
+
+
 def write_folds(folds: Sequence[Fold], path: str | Path, *, seed: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ import yaml
 from shopaug.augment.samples import write_samples
 from shopaug.config import to_mapping
 from shopaug.data import kfold_queries, load_dataset, validation_split, write_folds
+from shopaug.data.splits import FOLDS_FILE
 from shopaug.eval.pipeline import HEADLINE_METRICS
 from shopaug.experiment.config import AblationRow, RunConfig
 from shopaug.experiment.context import FoldContext, PerQuery, RunContext, resolve_device
@@ -203,6 +204,8 @@ def _open_run(
     config: RunConfig, out: str | Path, *, make_samples: MakeSamples
 ) -> tuple[RunContext, list[FoldContext]]:
     run_dir = prepare_run_dir(out)
+    if config.products:  # the run directory is read from elsewhere (serve, online)
+        config.products = str(Path(config.products).resolve())
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(to_mapping(config), sort_keys=False), "utf-8"
     )
@@ -214,7 +217,7 @@ def _open_run(
     stages = Stages(run_dir, data_key, make_samples=make_samples)
     run = RunContext(dataset, config, stages, run_dir, device=device)
     splits = kfold_queries([q.id for q in dataset.queries], n_folds=config.folds, seed=config.seed)
-    write_folds(splits, run_dir / "folds.json", seed=config.seed)
+    write_folds(splits, run_dir / FOLDS_FILE, seed=config.seed)
     folds = []
     for split in splits[: config.train_folds or len(splits)]:
         train_ids, valid_ids = validation_split(

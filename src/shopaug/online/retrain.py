@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from shopaug.augment.mining import MiningConfig, mine_hard_negatives
-from shopaug.data import Dataset, kfold_queries
+from shopaug.data import Dataset
 from shopaug.data.records import Judgment, Query
 from shopaug.encoders.base import Encoder
 from shopaug.errors import ConfigError
@@ -185,19 +185,13 @@ def logged_query_keys(store: FeedbackStore) -> set[str]:
 def held_out_queries(run_dir: str | Path, dataset: Dataset, logged: set[str]) -> list[str]:
     """The gate's evaluation queries (see step 4 of the module docstring), sorted.
 
-    The first fold of ``RUN_DIR/folds.json`` is used; a run without that file gets the folds
-    ``shopaug run`` would have written (5 folds, the config's seed).
+    The first test fold of the run is used (:meth:`CatalogSource.test_fold`: ``folds.json``,
+    or for a run without that file the folds ``shopaug run`` would have written).
 
     Raises:
         ConfigError: no held-out query is left (every test query was used for feedback).
     """
-    path = Path(run_dir) / "folds.json"
-    if path.is_file():
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        test = [str(q) for q in payload["folds"][0]["test"]]
-    else:
-        seed = CatalogSource.from_run_dir(run_dir).seed
-        test = list(kfold_queries([q.id for q in dataset.queries], n_folds=5, seed=seed)[0].test)
+    test = CatalogSource.from_run_dir(run_dir).test_fold(dataset)
     positives = dataset.positives(query_ids=test)
     held = sorted(
         qid

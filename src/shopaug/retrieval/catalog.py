@@ -1,6 +1,7 @@
 """A run's catalog and its vectors under a model: what the service and the online loop rank.
 
-* :class:`CatalogSource`: where a run's catalog comes from (its ``config.yaml``).
+* :class:`CatalogSource`: where a run's catalog comes from (its ``config.yaml``, the
+  ``products`` file included) and its test folds (``folds.json``): the one reader of both.
 * :class:`RunCatalog`: the products and their rendered texts, loaded once.
 * :func:`encode_catalog`: the catalog's vectors under an encoder, through the embedding cache
   (keyed by the model's one id, so a promoted copy of a model costs no re-encoding).
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from shopaug.data import Dataset, load_dataset
+from shopaug.data import Dataset, kfold_queries, load_dataset
 from shopaug.data.records import DEFAULT_TEXT_FIELDS, Product
+from shopaug.data.splits import FOLDS_FILE
 from shopaug.encoders.base import Encoder
 from shopaug.encoders.cache import build_encoder
 from shopaug.errors import ConfigError
@@ -36,13 +39,17 @@ _CONFIG_SEARCH_DEPTH = 4
 
 @dataclass(frozen=True)
 class CatalogSource:
-    """Where a run's catalog comes from (the ``data``, ``data_dir``, ``text_fields`` and
-    ``seed`` of its config.yaml)."""
+    """What a run directory says about its data: the ``data``, ``data_dir``, ``products``,
+    ``text_fields``, ``seed`` and ``folds`` of its config.yaml, and its ``folds.json``. The one
+    reader of those files for every consumer of a run (serve, online, simulate)."""
 
     data: str
     data_dir: str | None
     text_fields: tuple[str, ...]
     seed: int = 0
+    products: str | None = None
+    folds: int = 5
+    run_dir: Path | None = None
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> CatalogSource:
@@ -59,16 +66,47 @@ class CatalogSource:
             raise ConfigError(f"{path}: field 'data' (data set name or folder) is missing")
         fields = payload.get("text_fields") or DEFAULT_TEXT_FIELDS
         data_dir = payload.get("data_dir")
+        products = payload.get("products")
         return cls(
             data=str(payload["data"]),
             data_dir=None if data_dir in (None, "") else str(data_dir),
             text_fields=tuple(str(f) for f in fields),
             seed=int(payload.get("seed", 0) or 0),
+            products=None if products in (None, "") else str(products),
+            folds=int(payload.get("folds", 5) or 5),
+            run_dir=Path(run_dir),
         )
 
     def load(self) -> Dataset:
-        """The data set this source names."""
-        return load_dataset(self.data, data_dir=self.data_dir, seed=self.seed)
+        """The data set this source names (with the run's ``products`` file when it had one).
+
+        Raises:
+            ConfigError: the run's ``products`` file is gone; the message names it.
+        """
+        if self.products is not None and not Path(self.products).is_file():
+            raise ConfigError(
+                f"{self.run_dir or 'the run'}: config.yaml names the product file "
+                f"{self.products}, which does not exist any more; restore it (the run's "
+                "catalog was read from it)"
+            )
+        return load_dataset(self.data, data_dir=self.data_dir, products_path=self.products)
+
+    def test_fold(self, dataset: Dataset, index: int = 0) -> list[str]:
+        """The test query ids of fold ``index``: from the run's ``folds.json``, or, for a run
+        directory without one, the folds ``shopaug run`` writes for this data set, the
+        config's ``folds`` and ``seed`` (:func:`shopaug.data.kfold_queries`)."""
+        path = None if self.run_dir is None else self.run_dir / FOLDS_FILE
+        if path is not None and path.is_file():
+            try:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+                return [str(q) for q in payload["folds"][index]["test"]]
+            except (ValueError, KeyError, IndexError, TypeError) as error:
+                raise ConfigError(
+                    f"{path}: expected {{'folds': [{{'test': [query ids]}}, ...]}} with a fold "
+                    f"{index}: {error}"
+                ) from error
+        splits = kfold_queries([q.id for q in dataset.queries], n_folds=self.folds, seed=self.seed)
+        return [str(q) for q in splits[index].test]
 
 
 def find_run_dir(model_dir: str | Path) -> Path:

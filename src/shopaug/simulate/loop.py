@@ -157,10 +157,7 @@ def split_queries(
     run_dir: str | Path, dataset: Dataset, fraction: float, seed: int
 ) -> tuple[list[str], list[str]]:
     """(feedback queries, held-out queries) of the run's first test fold (module docstring)."""
-    path = Path(run_dir) / "folds.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist; the simulation needs the run's folds")
-    test = [str(q) for q in json.loads(path.read_text("utf-8"))["folds"][0]["test"]]
+    test = CatalogSource.from_run_dir(run_dir).test_fold(dataset)
     positives = dataset.positives(query_ids=test)
     judged = sorted(q for q in test if positives.get(q))
     if len(judged) < 2:
