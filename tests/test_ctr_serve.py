@@ -1,9 +1,12 @@
-"""``/ads/rank`` and ``/ads/click``: ranked by calibrated CTR, impressions and clicks stored."""
+"""``/ads/rank`` and ``/ads/click``: ranked by calibrated CTR, impressions and clicks stored
+through the write queue, 503/507 with ``Retry-After`` when the store is down or full."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from shopaug.feedback.store import FeedbackStore
 from shopaug.models.ctr import CtrModel, CtrSettings
 from shopaug.serve import Settings, create_app
 from shopaug.serve.testing import SMALL_CATALOG, load_fake_backend, write_fake_model
+from shopaug.serve.write_queue import WriteQueueFull
 
 USER = {"user_feature_0": "u0", "user_feature_1": "v", "user_feature_2": "w", "user_feature_3": "x"}
 
@@ -106,3 +110,78 @@ def test_no_ad_model_is_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with TestClient(create_app(Settings(run_dir=tmp_path), load_fake_backend)) as client:
         answer = client.post("/ads/rank", json={"campaign": "men", "user_features": USER})
     assert answer.status_code == 404 and "ads are disabled" in answer.text
+
+
+def _rank_and_click(client: TestClient) -> tuple:
+    rank = client.post(
+        "/ads/rank", json={"campaign": "men", "user_features": USER, "k": 2, "session_id": "s"}
+    )
+    click = client.post(
+        "/ads/click", json={"campaign": "men", "item_id": 3, "position": 1, "session_id": "s"}
+    )
+    return rank, click
+
+
+def test_store_down_is_503_with_retry_after_and_nothing_is_written(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'feedback.sqlite'}"
+    settings = Settings(run_dir=run_dir, database_url=url, retry_after_s=2)
+    with TestClient(create_app(settings, load_fake_backend)) as client:
+        assert all(answer.status_code == 200 for answer in _rank_and_click(client))
+        os.rename(folder, tmp_path / "db-away")  # the database is gone (an unmounted volume)
+        try:
+            for answer in _rank_and_click(client):
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "2"
+                assert "nothing was written" in answer.text
+        finally:
+            os.rename(tmp_path / "db-away", folder)
+        assert all(answer.status_code == 200 for answer in _rank_and_click(client))
+    store = FeedbackStore(url, create=False)
+    events = store.read_new(consumer="test")
+    store.close()
+    # two rounds acknowledged (2 impressions and a click each); the refused one left nothing
+    assert [e.event for e in events] == (["impression"] * 2 + ["click"]) * 2
+
+
+def test_store_full_is_507_and_a_full_write_queue_is_503(run_dir: Path) -> None:
+    from fault_injection import SqliteFault
+
+    with TestClient(create_app(Settings(run_dir=run_dir), load_fake_backend)) as client:
+        assert all(answer.status_code == 200 for answer in _rank_and_click(client))
+        store = client.app.state.runtime.store
+        fault = SqliteFault(store, "PRAGMA max_page_count=1", "PRAGMA max_page_count=4294967294")
+        with fault.injected():  # the file may not grow: writes succeed until its pages fill
+            for _ in range(500):
+                rank, click = _rank_and_click(client)
+                if rank.status_code != 200 and click.status_code != 200:
+                    break
+            for answer in (rank, click):
+                assert answer.status_code == 507, answer.text
+                assert answer.headers["Retry-After"] == "1"
+        assert all(answer.status_code == 200 for answer in _rank_and_click(client))
+    queue = Settings(run_dir=run_dir, feedback_writes_in_flight=1, feedback_writes_waiting=0)
+    app = create_app(queue, load_fake_backend)
+    with TestClient(app) as client:
+
+        @asynccontextmanager
+        async def full() -> AsyncIterator[None]:
+            raise WriteQueueFull("the feedback write queue is full; nothing was written")
+            yield
+
+        app.state.runtime.writes.slot = full
+        for answer in _rank_and_click(client):
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+
+
+def test_ads_model_dir_comes_from_settings(run_dir: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere"
+    os.rename(run_dir / "ads", moved)
+    settings = Settings(run_dir=run_dir, ads_model_dir=moved)
+    with TestClient(create_app(settings, load_fake_backend)) as client:
+        assert _rank_and_click(client)[0].status_code == 200
+    with TestClient(create_app(Settings(run_dir=run_dir), load_fake_backend)) as client:
+        assert _rank_and_click(client)[0].status_code == 404

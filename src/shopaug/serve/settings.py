@@ -13,6 +13,8 @@ from shopaug.models.registry import CURRENT
 
 #: Environment variable read by :meth:`Settings.for_run_dir` when no token is given.
 ADMIN_TOKEN_ENV = "SHOPAUG_ADMIN_TOKEN"
+#: Environment variable read by :meth:`Settings.for_run_dir` when no ad model folder is given.
+ADS_MODEL_ENV = "SHOPAUG_ADS_MODEL_DIR"
 
 
 class Settings(BaseModel):
@@ -47,6 +49,8 @@ class Settings(BaseModel):
         feedback_store_timeout_s: longest wait of a write for a database connection or lock
             (503 with ``Retry-After`` after; PostgreSQL ``statement_timeout``/``lock_timeout``).
         retry_after_s: the ``Retry-After`` of 503/507 answers, in seconds.
+        ads_model_dir: the CTR model of ``/ads/*`` (a CTR run's ``model/``); default
+            ``run_dir/ads``; without a model there the ad routes answer 404.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,6 +74,7 @@ class Settings(BaseModel):
     feedback_wait_timeout_s: float = Field(5.0, gt=0)
     feedback_store_timeout_s: float = Field(10.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
+    ads_model_dir: Path | None = None
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -90,6 +95,11 @@ class Settings(BaseModel):
         return self.model_dir
 
     @property
+    def ads_model_path(self) -> Path:
+        """The ad model folder (``ads_model_dir``, default ``run_dir/ads``)."""
+        return self.ads_model_dir or self.run_dir / "ads"
+
+    @property
     def feedback_url(self) -> str:
         """The feedback database URL (with the default filled in)."""
         if self.database_url is None:  # filled in by the validator; kept for the type checker
@@ -101,4 +111,6 @@ class Settings(BaseModel):
         """Settings for ``run_dir``; the admin token defaults to ``$SHOPAUG_ADMIN_TOKEN``."""
         if "admin_token" not in overrides and os.environ.get(ADMIN_TOKEN_ENV):
             overrides["admin_token"] = os.environ[ADMIN_TOKEN_ENV]
+        if "ads_model_dir" not in overrides and os.environ.get(ADS_MODEL_ENV):
+            overrides["ads_model_dir"] = Path(os.environ[ADS_MODEL_ENV])
         return cls(run_dir=Path(run_dir), **overrides)  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 impressions and clicks written to the feedback store.
 
 The ad model is the ``model/`` folder of a ``shopaug run ctr-...`` run (a
-:class:`~shopaug.models.ctr.CtrModel` and its ``items.json``), found at ``RUN_DIR/ads`` or at
-the path in ``$SHOPAUG_ADS_MODEL_DIR``; it is loaded on the first ad request. Without one the
+:class:`~shopaug.models.ctr.CtrModel` and its ``items.json``), found at ``Settings.ads_model_dir``
+(default ``RUN_DIR/ads``; :meth:`Settings.for_run_dir` reads ``$SHOPAUG_ADS_MODEL_DIR``); it is
+loaded on the first ad request. Without one the
 routes answer 404 (ads are disabled), as the admin routes do without a token. Tests replace
 :func:`get_ad_ranker` through ``app.dependency_overrides``.
 
@@ -11,7 +12,11 @@ Every ranked ad is logged as an ``impression`` event (``product_id`` ``ad:<campa
 ``query_id`` ``ads/<campaign>``, ``position`` its slot, ``propensity`` below), in the same store
 and through the same public API as search feedback, so the online loop and the off-policy
 estimators read them (:func:`shopaug.eval.logged_feedback.logged_rounds` turns the stored
-impressions and clicks into the rounds of :mod:`shopaug.eval.off_policy`).
+impressions and clicks into the rounds of :mod:`shopaug.eval.off_policy`). The writes follow the
+rules of ``/feedback``: through the bounded write queue, in a worker thread, and 503 (queue
+full, store down) or 507 (store full) with ``Retry-After`` when nothing could be written; a
+ranking whose impressions could not be logged is not answered, since an ad shown without its
+logged propensity could never be evaluated.
 
 The serving policy and its propensities (the probability that the policy shows this ad in this
 slot for this context, what inverse propensity scoring divides by):
@@ -29,25 +34,32 @@ slot for this context, what inverse propensity scoring divides by):
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopaug.feedback.store import FeedbackEvent
-from shopaug.serve.deps import RuntimeDep, Store, invalid
+from shopaug.feedback.store import (
+    Acknowledgement,
+    FeedbackEvent,
+    FeedbackStore,
+    StoreFull,
+    StoreUnavailable,
+)
+from shopaug.serve.deps import RuntimeDep, ServiceSettings, Store, Writes, invalid, retry_later
 from shopaug.serve.schemas import error_responses
+from shopaug.serve.settings import ADS_MODEL_ENV, Settings
+from shopaug.serve.write_queue import WriteQueue, WriteQueueFull
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ads"])
 
-ADS_MODEL_ENV = "SHOPAUG_ADS_MODEL_DIR"
 USER_FEATURES = ("user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3")
 _LOCK = threading.Lock()
 
@@ -92,7 +104,7 @@ def get_ad_ranker(request: Request, runtime: RuntimeDep) -> AdRanker:
     ranker: AdRanker | None = getattr(request.app.state, "ad_ranker", None)
     if ranker is not None:
         return ranker
-    directory = Path(os.environ.get(ADS_MODEL_ENV) or runtime.settings.run_dir / "ads")
+    directory = runtime.settings.ads_model_path
     if not (directory / "ctr-model.json").exists():  # like admin routes without a token
         raise HTTPException(
             status_code=404,
@@ -242,14 +254,39 @@ def _check_context(request: AdRankRequest, ranker: AdRanker) -> list[int]:
     return list(dict.fromkeys(candidates))
 
 
+async def record(
+    events: list[FeedbackEvent], store: FeedbackStore, writes: WriteQueue, settings: Settings
+) -> Acknowledgement:
+    """Write ``events`` as ``/feedback`` does: a slot of the bounded write queue, the store in
+    a worker thread; 503/507 with ``Retry-After`` when nothing was written."""
+    try:
+        async with writes.slot():
+            return await anyio.to_thread.run_sync(store.record, events)
+    except WriteQueueFull as error:
+        raise retry_later(503, f"{error}; retry later", settings) from error
+    except StoreFull as error:
+        raise retry_later(507, f"{error}; nothing was written, retry later", settings) from error
+    except StoreUnavailable as error:
+        raise retry_later(503, f"{error}; nothing was written, retry later", settings) from error
+
+
 @router.post(
     "/ads/rank", response_model=AdRankResponse, responses=error_responses(400, 404, 413, 503, 507)
 )
-def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store, rng: AdRng) -> AdRankResponse:
+async def rank_ads(
+    request: AdRankRequest,
+    ranker: AdModel,
+    store: Store,
+    rng: AdRng,
+    writes: Writes,
+    settings: ServiceSettings,
+) -> AdRankResponse:
     """Rank the candidates by calibrated CTR (or explore, ``epsilon``), fill ``k`` slots, log
     the impressions with their propensities."""
     candidates = _check_context(request, ranker)
-    ctr = ranker.score(request.campaign, request.user_features, request.affinity, candidates)
+    ctr = await anyio.to_thread.run_sync(
+        ranker.score, request.campaign, request.user_features, request.affinity, candidates
+    )
     shown, propensity = explore_slate(
         np.argsort(-ctr, kind="stable"), request.k, request.epsilon, rng
     )
@@ -276,14 +313,16 @@ def rank_ads(request: AdRankRequest, ranker: AdModel, store: Store, rng: AdRng) 
             )
             for ad in ads
         ]
-        ids = list(store.record(events).event_ids)
+        ids = list((await record(events, store, writes, settings)).event_ids)
     return AdRankResponse(
         model_version=ranker.version, campaign=request.campaign, ads=ads, impression_ids=ids
     )
 
 
 @router.post("/ads/click", responses=error_responses(400, 404, 413, 503, 507))
-def click_ad(click: AdClick, ranker: AdModel, store: Store) -> dict[str, Any]:
+async def click_ad(
+    click: AdClick, ranker: AdModel, store: Store, writes: Writes, settings: ServiceSettings
+) -> dict[str, Any]:
     """Log a click on an ad (same store and event schema as ``/feedback``)."""
     items = ranker.items.get(click.campaign)
     if items is None or not 0 <= click.item_id < len(items):
@@ -296,5 +335,5 @@ def click_ad(click: AdClick, ranker: AdModel, store: Store) -> dict[str, Any]:
         user_id=click.user_id,
         session_id=click.session_id,
     )
-    acknowledgement = store.record([event])
+    acknowledgement = await record([event], store, writes, settings)
     return {"accepted": acknowledgement.accepted, "event_ids": list(acknowledgement.event_ids)}
