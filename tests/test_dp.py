@@ -190,10 +190,15 @@ def test_the_seed_decides_the_noise(tmp_path: Path) -> None:
     assert not np.allclose(trained(3, "c"), trained(4, "d"))
 
 
-def test_fit_query_groups_dispatches_to_dp(tmp_path: Path) -> None:
+def test_fit_groups_dispatches_to_dp_and_the_plain_loop_refuses_privacy(tmp_path: Path) -> None:
+    from shopaug.errors import ConfigError
+    from shopaug.train import fit_groups
+
     train = config(noise_multiplier=1.0).model_copy(update={"epochs": 1})
-    result = fit_query_groups(TinyTower(), groups(), train, run_dir=tmp_path, show_progress=False)
+    result = fit_groups(TinyTower(), groups(), train, run_dir=tmp_path, show_progress=False)
     assert result.privacy is not None and result.privacy["noise_multiplier"] == 1.0
+    with pytest.raises(ConfigError, match="fit_groups"):
+        fit_query_groups(TinyTower(), groups(), train, run_dir=tmp_path / "b")
 
 
 def test_own_item_masks_keep_rows_apart() -> None:

@@ -179,7 +179,7 @@ def _train_query_tower(
     row_dir: Path,
 ) -> tuple[Any, Any, int, int]:
     from shopaug.models.query_tower import QueryTowerModel
-    from shopaug.train.grouped import fit_query_groups
+    from shopaug.train import fit_groups
 
     config = run.config
     known = _known_positives(run.dataset, fold.train_ids)
@@ -200,7 +200,7 @@ def _train_query_tower(
     refresh = None
     if row.dynamic:
         refresh = _dynamic_refresh(run, groups, known, train_config.seed)
-    result = fit_query_groups(
+    result = fit_groups(
         model,
         groups,
         train_config,

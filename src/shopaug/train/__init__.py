@@ -60,9 +60,23 @@ __all__ = [
     "build_candidates",
     "epoch_order",
     "fit",
+    "fit_groups",
     "linear_schedule",
     "score_batch",
 ]
+
+
+def fit_groups(model: Any, groups: Any, config: TrainConfig, **options: Any) -> Any:
+    """Train a query tower on query groups with the loop ``config`` asks for: DP-SGD
+    (:func:`shopaug.train.dp.fit_query_groups_private`) when ``config.privacy.enabled``, else
+    :func:`shopaug.train.grouped.fit_query_groups`; ``options`` go to that loop."""
+    if config.privacy.enabled:
+        from shopaug.train.dp import fit_query_groups_private
+
+        return fit_query_groups_private(model, groups, config, **options)
+    from shopaug.train.grouped import fit_query_groups
+
+    return fit_query_groups(model, groups, config, **options)
 
 
 def __getattr__(name: str) -> Any:

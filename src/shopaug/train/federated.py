@@ -110,9 +110,9 @@ def federated_fit(
             f"{[len(groups) for groups in shops]} groups per shop and {rounds} rounds"
         )
     if train_shop is None:
-        from shopaug.train.grouped import fit_query_groups
+        from shopaug.train import fit_groups
 
-        train_shop = fit_query_groups
+        train_shop = fit_groups
     scratch = tempfile.mkdtemp(prefix="shopaug-federated-") if work_dir is None else None
     root = Path(work_dir or scratch or ".")
     shop_data = [list(groups) for groups in shops]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from shopaug.errors import ConfigError
 from shopaug.losses.multi_positive import MultiPositiveInfoNCELoss
 from shopaug.train.config import TrainConfig
 from shopaug.train.loop import (
@@ -150,26 +151,20 @@ def fit_query_groups(
             groups replace the current ones (dynamic negatives from the current model).
         show_progress: A tqdm bar over steps.
 
-    With ``config.privacy.enabled`` the groups train with DP-SGD instead
-    (:func:`shopaug.train.dp.fit_query_groups_private`: own negatives only, per-example
-    clipping, noise, an accountant's epsilon in ``privacy.json`` and the result).
+    DP-SGD is another loop over the same epochs (:func:`shopaug.train.dp.
+    fit_query_groups_private`); :func:`shopaug.train.fit_groups` picks the one the config asks
+    for.
 
     Raises:
         TypeError: If the model lacks the query/item methods.
         ValueError: If there are no groups or the loss is not finite.
-        ConfigError: If ``config.lora`` is set for a model without LoRA adapters.
+        ConfigError: If ``config.lora`` is set for a model without LoRA adapters, or
+            ``config.privacy`` is enabled (see :func:`shopaug.train.fit_groups`).
     """
     if config.privacy.enabled:
-        from shopaug.train.dp import fit_query_groups_private
-
-        return fit_query_groups_private(
-            model,
-            groups,
-            config,
-            run_dir=run_dir,
-            validate=validate,
-            refresh=refresh,
-            show_progress=show_progress,
+        raise ConfigError(
+            "train.privacy is enabled: train with shopaug.train.fit_groups (it runs DP-SGD, "
+            "shopaug.train.dp.fit_query_groups_private) instead of fit_query_groups"
         )
     current = checked_groups(model, groups, "fit_query_groups")
     check_adapters(model, config)
