@@ -95,7 +95,7 @@ def fit_sentence_transformers(
     run_dir.mkdir(parents=True, exist_ok=True)
     model = SentenceTransformer(str(base_model), device=device)
     if config.max_seq_length is not None:
-        model.max_seq_length = min(config.max_seq_length, model.max_seq_length)
+        model.max_seq_length = min(config.max_seq_length, model.max_seq_length or 512)
     loss = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     arguments = SentenceTransformerTrainingArguments(
         output_dir=str(run_dir / "trainer"),
