@@ -59,6 +59,36 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, *, section: str
         raise ConfigError(f"config section '{section}': {error}") from error
 
 
+#: The stages whose random choices the run seed drives (recorded in ``manifest.json``).
+SEEDED_STAGES = ("folds", "validation", "samples", "training", "reranker", "bootstrap")
+
+
+def seeded(section: Mapping[str, Any] | None, seed: int, *, name: str) -> dict[str, Any]:
+    """``section`` with the run's ``seed``: the one place a stage gets its seed.
+
+    Every stage takes the run's seed; the streams stay apart because each stage draws from
+    ``numpy.random.default_rng([seed, ...its own key...])``. A section may repeat the run's
+    seed but not set another one (it used to win silently in some stages and lose in others).
+
+    Raises:
+        ConfigError: ``section`` sets a different seed; the message names the section.
+    """
+    values = dict(section or {})
+    own = values.get("seed")
+    if own is not None and own != seed:
+        raise ConfigError(
+            f"config section '{name}': seed {own!r} differs from the run's seed {seed}; every "
+            "stage's seed is the run's `seed` (remove it from the section, or set the run's)"
+        )
+    values["seed"] = seed
+    return values
+
+
+def stage_seeds(seed: int) -> dict[str, int]:
+    """The seed of each stage of a run (:data:`SEEDED_STAGES`), for ``manifest.json``."""
+    return {"run": seed, **{stage: seed for stage in SEEDED_STAGES}}
+
+
 def apply_overrides(config: T, overrides: Mapping[str, Any], *, source: str = "override") -> T:
     """Set the fields of dataclass ``config`` named in ``overrides``; ``None`` values are skipped.
 

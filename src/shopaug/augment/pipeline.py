@@ -19,7 +19,7 @@ from shopaug.augment.mining import (
     positive_rows,
     sample_baseline_negatives,
 )
-from shopaug.config import from_mapping
+from shopaug.config import from_mapping, seeded
 from shopaug.data.records import Dataset
 from shopaug.errors import ConfigError
 
@@ -62,7 +62,9 @@ def augment(
             f"unknown method {method!r}; expected one of {', '.join(AUGMENT_METHODS)}"
         )
     start = time.perf_counter()
-    mining = from_mapping(MiningConfig, {"seed": seed, **config.mining}, section="mining")
+    mining = from_mapping(
+        MiningConfig, seeded(config.mining, seed, name="mining"), section="mining"
+    )
     mining.show_progress = show_progress
     if method in JUDGED_METHODS:
         frame, counts = judged_samples(
@@ -140,7 +142,7 @@ def _near_miss(
 
     near_config = from_mapping(
         NearMissConfig,
-        {"seed": seed, **_sampling_settings(config), **config.near_miss},
+        seeded({**_sampling_settings(config), **config.near_miss}, seed, name="near_miss"),
         section="near_miss",
     )
     if config.generator:
@@ -173,11 +175,17 @@ def _synthetic_queries(
 
     synth_config = from_mapping(
         SyntheticQueryConfig,
-        {"seed": seed, **_sampling_settings(config), **config.synthetic_queries},
+        seeded(
+            {**_sampling_settings(config), **config.synthetic_queries},
+            seed,
+            name="synthetic_queries",
+        ),
         section="synthetic_queries",
     )
     generator = build_generator(
-        from_mapping(GeneratorConfig, {"seed": seed, **config.generator}, section="generator")
+        from_mapping(
+            GeneratorConfig, seeded(config.generator, seed, name="generator"), section="generator"
+        )
     )
     retriever = build_retriever(
         dataset,

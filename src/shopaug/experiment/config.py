@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shopaug.augment.pipeline import AUGMENT_METHODS, AugmentConfig
-from shopaug.config import from_mapping
+from shopaug.config import from_mapping, seeded
 from shopaug.data.records import DEFAULT_TEXT_FIELDS
 from shopaug.errors import ConfigError
 
@@ -327,13 +327,14 @@ def _problems(error: Any) -> str:
 
 def train_settings(values: dict[str, Any], *, seed: int, section: str = "train") -> Any:
     """A ``train`` section as a :class:`~shopaug.train.config.TrainConfig` seeded with the
-    run's seed (a seed in the section wins); errors name the section and the field."""
+    run's seed (:func:`shopaug.config.seeded`: a different seed in the section is an error);
+    errors name the section and the field."""
     import pydantic
 
     from shopaug.train.config import TrainConfig
 
     try:
-        return TrainConfig(**{"seed": seed, **values})
+        return TrainConfig(**seeded(values, seed, name=section))
     except pydantic.ValidationError as error:
         raise ConfigError(f"config section '{section}': {_problems(error)}") from error
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shopaug.augment.samples import read_samples
-from shopaug.config import to_mapping
+from shopaug.config import seeded, to_mapping
 from shopaug.data.records import Dataset
 from shopaug.errors import ConfigError, DataError
 from shopaug.experiment.config import RunConfig, train_settings
@@ -99,7 +99,7 @@ def train_config_for(
     With ``max_steps``, ``epochs`` is raised so that the data is long enough for that many
     steps (the loop stops at whichever comes first).
     """
-    values: dict[str, Any] = {**config.train, "seed": seed}
+    values: dict[str, Any] = seeded(config.train, seed, name="train")
     if max_steps is not None:
         if max_steps < 1:
             raise ConfigError(f"--steps must be >= 1, got {max_steps}")

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from shopaug.augment.samples import write_samples
-from shopaug.config import to_mapping
+from shopaug.config import stage_seeds, to_mapping
 from shopaug.data import kfold_queries, load_dataset, validation_split, write_folds
 from shopaug.data.splits import FOLDS_FILE
 from shopaug.eval.pipeline import HEADLINE_METRICS
@@ -190,7 +190,7 @@ def _run_pipeline(
             "checksums": run.dataset.checksums,
             **run.dataset.summary(),
         },
-        seeds={"run": config.seed, "folds": config.seed},
+        seeds=stage_seeds(config.seed),
         timings=timings,
         metrics={e["name"]: e["metrics"]["ndcg@10"]["mean"] for e in result["ablation"]},
         models={"served": served_info.get("model_dir", ""), "base": config.model},

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from shopaug.augment.pipeline import AugmentConfig, augment, samples_summary
-from shopaug.config import from_mapping
+from shopaug.config import from_mapping, seeded
 from shopaug.data.records import Dataset
 from shopaug.errors import require
 
@@ -74,7 +74,9 @@ class RayEngine:
         from shopaug.scale.encoding import can_shard_mining, encode_into_cache, mine_dense_on_ray
 
         config = config or AugmentConfig()
-        mining = from_mapping(MiningConfig, {"seed": seed, **config.mining}, section="mining")
+        mining = from_mapping(
+            MiningConfig, seeded(config.mining, seed, name="mining"), section="mining"
+        )
         _quiet_progress(show_progress)
         if method not in ENCODING_METHODS or mining.model == "bm25":
             return augment(
