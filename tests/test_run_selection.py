@@ -59,3 +59,22 @@ def test_reranker_served_only_when_it_wins_on_validation() -> None:
     chosen, decision = gate_reranker(first, reranked, scored)
     assert chosen is reranked and decision["served"] is True
     assert decision["validation_reranked"] == pytest.approx(0.75)
+
+
+def test_text_field_and_tower_choices_read_validation_queries_only() -> None:
+    """choose_per_fold (what benchmarks/relevance.py and the tower table choose with) gives the
+    same choices whatever the test queries say."""
+    from shopaug.eval.selection import best_on_validation, choose_per_fold
+
+    validation = [["v1", "v2"], ["v3", "v4"]]
+    per_query = {
+        "name": {"v1": 0.5, "v2": 0.5, "v3": 0.9, "v4": 0.9, "t1": 0.1, "t2": 0.1},
+        "name+class": {"v1": 0.7, "v2": 0.6, "v3": 0.2, "v4": 0.2, "t1": 0.1, "t2": 0.1},
+    }
+    assert choose_per_fold(per_query, validation) == ["name+class", "name"]
+    planted = {name: dict(values) for name, values in per_query.items()}
+    planted["name"].update(t1=1.0, t2=1.0)  # a test-only signal for "name"
+    planted["name+class"].update(t1=0.0, t2=0.0)
+    assert choose_per_fold(planted, validation) == ["name+class", "name"]
+    assert best_on_validation({"query": {}, "full": {}}) == "query"
+    assert best_on_validation({"query": {"v": 0.5}, "full": {"v": 0.5}}) == "query"  # tie

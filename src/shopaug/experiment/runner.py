@@ -30,6 +30,7 @@ from shopaug.config import stage_seeds, to_mapping
 from shopaug.data import kfold_queries, load_dataset, validation_split, write_folds
 from shopaug.data.splits import FOLDS_FILE
 from shopaug.eval.pipeline import HEADLINE_METRICS
+from shopaug.eval.selection import best_on_validation
 from shopaug.experiment.config import AblationRow, RunConfig
 from shopaug.experiment.context import FoldContext, PerQuery, RunContext, resolve_device
 from shopaug.experiment.report import assemble_result, render
@@ -393,13 +394,12 @@ def _mean(values: dict[str, float]) -> float:
 
 
 def select_system(systems: list[System], scored: dict[str, tuple[PerQuery, PerQuery]]) -> System:
-    """The system with the best mean validation NDCG@10; test scores are never read. Ties go
-    to the earlier system (baselines come first)."""
-    best = systems[0]
-    for system in systems[1:]:
-        if _mean(scored[system.name][0]["ndcg@10"]) > _mean(scored[best.name][0]["ndcg@10"]):
-            best = system
-    return best
+    """The system with the best mean validation NDCG@10
+    (:func:`shopaug.eval.selection.best_on_validation`, given the validation scores only).
+    Ties go to the earlier system (baselines come first)."""
+    by_name = {system.name: system for system in systems}
+    chosen = best_on_validation({s.name: scored[s.name][0]["ndcg@10"] for s in systems})
+    return by_name[chosen]
 
 
 def gate_reranker(
