@@ -68,9 +68,9 @@ def text_choice_on_validation(
         choice: sum(sum(values[q] for q in t) / len(t) for t in tests) / len(tests)
         for choice, values in per_query.items()
     }
-    chosen = sum(
-        sum(per_query[c][q] for q in t) / len(t) for c, t in zip(choices, tests)
-    ) / len(tests)
+    chosen = sum(sum(per_query[c][q] for q in t) / len(t) for c, t in zip(choices, tests)) / len(
+        tests
+    )
     return choices, fixed, chosen
 
 
@@ -138,7 +138,9 @@ def main() -> None:
     ]
     for data in datasets:
         for retriever in args.retrievers.split(","):
-            choices, fixed, chosen = text_choice_on_validation(data, args.out, retriever, args.folds)
+            choices, fixed, chosen = text_choice_on_validation(
+                data, args.out, retriever, args.folds
+            )
             lines.append(
                 f"| {data} | {retriever} | {', '.join(choices)} | **{chosen:.4f}** | "
                 + " | ".join(f"{fixed[c]:.4f}" for c in TEXT_CHOICES)
