@@ -239,3 +239,31 @@ def test_eval_summary_clips_the_fold_interval(capsys: pytest.CaptureFixture[str]
     assert lines[1].split() == ["ndcg@10", "0.8000", "95%", "CI", "[0.1000,", "1.0000]"]
     assert lines[2].split() == ["mrr@10", "0.5000", "95%", "CI", "-"]
     assert lines[3] == "95% CI: t interval over folds, clipped to [0, 1]"
+
+
+@pytest.mark.parametrize(
+    ("rows", "warning"),
+    [
+        ("", "warning: the judgments table has no rows: nothing can be trained or measured"),
+        (
+            "q1,a1,0\nq2,a3,0\n",
+            "warning: no judgment has a positive gain (labels '0' (gain 0)): no query has a "
+            "relevant product, so nothing can be trained or measured",
+        ),
+    ],
+)
+def test_data_check_warns_when_nothing_can_be_trained_or_measured(
+    generic_dir: Path, rows: str, warning: str
+) -> None:
+    (generic_dir / "judgments.csv").write_text(f"query_id,product_id,grade\n{rows}", "utf-8")
+    result = runner.invoke(app, ["data", "check", "--data", str(generic_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == warning
+    as_json = runner.invoke(app, ["data", "check", "--data", str(generic_dir), "--json"])
+    assert json.loads(as_json.output)["warnings"] == [warning.removeprefix("warning: ")]
+
+
+def test_data_check_of_usable_data_warns_of_nothing(generic_dir: Path) -> None:
+    result = runner.invoke(app, ["data", "check", "--data", str(generic_dir), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["warnings"] == []
+    assert "warning" not in runner.invoke(app, ["data", "check", "--data", "demo"]).output

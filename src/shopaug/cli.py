@@ -125,6 +125,7 @@ def data_check(
         raise _fail(error) from error
     summary = dataset.summary()
     summary["checksums"] = dataset.checksums
+    summary["warnings"] = dataset.gaps()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -144,6 +145,8 @@ def data_check(
         typer.secho(
             "products have no text (ids only): give --products to rank", fg=typer.colors.YELLOW
         )
+    for gap in dataset.gaps():
+        typer.secho(f"warning: {gap}", fg=typer.colors.YELLOW)
 
 
 @app.command("eval")

@@ -155,6 +155,28 @@ class Dataset:
             checksums=dict(self.checksums),
         )
 
+    def gaps(self) -> list[str]:
+        """Why nothing can be trained on or measured with this data set, one sentence each;
+        empty when the judgments allow both.
+
+        Loading accepts a judgments table with no rows, or with no positive gain, since a
+        catalog can still be served or mined; ``shopaug data check`` warns with these.
+
+        Example:
+            >>> Dataset("d", [], [Query("q1", "shirt")], [], {"Exact": 2}).gaps()
+            ['the judgments table has no rows: nothing can be trained or measured']
+        """
+        if not self.judgments:
+            return ["the judgments table has no rows: nothing can be trained or measured"]
+        labels = sorted({judgment.label for judgment in self.judgments})
+        if not any(self.gains.get(label, 0) > 0 for label in labels):
+            shown = ", ".join(f"{label!r} (gain {self.gains.get(label, 0)})" for label in labels)
+            return [
+                f"no judgment has a positive gain (labels {shown}): no query has a relevant "
+                "product, so nothing can be trained or measured"
+            ]
+        return []
+
     def summary(self) -> dict[str, object]:
         per_label: dict[str, int] = {}
         for judgment in self.judgments:
