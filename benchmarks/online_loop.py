@@ -80,8 +80,9 @@ def main() -> None:
         f"round each ({args.steps} fine-tuning steps, batch 16, IPW-weighted clicks with "
         f"skip-above and mined negatives, gate tolerance {args.tolerance} NDCG@10). Users "
         f"issue half of the judged queries of the first of {args.folds} test folds; NDCG@10 "
-        "is measured through `GET /search` of the running service on the other half "
-        "(held out: never issued, never trained on). Round 0 is the model before any feedback.",
+        "is measured through `GET /search` of the running service on half of the other half "
+        "(held out: never issued, never trained on, never read by the gate). Round 0 is the "
+        "model before any feedback.",
         "",
     ]
     for data in args.data or ["demo"]:
@@ -117,10 +118,13 @@ def main() -> None:
             )
         lines += [
             "",
-            "The gate's columns are measured on the test-fold queries not yet in the feedback "
-            "log at that round (a superset of the held-out half), hence they differ from the "
-            "served column. The gate's reasons (paired t-test p-values) are in "
-            f"`benchmarks/out/online-loop/{run.name}/simulation.json`.",
+            f"The gate's columns are measured on its own {len(payload['gate_queries'])} "
+            "queries: the held-out queries are split in two by a hash of the query id "
+            "(`online.retrain.is_gate_query`), the gate reads one half and never the other, "
+            "which the served column reports, so the served figure is not the one the gate "
+            "selected on. A challenger carries the champion's whole pipeline (fusion, "
+            "reranker) and the gate ranks as the service ranks. The gate's reasons (paired "
+            f"t-test p-values) are in `benchmarks/out/online-loop/{run.name}/simulation.json`.",
             "",
         ]
     write_section("online-loop", invocation(), "\n".join(lines))
