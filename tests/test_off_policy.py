@@ -221,6 +221,8 @@ def test_every_estimator_equals_obp_on_the_same_input(seed: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ope = pytest.importorskip("obp.ope")
+    if not hasattr(ope, "SwitchDoublyRobustTuning"):
+        pytest.skip("obp < 0.5 has no tuned DR-OS / Switch-DR (install obp 0.5.7 as documented)")
     log = _obp_log(seed)
     # heavy weights, so that shrinkage and switching change the estimate and SLOPE must choose
     log["pscore"] = np.where(np.arange(log["pscore"].size) % 7 == 0, 0.002, log["pscore"])
