@@ -473,7 +473,8 @@ def main() -> None:
     if args.limit or result.get("limited"):
         print("not written to RESULTS.md: --limit replays part of the invoices")
     elif not args.no_write:
-        command = result["command"].replace(" --no-write", "")
+        # the replay's own command, then this one when the section is rendered later
+        command = f"{result['command']} && {invocation()}" if args.render_only else invocation()
         path = write_section("recommend-replay", command, text)
         print(f"wrote {path}")
 
