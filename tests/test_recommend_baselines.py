@@ -73,3 +73,13 @@ def test_implicit_factor_models(data: Interactions, kind: str) -> None:
 def test_top_k_orders_and_breaks_ties_by_row() -> None:
     scores = np.array([[0.1, 0.9, 0.5, 0.9], [1.0, 0.0, 0.0, 0.0]])
     assert top_k(scores, 3).tolist() == [[1, 3, 2], [0, 1, 2]]
+
+
+def test_top_k_breaks_a_tie_at_the_cut_off_by_row() -> None:
+    # 40 best scores, then 240 tied ones: the 5 tied places after the 40 go to the lowest
+    # rows of the tie (argpartition alone picks an arbitrary subset of it)
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.1] * 40])
+    found = top_k(scores, 45)[0].tolist()
+    assert found[:40] == list(range(1, 320, 8))
+    assert found[40:] == [0, 2, 3, 4, 5]
+    assert top_k(scores, 60)[0].tolist()[:45] == found  # a shorter list is a prefix

@@ -13,6 +13,7 @@ from shopaug.eval.recommend import (
     exposure_metrics,
     new_item_recall,
     per_customer_metrics,
+    repeat_explore_metrics,
     tail_share_per_customer,
 )
 
@@ -117,3 +118,47 @@ def test_recall_ndcg_match_ir_measures() -> None:
     for ours_name, theirs in (("recall@20", "R@20"), ("ndcg@20", "nDCG@20"), ("mrr", "RR")):
         expected = [found[theirs].get(qid, 0.0) for qid in ids]
         np.testing.assert_allclose(ours[ours_name], expected, atol=1e-9)
+
+
+def test_explore_recall_excludes_items_bought_before_the_cut() -> None:
+    # u1 bought a and b before the cut; next basket {a, c, d}: a is a repeat, c and d explore
+    ranked = [["a", "b", "c", "x"], ["a", "q"], ["z", "y"]]
+    baskets = [{"a", "c", "d"}, {"q"}, {"y"}]
+    bought = [{"a", "b"}, {"a", "q"}, set()]
+    split = repeat_explore_metrics(ranked=ranked, baskets=baskets, bought=bought, k=3)
+    rows, values = split["explore_recall@3"]
+    # u1: c found of {c, d}; u2's basket is all repeats (not measured); u3: y at rank 2
+    assert rows.tolist() == [0, 2]
+    assert values.tolist() == pytest.approx([0.5, 1.0])
+    # the repeat item a at rank 1 counts for repeat recall only, never for explore
+    rows, values = split["repeat_recall@3"]
+    assert rows.tolist() == [0, 1] and values.tolist() == pytest.approx([1.0, 1.0])
+    # explore NDCG@3 of u1: c at rank 3 of ideal [c, d]
+    explore_ndcg = split["explore_ndcg@3"][1]
+    assert explore_ndcg[0] == pytest.approx((1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    # a ranking of only own items scores 0 on explore, whatever the basket's repeats
+    own_only = repeat_explore_metrics(
+        ranked=[["a", "b"]], baskets=[{"a", "c"}], bought=[{"a", "b"}], k=2
+    )
+    assert own_only["explore_recall@2"][1].tolist() == [0.0]
+    assert own_only["repeat_recall@2"][1].tolist() == [1.0]
+    assert own_only["repeat_share@2"][1].tolist() == [1.0]
+    # the share of each top 3 that is repeats: u1 a, b of a, b, c; u2 a, q; u3 none
+    assert split["repeat_share@3"][1].tolist() == pytest.approx([2 / 3, 1.0, 0.0])
+
+
+def test_evaluate_recommendations_splits_repeat_and_explore_by_the_history() -> None:
+    truth = BasketTruth(
+        baskets={"u1": {"a", "c"}, "u2": {"b"}},
+        catalog=["a", "b", "c"],
+        popularity={"a": 3, "b": 2, "c": 1},
+        bought={"u1": {"a"}},  # u2 bought nothing before the cut: all explore
+    )
+    result = evaluate_recommendations(
+        {"u1": ["a", "b"], "u2": ["b", "a"]}, truth, k=1, n_resamples=50
+    )
+    metrics = result["metrics"]
+    assert result["repeat_customers"] == 1 and result["explore_customers"] == 2
+    assert metrics["repeat_recall@1"]["mean"] == 1.0
+    assert metrics["explore_recall@1"]["mean"] == pytest.approx((0.0 + 1.0) / 2)
+    assert result["per_customer"]["explore_recall@1"] == {"u1": 0.0, "u2": 1.0}

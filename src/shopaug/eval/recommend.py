@@ -13,6 +13,14 @@ system (ours, ``implicit``, RecBole) is measured by the same code:
                         catalog items with the fewest training purchases)
 ``new_recall@k``        only customers whose basket holds a new item (first sold after the
                         cut): new basket items in the top k / new basket items
+``repeat_recall@k``,    only customers whose basket holds an item they bought before the cut:
+``repeat_ndcg@k``       recall and NDCG against those basket items alone (the rest of the
+                        basket is not relevant; the ranked list is unchanged)
+``explore_recall@k``,   the same against the basket items new to the customer (never bought
+``explore_ndcg@k``      by them before the cut; new items included): where repeat purchase
+                        scores 0. The split of Li et al., "A Next Basket Recommendation
+                        Reality Check" (TOIS 2023)
+``repeat_share@k``      share of a customer's top k that they bought before the cut
 ``coverage@k``          run level: distinct items in any top k / catalog size
 ``gini@k``              run level: Gini coefficient of how often each catalog item is in a
                         top k (0 even, near 1 concentrated on few items)
@@ -31,7 +39,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -96,6 +104,49 @@ def tail_share_per_customer(
     )
 
 
+def restricted_metrics(
+    *,
+    ranked: Sequence[Sequence[str]],
+    baskets: Sequence[Collection[str]],
+    relevant: Sequence[Collection[str]],
+    k: int = DEFAULT_K,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Recall@k and NDCG@k against only the items of each basket in ``relevant[row]``, for the
+    customers whose basket holds at least one of them (:func:`per_customer_metrics` on the
+    restricted baskets; the ranked lists are unchanged).
+
+    Args:
+        ranked: Item ids in rank order, one list per customer.
+        baskets: The customer's next basket, same order.
+        relevant: Per customer, the items that count (e.g. what they bought before the cut).
+        k: Cut-off.
+
+    Returns:
+        ``(rows, {"recall@k": values, "ndcg@k": values})``: the indices in ``ranked`` of the
+        customers measured and their values.
+
+    Example:
+        >>> rows, values = restricted_metrics(
+        ...     ranked=[["a", "b"], ["a"]], baskets=[{"b", "c"}, {"c"}],
+        ...     relevant=[{"b"}, {"a"}], k=2)
+        >>> rows.tolist(), values["recall@2"].tolist()
+        ([0], [1.0])
+    """
+    if not len(ranked) == len(baskets) == len(relevant):
+        raise ValueError(
+            f"{len(ranked)} ranked lists, {len(baskets)} baskets, {len(relevant)} relevant sets"
+        )
+    kept = [set(basket) & set(items) for basket, items in zip(baskets, relevant, strict=True)]
+    rows = [row for row, basket in enumerate(kept) if basket]
+    names = (f"recall@{k}", f"ndcg@{k}")
+    if not rows:
+        return np.zeros(0, dtype=np.int64), {name: np.zeros(0) for name in names}
+    values = per_customer_metrics(
+        ranked=[ranked[row] for row in rows], baskets=[kept[row] for row in rows], k=k
+    )
+    return np.array(rows, dtype=np.int64), {name: values[name] for name in names}
+
+
 def new_item_recall(
     *,
     ranked: Sequence[Sequence[str]],
@@ -108,13 +159,47 @@ def new_item_recall(
     Returns:
         ``(rows, values)``: the indices of those customers in ``ranked`` and their recall.
     """
-    new = set(new_items)
-    rows = [row for row, basket in enumerate(baskets) if new & set(basket)]
-    values = [
-        len(set(ranked[row][:k]) & set(baskets[row]) & new) / len(set(baskets[row]) & new)
-        for row in rows
+    new = frozenset(new_items)
+    rows, values = restricted_metrics(
+        ranked=ranked, baskets=baskets, relevant=[new] * len(baskets), k=k
+    )
+    return rows, values[f"recall@{k}"]
+
+
+def repeat_explore_metrics(
+    *,
+    ranked: Sequence[Sequence[str]],
+    baskets: Sequence[Collection[str]],
+    bought: Sequence[Collection[str]],
+    k: int = DEFAULT_K,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Recall@k and NDCG@k split into repeat and explore items (Li et al., TOIS 2023), and the
+    share of each top k that is repeats.
+
+    Args:
+        ranked: Item ids in rank order, one list per customer.
+        baskets: The customer's next basket, same order.
+        bought: Per customer, every item they bought before the cut.
+        k: Cut-off.
+
+    Returns:
+        Metric name -> ``(rows, values)``: ``repeat_recall@k`` and ``repeat_ndcg@k`` over the
+        customers whose basket holds an item of ``bought``; ``explore_recall@k`` and
+        ``explore_ndcg@k`` over those whose basket holds an item outside it; ``repeat_share@k``
+        over every customer.
+    """
+    explore = [set(basket) - set(own) for basket, own in zip(baskets, bought, strict=True)]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for part, relevant in (("repeat", bought), ("explore", explore)):
+        rows, values = restricted_metrics(ranked=ranked, baskets=baskets, relevant=relevant, k=k)
+        for name, per_row in values.items():
+            out[f"{part}_{name}"] = (rows, per_row)
+    shares = [
+        float(np.mean([item in own for item in items[:k]])) if len(items) else 0.0
+        for items, own in zip(ranked, (set(b) for b in bought), strict=True)
     ]
-    return np.array(rows, dtype=np.int64), np.array(values, dtype=np.float64)
+    out[f"repeat_share@{k}"] = (np.arange(len(ranked), dtype=np.int64), np.array(shares))
+    return out
 
 
 def exposure_metrics(
@@ -153,12 +238,15 @@ class BasketTruth:
         catalog: Every item a system may recommend.
         popularity: Item id -> training purchases (defines head and tail; absent = 0).
         new_items: Items first sold after the cut.
+        bought: Customer id -> every item they bought before the cut (absent = nothing): what
+            splits a basket into repeat and explore items.
     """
 
     baskets: Mapping[str, Collection[str]]
     catalog: Sequence[str]
     popularity: Mapping[str, float]
     new_items: Collection[str] = ()
+    bought: Mapping[str, Collection[str]] = field(default_factory=dict)
 
     def segments(self) -> dict[str, str]:
         counts = {item: float(self.popularity.get(item, 0.0)) for item in self.catalog}
@@ -186,7 +274,8 @@ def evaluate_recommendations(
 
     Returns:
         ``{"metrics": {name: {"mean", "ci95"}}, "exposure": {...}, "per_customer": {name:
-        {customer: value}}, "customers": n, "new_item_customers": m}``.
+        {customer: value}}, "customers": n, "new_item_customers": m, "repeat_customers": r,
+        "explore_customers": e}``.
 
     Raises:
         ValueError: A customer of the baskets has no ranked list.
@@ -208,6 +297,13 @@ def evaluate_recommendations(
     per_customer[f"new_recall@{k}"] = {
         customers[row]: value for row, value in zip(rows.tolist(), new_values.tolist())
     }
+    split = repeat_explore_metrics(
+        ranked=lists, baskets=baskets, bought=[truth.bought.get(c, ()) for c in customers], k=k
+    )
+    for name, (measured, part_values) in split.items():
+        per_customer[name] = {
+            customers[row]: value for row, value in zip(measured.tolist(), part_values.tolist())
+        }
     summaries = {
         name: _summary(list(by_customer.values()), n_resamples=n_resamples, seed=seed)
         for name, by_customer in per_customer.items()
@@ -220,6 +316,8 @@ def evaluate_recommendations(
         "per_customer": per_customer,
         "customers": len(customers),
         "new_item_customers": int(rows.size),
+        "repeat_customers": int(split[f"repeat_recall@{k}"][0].size),
+        "explore_customers": int(split[f"explore_recall@{k}"][0].size),
     }
 
 
