@@ -1,11 +1,16 @@
-"""Dense text encoder: a sentence-transformers model (MiniLM by default), offline, on the CPU."""
+"""Dense text encoder: a sentence-transformers model (MiniLM by default), offline, on the CPU.
+
+:func:`loading_quietly` is what every load of transformers weights in shopaug runs inside.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,51 @@ from shopaug.errors import MissingExtraError, require
 DEFAULT_MODEL = "minilm"
 #: Inputs are truncated to this many tokens unless a model says otherwise.
 DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+#: The logger transformers writes its "LOAD REPORT" table to (a warning).
+_LOAD_REPORT_LOGGER = "transformers.modeling_utils"
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' "LOAD REPORT" warning, and only it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def loading_quietly(*, load_report: bool = True) -> Iterator[None]:
+    """Load transformers weights without its "Loading weights" progress bar (a load takes a
+    fraction of a second) and, with ``load_report=False``, without its "LOAD REPORT" warning.
+
+    ``load_report=False`` is for a caller that asks ``from_pretrained`` for
+    ``output_loading_info`` and reports what it did not expect itself. Both are restored on
+    exit, so transformers' output stays the user's outside the load (the bar switch is
+    process-wide while the block runs). The report is dropped by a filter, not by raising the
+    logger's level: transformers runs an extra check, and warns, when that level is raised.
+
+    Example:
+        >>> with loading_quietly():  # doctest: +SKIP
+        ...     model = SentenceTransformer(path)
+    """
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # the caller raises the missing extra
+        yield
+        return
+    bars = transformers_logging.is_progress_bar_enabled()
+    report_logger = logging.getLogger(_LOAD_REPORT_LOGGER)
+    drop = _DropLoadReport()
+    transformers_logging.disable_progress_bar()
+    if not load_report:
+        report_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(drop)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def minilm_path() -> Path:
@@ -114,7 +164,8 @@ class SentenceTransformerEncoder:
                     "sentence-transformers is needed for dense retrieval; run: "
                     "pip install 'shopaug[train]'"
                 ) from error
-            self._model = SentenceTransformer(str(self.path), device="cpu")
+            with loading_quietly():
+                self._model = SentenceTransformer(str(self.path), device="cpu")
             self._model.max_seq_length = self.max_seq_length
         return self._model
 

@@ -30,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from shopaug.encoders.dense import DEFAULT_MAX_SEQ_LENGTH, DEFAULT_MODEL, model_id
+from shopaug.encoders.dense import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    DEFAULT_MODEL,
+    loading_quietly,
+    model_id,
+)
 from shopaug.encoders.exports import (
     ExportedEncoder,
     export_dir,
@@ -100,7 +105,8 @@ def _trace(path: Path, target: Path, max_seq_length: int) -> None:
     require("onnx", "fast")
     torch = require("torch", "train")
     st = require("sentence_transformers", "train")
-    model = st.SentenceTransformer(str(path), device="cpu")
+    with loading_quietly():
+        model = st.SentenceTransformer(str(path), device="cpu")
     model.max_seq_length = max_seq_length
     names = _input_names(path)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shopaug.encoders.dense import DEFAULT_MAX_SEQ_LENGTH, minilm_path, model_id
+from shopaug.encoders.dense import DEFAULT_MAX_SEQ_LENGTH, loading_quietly, minilm_path, model_id
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
 from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
@@ -68,7 +68,8 @@ class BiEncoder(nn.Module):
             )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         sentence_transformers = require("sentence_transformers", "train")
-        self.model = sentence_transformers.SentenceTransformer(str(path), device=device)
+        with loading_quietly():
+            self.model = sentence_transformers.SentenceTransformer(str(path), device=device)
         self.model.max_seq_length = max_seq_length
         # training tokenises through a cache (each text once) and pads per batch
         self._tokens = TokenCache(self.model.tokenizer, max_length=max_seq_length)

@@ -7,14 +7,14 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from shopaug.encoders.dense import minilm_path
+from shopaug.encoders.dense import loading_quietly, minilm_path
 from shopaug.errors import require
 from shopaug.models.fingerprint import WeightsFingerprint
 from shopaug.models.lora import LoraSettings, has_lora, inject_lora, merged_copy
@@ -24,6 +24,30 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "reranker.json"
 HEAD_FILE = "head.safetensors"
 Pooling = Literal["mean", "cls"]
+
+
+#: Checkpoint weights the reranker leaves out on purpose: the pooler of a sentence encoder
+#: (it pools tokens itself), which transformers lists as UNEXPECTED at every load.
+EXPECTED_UNUSED_PREFIXES = ("pooler.",)
+
+
+def _report_loading(path: Path, loading: dict[str, Any]) -> None:
+    """Log what transformers' silenced load report held beyond the expected unused pooler:
+    weights missing from the checkpoint (newly initialised), other unused or mismatched ones."""
+    unexpected = sorted(
+        key
+        for key in loading.get("unexpected_keys", ())
+        if not key.startswith(EXPECTED_UNUSED_PREFIXES)
+    )
+    missing = sorted(loading.get("missing_keys", ()))
+    mismatched = sorted(str(entry[0]) for entry in loading.get("mismatched_keys", ()))
+    for what, keys in (
+        ("missing from the checkpoint (newly initialised)", missing),
+        ("in the checkpoint but unused", unexpected),
+        ("of another shape in the checkpoint (newly initialised)", mismatched),
+    ):
+        if keys:
+            logger.warning("%s: %d weights %s: %s", path, len(keys), what, ", ".join(keys[:10]))
 
 
 class CrossEncoderReranker(nn.Module):
@@ -80,9 +104,11 @@ class CrossEncoderReranker(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         transformers = require("transformers", "train")
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-        self.transformer = transformers.AutoModel.from_pretrained(
-            str(path), add_pooling_layer=False
-        )
+        with loading_quietly(load_report=False):
+            self.transformer, loading = transformers.AutoModel.from_pretrained(
+                str(path), add_pooling_layer=False, output_loading_info=True
+            )
+        _report_loading(path, loading)
         hidden = int(self.transformer.config.hidden_size)
         self.head = nn.Linear(hidden, 1)
         if (path / HEAD_FILE).is_file():
