@@ -259,12 +259,12 @@ def test_fit_on_ray_two_workers_gives_the_weights_of_one_process(local_ray, tmp_
     model = load_trainable(tmp_path / "ray" / "model")
     queries = [q.text for q in dataset.queries[:10]]
     catalog = dataset.product_texts(("title",))
-    ranks = np.argsort(-(model.encode(queries) @ model.encode(catalog).T), axis=1)[:, :10]
+    scores = model.encode(queries) @ model.encode(catalog).T  # (10, catalog)
     reference = load_trainable(tmp_path / "local" / "model")
-    expected_ranks = np.argsort(-(reference.encode(queries) @ reference.encode(catalog).T), axis=1)[
-        :, :10
-    ]
-    np.testing.assert_array_equal(ranks, expected_ranks)
+    expected_scores = reference.encode(queries) @ reference.encode(catalog).T
+    # the same scores up to float rounding (the hashing model has many tied scores, so an
+    # exact top-10 order would compare how rounding breaks ties, not the training)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
 
 
 @pytest.mark.slow
