@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from shopaug.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,39 +39,97 @@ DEFAULT_FUSION_DEPTH = 200
 DEFAULT_RRF_K = 60.0
 
 
+def rrf_scores(
+    rankings: Sequence[np.ndarray], *, rrf_k: float = DEFAULT_RRF_K
+) -> tuple[np.ndarray, np.ndarray]:
+    """RRF of rankings of integer keys (catalog rows, say), each best first: the distinct keys
+    ``(m,)`` and their scores ``sum_r 1 / (rrf_k + rank_r)`` ``(m,)`` (float64, added run after
+    run in ``rankings`` order, as :func:`rrf_fuse` adds them)."""
+    keys, slots = np.unique(
+        np.concatenate([*rankings, np.zeros(0, dtype=np.int64)]), return_inverse=True
+    )
+    scores = np.zeros(len(keys))
+    start = 0
+    for ranking in rankings:
+        ranks = np.arange(1, len(ranking) + 1)
+        np.add.at(scores, slots[start : start + len(ranking)], 1.0 / (rrf_k + ranks))
+        start += len(ranking)
+    return keys, scores
+
+
+def convex_scores(
+    dense: tuple[np.ndarray, np.ndarray], bm25: tuple[np.ndarray, np.ndarray], *, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The convex fusion of two rankings of integer keys, each ``(keys, scores)``: the distinct
+    keys ``(m,)`` and ``weight * dense + (1 - weight) * bm25`` of the per-ranking min-max
+    normalised scores ``(m,)`` (a key missing from one ranking gets 0 there; a ranking whose
+    scores are all equal normalises to 1)."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    keys, slots = np.unique(np.concatenate([dense[0], bm25[0]]), return_inverse=True)
+    parts = []
+    for (ranked, values), part in zip((dense, bm25), np.split(slots, [len(dense[0])])):
+        normalised = np.zeros(len(keys))
+        if len(ranked):
+            values = np.asarray(values, dtype=np.float64)
+            low, high = values.min(), values.max()
+            span = high - low
+            normalised[part] = (values - low) / span if span > 0 else 1.0
+        parts.append(normalised)
+    return keys, weight * parts[0] + (1.0 - weight) * parts[1]
+
+
+def best_keys(
+    keys: np.ndarray, scores: np.ndarray, *, tie_keys: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``depth`` best ``keys`` by score and their scores, each ``(<= depth,)``; equal
+    scores are ordered by ``tie_keys[key]`` (the rank of the product id, so ties fall as in
+    :func:`rrf_fuse` and :func:`convex_fuse`)."""
+    order = np.lexsort((tie_keys[keys], -scores))[:depth]
+    return keys[order], scores[order]
+
+
+def _fuse_ids(
+    runs: Sequence[list[tuple[str, float]]],
+    depth: int,
+    fuse: Callable[[list[tuple[np.ndarray, np.ndarray]]], tuple[np.ndarray, np.ndarray]],
+) -> list[tuple[str, float]]:
+    """One query's runs fused by ``fuse`` over integer keys: the product ids numbered in
+    sorted order, so the key is its own tie-break."""
+    ids = sorted({pid for run in runs for pid, _ in run})
+    number = {pid: i for i, pid in enumerate(ids)}
+    arrays = [
+        (
+            np.array([number[pid] for pid, _ in run], dtype=np.int64),
+            np.array([score for _, score in run], dtype=np.float64),
+        )
+        for run in runs
+    ]
+    keys, scores = fuse(arrays)
+    keys, scores = best_keys(keys, scores, tie_keys=np.arange(len(ids)), depth=depth)
+    return [(ids[key], float(score)) for key, score in zip(keys.tolist(), scores.tolist())]
+
+
 def rrf_fuse(runs: Sequence[Run], *, depth: int, rrf_k: float = 60.0) -> Run:
-    """Reciprocal-rank fusion (Cormack et al. 2009) of ``runs``, ties broken by product id."""
-    fused: Run = {}
-    for qid in runs[0]:
-        scores: dict[str, float] = {}
-        for run in runs:
-            for rank, (pid, _) in enumerate(run.get(qid, []), start=1):
-                scores[pid] = scores.get(pid, 0.0) + 1.0 / (rrf_k + rank)
-        fused[qid] = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:depth]
-    return fused
+    """Reciprocal-rank fusion (Cormack et al. 2009) of ``runs``, ties broken by product id
+    (:func:`rrf_scores` per query)."""
 
+    def fuse(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        return rrf_scores([keys for keys, _ in arrays], rrf_k=rrf_k)
 
-def _normalised(ranked: list[tuple[str, float]]) -> dict[str, float]:
-    if not ranked:
-        return {}
-    values = [score for _, score in ranked]
-    low, high = min(values), max(values)
-    span = high - low
-    return {pid: (score - low) / span if span > 0 else 1.0 for pid, score in ranked}
+    return {qid: _fuse_ids([run.get(qid, []) for run in runs], depth, fuse) for qid in runs[0]}
 
 
 def convex_fuse(dense: Run, bm25: Run, *, weight: float, depth: int) -> Run:
-    """``weight * dense + (1 - weight) * bm25`` of per-query min-max normalised scores."""
+    """``weight * dense + (1 - weight) * bm25`` of per-query min-max normalised scores
+    (:func:`convex_scores` per query), ties broken by product id."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
-    fused: Run = {}
-    for qid in dense:
-        a, b = _normalised(dense.get(qid, [])), _normalised(bm25.get(qid, []))
-        scores = {
-            pid: weight * a.get(pid, 0.0) + (1.0 - weight) * b.get(pid, 0.0) for pid in a.keys() | b
-        }
-        fused[qid] = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:depth]
-    return fused
+
+    def fuse(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        return convex_scores(arrays[0], arrays[1], weight=weight)
+
+    return {qid: _fuse_ids([dense.get(qid, []), bm25.get(qid, [])], depth, fuse) for qid in dense}
 
 
 def pick_weight(
@@ -120,6 +180,24 @@ class FusionSpec:
             return rrf_fuse([dense, bm25], depth=depth, rrf_k=self.rrf_k)
         assert self.weight is not None  # checked in __post_init__
         return convex_fuse(dense, bm25, weight=self.weight, depth=depth)
+
+    def fuse_rows(
+        self,
+        dense: tuple[np.ndarray, np.ndarray],
+        bm25: tuple[np.ndarray, np.ndarray],
+        *,
+        tie_keys: np.ndarray,
+        depth: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query's fusion over catalog rows: ``dense`` and ``bm25`` are ``(rows,
+        scores)`` best first (no padding), ``tie_keys[row]`` the rank of the row's product id;
+        the best ``depth`` rows and their fused scores, as :meth:`fuse` ranks the same runs."""
+        if self.method == "rrf":
+            keys, scores = rrf_scores([dense[0], bm25[0]], rrf_k=self.rrf_k)
+        else:
+            assert self.weight is not None  # checked in __post_init__
+            keys, scores = convex_scores(dense, bm25, weight=self.weight)
+        return best_keys(keys, scores, tie_keys=tie_keys, depth=depth)
 
     def describe(self) -> str:
         """``dense + bm25 (convex, weight 0.6)`` or ``dense + bm25 (rrf)``."""

@@ -64,10 +64,6 @@ def terms(text: str) -> set[str]:
     return {t[:-1] if len(t) > 3 and t.endswith("s") else t for t in _TOKEN.findall(text.lower())}
 
 
-def _overlap(query: set[str], text: set[str]) -> float:
-    return len(query & text) / len(query) if query else 0.0
-
-
 def _ranks(values: np.ndarray) -> np.ndarray:
     """0 for the largest value, 1 for the next, ... (ties in list order)."""
     order = np.argsort(-values, kind="stable")
@@ -101,18 +97,35 @@ class ClassPrior:
                 self._by_leaf[term][leaf] += gain
 
     def score(self, query: str, leaf: str, *, leave_out: bool = False) -> float:
-        words = terms(query)
-        if not words or not leaf:
-            return 0.0
+        return float(self.scores(query, [leaf], leave_out=leave_out)[0])
+
+    def scores(self, query: str, leaves: Sequence[str], *, leave_out: bool = False) -> np.ndarray:
+        """:meth:`score` of each of ``leaves`` ``(len(leaves),)``, worked out for the distinct
+        leaves at once (the same arithmetic, as arrays of leaves by query terms)."""
+        result = np.zeros(len(leaves))
+        words = list(terms(query))
+        distinct = list(dict.fromkeys(leaf for leaf in leaves if leaf))
+        if not words or not distinct:
+            return result
         own = self._own.get(query, []) if leave_out else []
         own_total = sum(g for _, g in own)
-        own_leaf = sum(g for item, g in own if item == leaf)
-        shares = []
-        for term in words:
-            total = self._total.get(term, 0.0) - own_total
-            in_leaf = self._by_leaf[term].get(leaf, 0.0) - own_leaf if term in self._by_leaf else 0
-            shares.append(in_leaf / total if total > 0 else 0.0)
-        return float(np.mean(shares))
+        own_leaf = np.array([sum(g for item, g in own if item == leaf) for leaf in distinct])
+        total = np.array([self._total.get(term, 0.0) - own_total for term in words])  # (t,)
+        known = np.array([term in self._by_leaf for term in words])  # (t,)
+        judged = np.array(  # (leaves, t)
+            [
+                [self._by_leaf[t].get(leaf, 0.0) if t in self._by_leaf else 0.0 for t in words]
+                for leaf in distinct
+            ]
+        )
+        in_leaf = np.where(known, judged - own_leaf[:, None], 0.0)
+        positive = total > 0
+        shares = np.where(positive, in_leaf / np.where(positive, total, 1.0), 0.0)
+        value = dict(zip(distinct, shares.mean(axis=1)))
+        for i, leaf in enumerate(leaves):
+            if leaf:
+                result[i] = value[leaf]
+        return result
 
 
 @dataclass
@@ -135,14 +148,30 @@ class RerankFeatures:
         products = self.products
         self._row = {product.id: row for row, product in enumerate(products)}
         self._bm25 = self.bm25 if self.bm25 is not None else BM25Index(self.texts)
-        self._title_terms = [terms(p.title) for p in products]
-        self._category_terms = [terms(" ".join(p.category)) for p in products]
-        self._text_terms = [terms(t) for t in self.texts]
+        # each field's terms per product as one flat array of term ids (CSR: row r owns
+        # ids[starts[r]:starts[r + 1]], each term once), so the overlaps of a candidate list
+        # are a few array operations
+        self._term_id: dict[str, int] = {}
+        self._title = _TermRows([terms(p.title) for p in products], self._term_id)
+        self._category = _TermRows([terms(" ".join(p.category)) for p in products], self._term_id)
+        self._text = _TermRows([terms(t) for t in self.texts], self._term_id)
         self._leaf = [p.category[-1] if p.category else "" for p in products]
+        leaf_ids = {leaf: i for i, leaf in enumerate(dict.fromkeys(self._leaf))}
+        # -1: no category, which matches no other product's leaf
+        self._leaf_id = np.array([leaf_ids[x] if x else -1 for x in self._leaf], dtype=np.int64)
+
+    @property
+    def bm25_index(self) -> BM25Index:
+        """The BM25 index of the ``bm25`` features (given or built here)."""
+        return self._bm25
 
     def leaf(self, product_id: str) -> str:
         """The product's leaf category ("" without one)."""
         return self._leaf[self._row[product_id]]
+
+    def rows(self, candidates: Sequence[str]) -> np.ndarray:
+        """The catalog rows of product ids ``(len(candidates),)``."""
+        return np.array([self._row[pid] for pid in candidates], dtype=np.int64)
 
     def matrix(
         self,
@@ -152,21 +181,57 @@ class RerankFeatures:
         *,
         prior: ClassPrior | None = None,
         leave_out: bool = False,
+        bm25_scores: np.ndarray | None = None,
     ) -> np.ndarray:
         """Features of ``candidates`` (product ids, first-stage order) for ``query``:
         ``(len(candidates), len(FEATURE_NAMES))``; ``leave_out`` for a query the ``prior``
-        was built from."""
-        n = len(candidates)
+        was built from; ``bm25_scores``: the query's :meth:`BM25Index.score_all` when the
+        caller has it already (see :meth:`matrix_of_rows`)."""
+        return self.matrix_of_rows(
+            query,
+            query_vector,
+            self.rows(candidates),
+            prior=prior,
+            leave_out=leave_out,
+            bm25_scores=bm25_scores,
+        )
+
+    def matrix_of_rows(
+        self,
+        query: str,
+        query_vector: np.ndarray,
+        rows: np.ndarray,
+        *,
+        prior: ClassPrior | None = None,
+        leave_out: bool = False,
+        bm25_scores: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:meth:`matrix` of candidates given as catalog ``rows`` ``(n,)``, computed over the
+        whole list at once (no loop over candidates).
+
+        ``bm25_scores`` ``(n_products,)`` is this index's BM25 of ``query`` for every product
+        (:meth:`BM25Index.score_all` of :attr:`bm25_index`), when the caller has it already
+        (the service scores BM25 once per request for the fusion and these features); None:
+        scored here.
+        """
+        n = len(rows)
         if n == 0:
             return np.zeros((0, len(FEATURE_NAMES)))
-        rows = np.array([self._row[pid] for pid in candidates])
+        rows = np.asarray(rows, dtype=np.int64)
+        if bm25_scores is None:
+            bm25_scores = self._bm25.score_all(query)
         cosine = self.item_vectors[rows] @ query_vector  # (n,)
-        bm25 = self._bm25.score_all(query)[rows].astype(np.float64)  # (n,)
+        bm25 = bm25_scores[rows].astype(np.float64)  # (n,)
         top = float(bm25.max())
         words = terms(query)
-        leaves = [self._leaf[r] for r in rows]
+        asked = np.zeros(len(self._term_id) + 1, dtype=bool)  # the query's terms, by id
+        asked[[self._term_id.get(w, len(self._term_id)) for w in words]] = True
+        asked[-1] = False  # terms no product has
+        title_hits = self._title.count(rows, asked)  # (n,) query terms in each title
+        leaves = self._leaf_id[rows]  # (n,)
         listed = leaves[:CONSENSUS_DEPTH]
-        by_dense = [leaves[i] for i in np.argsort(-cosine, kind="stable")[:CONSENSUS_DEPTH]]
+        by_dense = leaves[np.argsort(-cosine, kind="stable")[:CONSENSUS_DEPTH]]
+        has_leaf = leaves >= 0
         features = np.zeros((n, len(FEATURE_NAMES)))
         features[:, 0] = np.arange(n) / n
         features[:, 1] = cosine
@@ -174,17 +239,46 @@ class RerankFeatures:
         features[:, 3] = bm25
         features[:, 4] = bm25 / top if top > 0 else 0.0
         features[:, 5] = _ranks(bm25) / n
-        for i, row in enumerate(rows):
-            title = self._title_terms[row]
-            features[i, 6] = _overlap(words, title)
-            features[i, 7] = _overlap(words, self._category_terms[row])
-            features[i, 8] = _overlap(words, self._text_terms[row])
-            features[i, 9] = float(bool(words) and words <= title)
-            leaf = leaves[i]
-            features[i, 10] = sum(x == leaf for x in listed) / len(listed) if leaf else 0.0
-            features[i, 11] = sum(x == leaf for x in by_dense) / len(by_dense) if leaf else 0.0
-            features[i, 13] = len(title)
-            if prior is not None:
-                features[i, 14] = prior.score(query, leaf, leave_out=leave_out)
+        if words:
+            features[:, 6] = title_hits / len(words)
+            features[:, 7] = self._category.count(rows, asked) / len(words)
+            features[:, 8] = self._text.count(rows, asked) / len(words)
+            features[:, 9] = title_hits == len(words)
+        same_listed = (leaves[:, None] == listed[None, :]).sum(axis=1)  # (n,)
+        same_dense = (leaves[:, None] == by_dense[None, :]).sum(axis=1)  # (n,)
+        features[:, 10] = np.where(has_leaf, same_listed / len(listed), 0.0)
+        features[:, 11] = np.where(has_leaf, same_dense / len(by_dense), 0.0)
         features[:, 12] = len(words)
+        features[:, 13] = self._title.sizes[rows]
+        if prior is not None:
+            leaf_names = [self._leaf[r] for r in rows]
+            features[:, 14] = prior.scores(query, leaf_names, leave_out=leave_out)
         return features
+
+
+class _TermRows:
+    """The term sets of a catalog field, as term ids in one flat array (CSR by product row).
+
+    Args:
+        sets: each product's terms.
+        term_id: term -> id, shared by the fields and extended with their new terms.
+    """
+
+    def __init__(self, sets: Sequence[set[str]], term_id: dict[str, int]) -> None:
+        ids = [term_id.setdefault(t, len(term_id)) for terms_of in sets for t in terms_of]
+        self.ids = np.array(ids, dtype=np.int64)
+        self.sizes = np.array([len(terms_of) for terms_of in sets], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
+
+    def count(self, rows: np.ndarray, asked: np.ndarray) -> np.ndarray:
+        """How many of the asked terms (``asked[term id]`` True) each of ``rows`` has
+        ``(len(rows),)``."""
+        sizes = self.sizes[rows]  # (n,)
+        if sizes.sum() == 0:
+            return np.zeros(len(rows), dtype=np.int64)
+        # positions of every term of every row, row after row
+        ends = np.cumsum(sizes)
+        offsets = np.repeat(self.starts[rows] - (ends - sizes), sizes) + np.arange(ends[-1])
+        owner = np.repeat(np.arange(len(rows)), sizes)
+        found = asked[self.ids[offsets]]
+        return np.bincount(owner[found], minlength=len(rows))

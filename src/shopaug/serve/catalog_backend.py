@@ -51,6 +51,7 @@ from shopaug.data import Dataset
 from shopaug.data.records import Product
 from shopaug.encoders.base import Encoder
 from shopaug.index.vector import NearestNeighbours
+from shopaug.models.model_dir import model_version
 from shopaug.retrieval.catalog import CatalogSource, RunCatalog, find_run_dir
 from shopaug.retrieval.fusion import FusionSpec, read_fusion
 from shopaug.retrieval.ranking import CatalogRanker
@@ -64,6 +65,7 @@ from shopaug.serve.backend import (
     UnknownProductError,
     UnsupportedFilterError,
 )
+from shopaug.serve.metrics import timed_stage
 from shopaug.serve.recommender_backend import is_recommender_dir, load_recommender_backend
 from shopaug.serve.runtime import (
     ServedModel,
@@ -85,6 +87,7 @@ __all__ = [
     "CatalogLoader",
     "CatalogSource",
     "QueryBatcher",
+    "QueryEncoding",
     "QueryVectorCache",
     "find_run_dir",
     "load_catalog_backend",
@@ -181,6 +184,30 @@ class QueryBatcher:
         return future.result()
 
 
+class QueryEncoding:
+    """The query vectors of one encoder: a :class:`QueryVectorCache` in front of a
+    :class:`QueryBatcher`.
+
+    Args:
+        encoder: encodes query texts.
+        cache_size: query vectors kept (0 disables the cache).
+    """
+
+    def __init__(self, encoder: Encoder, cache_size: int) -> None:
+        self.encoder = encoder
+        self.cache = QueryVectorCache(cache_size)
+        self.batcher = QueryBatcher(encoder)
+
+    def vector(self, query: str) -> np.ndarray:
+        """The query's embedding ``(dim,)``, from the LRU cache when seen recently."""
+        cached = self.cache.get(query)
+        if cached is not None:
+            return cached
+        vector = self.batcher.encode(query)
+        self.cache.put(query, vector)
+        return vector
+
+
 class CatalogBackend:
     """Dense search and content-based recommendations over a catalog (see module docstring).
 
@@ -196,7 +223,10 @@ class CatalogBackend:
         nearest: an (approximate) index over ``item_vectors`` for unfiltered searches; None:
             exact search.
         reranker: reorders the top ``reranker.top_k`` of every search (``model/reranker/``,
-            :mod:`shopaug.retrieval.reranking`); None: no reranking.
+            :mod:`shopaug.retrieval.reranking`); None: no reranking. Its features read the
+            request's BM25 scores when its BM25 index is ``bm25``'s (as
+            :class:`CatalogLoader` builds it), and encode the query with its own
+            ``query_encoder`` (cached like the first stage's) only when it has one.
     """
 
     def __init__(
@@ -221,15 +251,26 @@ class CatalogBackend:
             raise ValueError("a fusion needs the BM25 index of the catalog; give bm25")
         self.fusion = fusion
         self.reranker = reranker
-        self._bm25 = bm25
         self.version = version
         self._products = tuple(products)
         self._row = {product.id: row for row, product in enumerate(self._products)}
-        self._ranker = CatalogRanker(item_vectors, [product.id for product in self._products])
+        ids = [product.id for product in self._products]
+        self._ranker = CatalogRanker(item_vectors, ids)
+        # rank of each row's product id: fused scores that tie are ordered by product id
+        self._id_rank = np.empty(len(ids), dtype=np.int64)
+        self._id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
         self._nearest = nearest
         self._encoder = query_encoder
-        self._batcher = QueryBatcher(query_encoder)
-        self.query_cache = QueryVectorCache(query_cache_size)
+        self._query = QueryEncoding(query_encoder, query_cache_size)
+        self._batcher = self._query.batcher
+        self.query_cache = self._query.cache
+        # the one BM25 index scored per request (for the fusion and the reranker's features)
+        features_bm25 = None if reranker is None else reranker.features.bm25_index
+        self._bm25_index = bm25.index if bm25 is not None else features_bm25
+        self._bm25_shared = features_bm25 is not None and features_bm25 is self._bm25_index
+        self._features_encoding = None
+        if reranker is not None and reranker.query_encoder is not None:
+            self._features_encoding = QueryEncoding(reranker.query_encoder, query_cache_size)
         # lower-cased category levels of each product, for the category filter
         self._categories = tuple(
             frozenset(level.strip().lower() for level in product.category)
@@ -264,32 +305,94 @@ class CatalogBackend:
 
     def query_vector(self, query: str) -> np.ndarray:
         """The query's embedding ``(dim,)``, from the LRU cache when seen recently."""
-        cached = self.query_cache.get(query)
-        if cached is not None:
-            return cached
-        vector = self._batcher.encode(query)
-        self.query_cache.put(query, vector)
-        return vector
+        return self._query.vector(query)
 
     def search(self, query: str, k: int, filters: Mapping[str, str] | None = None) -> list[Hit]:
         """The top ``k`` products for ``query``, best first (see module docstring).
+
+        Each stage runs once per request and is timed (:func:`~shopaug.serve.metrics.
+        timed_stage`): the query is encoded once (the reranker's features reuse the vector
+        when their encoder is the first stage's), BM25 scores the catalog once (the fusion
+        and the reranker's features both read those scores), the fusion and the features are
+        array operations over catalog rows, and the reranker predicts the list in one call.
 
         Raises:
             UnsupportedFilterError: a filter field other than ``category``.
         """
         allowed = self._filter_rows(filters)
-        if self.reranker is None:
-            return self._first_stage(query, k, allowed)
-        depth = max(k, self.reranker.top_k)
-        ranked = [(hit.product_id, hit.score) for hit in self._first_stage(query, depth, allowed)]
-        reranked = self.reranker.rerank(query, self.query_vector(query), ranked)
-        return [self._hit(self._row[pid], score) for pid, score in reranked[:k]]
+        with timed_stage("encode"):
+            vector = self.query_vector(query)
+        bm25_scores = None
+        if self._bm25_index is not None:
+            with timed_stage("bm25"):
+                bm25_scores = self._bm25_index.score_all(query)
+        reranker = self.reranker
+        depth = k if reranker is None else max(k, reranker.top_k)
+        rows, scores = self._first_stage(vector, bm25_scores, depth, allowed)
+        if reranker is not None:
+            rows, scores = self._rerank(reranker, query, vector, bm25_scores, rows, scores)
+        products = self._products
+        return [
+            Hit(products[row].id, score, products[row].title)
+            for row, score in zip(rows[:k].tolist(), scores[:k].tolist())
+        ]
 
-    def _first_stage(self, query: str, k: int, allowed: np.ndarray | None) -> list[Hit]:
-        if self.fusion is not None:
-            return self._fused_search(self.fusion, query, k, allowed)
-        rows, scores = self._dense_search(self.query_vector(query), k, allowed)
-        return self._hits(rows[0], scores[0])
+    def _first_stage(
+        self,
+        vector: np.ndarray,
+        bm25_scores: np.ndarray | None,
+        depth: int,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's best ``depth`` rows and scores (dense, or fused with BM25)."""
+        fusion = self.fusion
+        if fusion is None:
+            with timed_stage("dense_search"):
+                rows, scores = self._dense_search(vector, depth, allowed)
+            found = rows[0] >= 0
+            return rows[0][found], scores[0][found]
+        assert bm25_scores is not None and self._bm25_index is not None  # checked in __init__
+        with timed_stage("dense_search"):
+            dense_rows, dense_scores = self._dense_search(vector, fusion.depth, allowed)
+        with timed_stage("bm25"):
+            bm25_rows, bm25_top = self._bm25_index.top(bm25_scores, fusion.depth, allowed)
+        with timed_stage("fusion"):
+            dense_found, bm25_found = dense_rows[0] >= 0, bm25_rows >= 0
+            return fusion.fuse_rows(
+                (dense_rows[0][dense_found], dense_scores[0][dense_found]),
+                (bm25_rows[bm25_found], bm25_top[bm25_found]),
+                tie_keys=self._id_rank,
+                depth=depth,
+            )
+
+    def _rerank(
+        self,
+        reranker: FeatureReranker,
+        query: str,
+        vector: np.ndarray,
+        bm25_scores: np.ndarray | None,
+        rows: np.ndarray,
+        scores: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` with their top ``reranker.top_k`` reordered by the reranker (the rest
+        keep their order and first-stage scores)."""
+        head = rows[: reranker.top_k]
+        if head.size == 0:
+            return rows, scores
+        if self._features_encoding is not None:  # the features' own (base) encoder
+            with timed_stage("encode"):
+                vector = self._features_encoding.vector(query)
+        if not self._bm25_shared:
+            bm25_scores = None  # the reranker scores BM25 with its own index
+        with timed_stage("features"):
+            features = reranker.features_of(query, vector, head, bm25_scores=bm25_scores)
+        with timed_stage("rerank"):
+            order, model_scores = reranker.order(features)
+        rest = slice(reranker.top_k, None)
+        return (
+            np.concatenate([head[order], rows[rest]]),
+            np.concatenate([model_scores[order], np.asarray(scores[rest], dtype=np.float64)]),
+        )
 
     def _dense_search(
         self, vector: np.ndarray, depth: int, allowed: np.ndarray | None
@@ -298,33 +401,6 @@ class CatalogBackend:
         if allowed is None and self._nearest is not None:
             return self._nearest.search(vector, depth)
         return self._ranker.search(vector, depth, allowed)
-
-    def _fused_search(
-        self, fusion: FusionSpec, query: str, k: int, allowed: np.ndarray | None
-    ) -> list[Hit]:
-        """The dense and BM25 top ``fusion.depth`` among ``allowed`` rows, fused, cut to ``k``."""
-        depth = fusion.depth
-        dense_rows, dense_scores = self._dense_search(self.query_vector(query), depth, allowed)
-        dense = self._ranked(dense_rows[0], dense_scores[0])
-        bm25 = self._bm25_ranked(query, depth, allowed)
-        fused = fusion.fuse({"q": dense}, {"q": bm25}, depth=k)["q"]
-        return [self._hit(self._row[pid], score) for pid, score in fused]
-
-    def _bm25_ranked(
-        self, query: str, depth: int, allowed: np.ndarray | None
-    ) -> list[tuple[str, float]]:
-        """BM25's top ``depth`` among ``allowed`` rows (products without a query term left out)."""
-        assert self._bm25 is not None  # checked in __init__
-        if allowed is None:
-            rows, scores = self._bm25.search([query], depth)
-            return self._ranked(rows[0], scores[0])
-        rows, scores = self._bm25.search([query], self.size)  # every match, then the filter
-        keep = np.isin(rows[0], allowed)
-        return self._ranked(rows[0][keep][:depth], scores[0][keep][:depth])
-
-    def _ranked(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
-        """``(product id, score)`` of the found rows, best first."""
-        return [(self._products[int(r)].id, float(s)) for r, s in zip(rows, scores) if int(r) >= 0]
 
     def recommend(self, history: Sequence[str], k: int) -> list[Hit]:
         """``k`` products closest to the mean embedding of ``history``, history excluded.
@@ -366,9 +442,6 @@ class CatalogBackend:
             [row for row, levels in enumerate(self._categories) if wanted in levels],
             dtype=np.int64,
         )
-
-    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        return [self._hit(int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
 
     def _hit(self, row: int, score: float) -> Hit:
         product = self._products[row]
@@ -440,23 +513,31 @@ class CatalogLoader:
             served.query,
             query_cache_size=self.query_cache_size,
             fusion=fusion,
-            bm25=None if fusion is None else self.bm25(),
+            bm25=None if fusion is None and reranker is None else self.bm25(),
             nearest=build_catalog_index(served.item_vectors, self.options),
             reranker=reranker,
         )
 
     def _reranker(self, folder: Path, served: ServedModel) -> FeatureReranker:
-        """The reranker in ``folder``, its features over the first stage's vectors or, when it
-        holds its own (base) encoder, over that encoder's (always the torch runtime)."""
+        """The reranker in ``folder`` with the loader's one BM25 index, its features over the
+        first stage's vectors or, when it holds its own (base) encoder, over that encoder's,
+        run by the same encoder runtime as the first stage. An ``encoder/`` that holds the
+        first stage's own weights is the first stage: its vectors are reused."""
         catalog = self.catalog()
         own = folder / FEATURES_ENCODER_DIR
-        if not own.is_dir():
+        bm25 = self.bm25().index
+        if not own.is_dir() or model_version(own) == served.version:
             return FeatureReranker.load(
-                folder, catalog.products, catalog.texts, served.item_vectors
+                folder, catalog.products, catalog.texts, served.item_vectors, bm25=bm25
             )
-        features = load_served_model(own, catalog.texts, ServingOptions(), self.cache_dir)
+        features = load_served_model(own, catalog.texts, self.options, self.cache_dir)
         return FeatureReranker.load(
-            folder, catalog.products, catalog.texts, features.item_vectors, features.query
+            folder,
+            catalog.products,
+            catalog.texts,
+            features.item_vectors,
+            features.query,
+            bm25=bm25,
         )
 
 
@@ -465,10 +546,11 @@ def make_catalog_loader(run_dir: str | Path, **options: Any) -> BackendLoader:
     return CatalogLoader(run_dir, **options)
 
 
-def load_catalog_backend(model_dir: Path) -> SearchBackend:
+def load_catalog_backend(model_dir: Path, options: ServingOptions | None = None) -> SearchBackend:
     """Build the backend of ``model_dir``; the run's config.yaml is found above it.
 
     A :data:`~shopaug.serve.backend.BackendLoader` for one-off use; a service should use
-    :func:`make_catalog_loader`, which loads the catalog only once.
+    :func:`make_catalog_loader`, which loads the catalog only once. ``options``: the encoder
+    runtime and the ANN choice (default: :class:`ServingOptions`' defaults, as served).
     """
-    return CatalogLoader(find_run_dir(model_dir))(Path(model_dir))
+    return CatalogLoader(find_run_dir(model_dir), options=options)(Path(model_dir))

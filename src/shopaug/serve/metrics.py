@@ -1,5 +1,14 @@
-"""Prometheus metrics of one app (own registry, no global state) and the ASGI middlewares that
-measure requests and bound request bodies."""
+"""Prometheus metrics of one app (own registry, no global state), the per-stage timing of a
+search, and the ASGI middlewares that measure requests and bound request bodies.
+
+A search is timed stage by stage (:data:`SEARCH_STAGES`): the route opens
+:func:`recording_stages` around ``backend.search``; the backend marks its stages with
+:func:`timed_stage`, which adds to the recording of the current request (a
+:class:`contextvars.ContextVar`, so any backend can mark stages without a new argument, and
+one with no recording open, such as ``shopaug eval``'s, pays nothing); the route times the
+response's serialisation itself and hands the whole :class:`StageTimes` to
+:meth:`ServiceMetrics.observe_stages` (``shopaug_search_stage_seconds{stage}``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from shopaug.errors import require
@@ -23,6 +33,59 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
 
+#: The stages of a search, in request order: encode the query, the dense (vector) search, BM25
+#: of the query, the fusion of the two, the reranker's features, the reranker's prediction,
+#: and the response's JSON. A stage a model does not have is not observed.
+SEARCH_STAGES = ("encode", "dense_search", "bm25", "fusion", "features", "rerank", "serialise")
+#: Histogram buckets of the stages, in seconds (50 us to 1 s).
+STAGE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
+)  # fmt: skip
+
+
+class StageTimes:
+    """Seconds spent in each stage of one request (a stage entered twice adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - start)
+
+
+_recording: ContextVar[StageTimes | None] = ContextVar("shopaug_search_stages", default=None)
+
+
+@contextlib.contextmanager
+def recording_stages() -> Iterator[StageTimes]:
+    """Record the stages :func:`timed_stage` marks in this context (this request) meanwhile."""
+    times = StageTimes()
+    token = _recording.set(times)
+    try:
+        yield times
+    finally:
+        _recording.reset(token)
+
+
+@contextlib.contextmanager
+def timed_stage(name: str) -> Iterator[None]:
+    """Time the block as stage ``name`` of the request being recorded, if any."""
+    times = _recording.get()
+    if times is None:
+        yield
+        return
+    with times.stage(name):
+        yield
+
 
 class ServiceMetrics:
     """The service's metrics in a private :class:`prometheus_client.CollectorRegistry`.
@@ -34,6 +97,8 @@ class ServiceMetrics:
         ``shopaug_model_swaps_total``: counter of successful reloads/promotions.
         ``shopaug_feedback_events_total{event}``: events committed to the store.
         ``shopaug_feedback_backlog``: events not yet consumed by the online loop.
+        ``shopaug_search_stage_seconds{stage}``: histogram of each stage of a search
+        (:data:`SEARCH_STAGES`).
     """
 
     def __init__(self, backlog: Callable[[], float] | None = None) -> None:
@@ -75,6 +140,22 @@ class ServiceMetrics:
         )
         self._backlog_source = backlog
         self.backlog.set_function(self._read_backlog)
+        self.search_stages = prometheus.Histogram(
+            "shopaug_search_stage_seconds",
+            "Time of each stage of a search: " + ", ".join(SEARCH_STAGES) + ".",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self._stage_series = {name: self.search_stages.labels(stage=name) for name in SEARCH_STAGES}
+
+    def observe_stages(self, times: StageTimes) -> None:
+        """Add one search's stage times to ``shopaug_search_stage_seconds``."""
+        for stage, seconds in times.seconds.items():
+            series = self._stage_series.get(stage)
+            if series is None:  # a stage a backend named outside SEARCH_STAGES
+                series = self.search_stages.labels(stage=stage)
+            series.observe(seconds)
 
     def set_backlog_source(self, backlog: Callable[[], float] | None) -> None:
         self._backlog_source = backlog
