@@ -247,6 +247,7 @@ def test_a_reranker_over_a_fine_tuned_first_stage_serves_the_base_features(
     from shopaug.experiment.tasks import read_config
     from shopaug.models.bi_encoder import BiEncoder
     from shopaug.serve.catalog_backend import load_catalog_backend
+    from shopaug.serve.runtime import ServingOptions
 
     _force_selection(monkeypatch, "plain fine-tune")
     mapping, _ = read_config("quick")
@@ -264,7 +265,8 @@ def test_a_reranker_over_a_fine_tuned_first_stage_serves_the_base_features(
     assert served["reranker"]["top_k"] == 10 and "features_encoder" in served["reranker"]
     model = tmp_path / "run" / "model"
     assert (model / "reranker" / "encoder").is_dir()
-    backend = load_catalog_backend(model)
+    # torch: the features' encoder is compared with the base model's own vectors
+    backend = load_catalog_backend(model, ServingOptions(encoder_runtime="torch"))
     reranker = backend.reranker
     assert reranker is not None and reranker.query_encoder is not None
     base = BiEncoder(None).encode(["modern sofa"])[0]

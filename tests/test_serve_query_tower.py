@@ -35,6 +35,7 @@ from shopaug.retrieval.fusion import FusionSpec
 from shopaug.retrieval.retrievers import BM25Retriever
 from shopaug.serve import Settings, create_app
 from shopaug.serve.catalog_backend import CatalogBackend, CatalogLoader
+from shopaug.serve.runtime import ServingOptions
 
 WORDS = [
     "red",
@@ -133,7 +134,9 @@ def catalog() -> Dataset:
 
 
 def serve(run: Path, cache: Path) -> TestClient:
-    loader = CatalogLoader(run, dataset=catalog(), cache_dir=cache)
+    # torch: the tests compare the served vectors with the towers' own (sentence-transformers)
+    options = ServingOptions(encoder_runtime="torch")
+    loader = CatalogLoader(run, dataset=catalog(), cache_dir=cache, options=options)
     return TestClient(create_app(Settings(run_dir=run), loader))
 
 

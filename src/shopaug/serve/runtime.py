@@ -5,7 +5,12 @@ these options say *how fast*, trading a little quality for latency:
 
 * ``encoder_runtime`` (:data:`ENCODER_RUNTIMES`):
 
-  - ``torch``: the model directory's own encoders (the default);
+  - ``auto`` (the default): :data:`FAST_RUNTIME` (``onnx-int8``) for a sentence-transformers
+    model or query tower when ONNX Runtime and ``onnx`` are installed (the ``serve`` extra
+    brings them) and the export works, else ``torch`` (logged); a hashing model is served by
+    ``torch``. :func:`resolve_runtime` decides; the export is made at the first load and
+    cached beside the model (:mod:`shopaug.encoders.onnx`), so later starts only read it;
+  - ``torch``: the model directory's own encoders;
   - ``onnx`` / ``onnx-int8``: the query encoder exported to ONNX Runtime in fp32 / with int8
     weights (:class:`shopaug.encoders.onnx.OnnxEncoder`). The catalog keeps the torch vectors
     of the item encoder (through the embedding cache), so only the query side changes;
@@ -22,8 +27,9 @@ these options say *how fast*, trading a little quality for latency:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -44,9 +50,12 @@ from shopaug.retrieval.catalog import encode_catalog, load_model_catalog
 
 logger = logging.getLogger(__name__)
 
-EncoderRuntime = Literal["torch", "onnx", "onnx-int8", "static"]
+EncoderRuntime = Literal["auto", "torch", "onnx", "onnx-int8", "static"]
 #: Every runtime ``encoder_runtime`` may name.
 ENCODER_RUNTIMES: tuple[str, ...] = get_args(EncoderRuntime)
+#: What ``auto`` serves a neural model with: the fastest runtime whose NDCG@10 stays within
+#: 0.005 of the torch model's on the served pipeline (benchmarks/serve_latency.py).
+FAST_RUNTIME: EncoderRuntime = "onnx-int8"
 
 
 @dataclass(frozen=True)
@@ -54,13 +63,13 @@ class ServingOptions:
     """The speed options of a served model (see the module docstring).
 
     Attributes:
-        encoder_runtime: ``torch``, ``onnx``, ``onnx-int8`` or ``static``.
+        encoder_runtime: ``auto`` (default), ``torch``, ``onnx``, ``onnx-int8`` or ``static``.
         ann_threshold: catalogs of at least this many products get an ANN index.
         ann_kind: ``hnsw`` or ``ivf-pq``.
         onnx_threads: ONNX Runtime threads per query batch.
     """
 
-    encoder_runtime: EncoderRuntime = "torch"
+    encoder_runtime: EncoderRuntime = "auto"
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     ann_kind: AnnKind = "hnsw"
     onnx_threads: int = 1
@@ -94,12 +103,26 @@ def load_served_model(
     the catalog ``texts`` it ranks (through the embedding cache in ``cache_dir``).
 
     The version is the model directory's, whatever the runtime: it names the weights.
+    ``auto`` is resolved here (:func:`resolve_runtime`); when its fast runtime cannot be
+    loaded (no ONNX Runtime, an export that fails), the model is served by torch, logged.
 
     Raises:
         ConfigError: a runtime other than ``torch`` for a hashing model, or ``static`` for a
             query tower (the message names the model directory).
     """
-    runtime = options.encoder_runtime
+    runtime = resolve_runtime(model_dir, options.encoder_runtime)
+    if options.encoder_runtime == "auto" and runtime != "torch":
+        try:
+            fast = replace(options, encoder_runtime=runtime)
+            return load_served_model(model_dir, texts, fast, cache_dir)
+        except (ConfigError, ImportError, OSError, RuntimeError) as error:
+            logger.warning(
+                "serving %s with torch: the %s runtime could not be loaded (%s)",
+                model_dir,
+                runtime,
+                error,
+            )
+            runtime = "torch"
     if runtime == "torch":
         towers, vectors = load_model_catalog(model_dir, texts, cache_dir)
         return ServedModel(towers.version, towers.query, vectors)
@@ -135,6 +158,27 @@ def load_served_model(
         )
     logger.info("serving %s with ONNX Runtime (%s)", model_dir, precision)
     return ServedModel(towers.version, query, vectors)
+
+
+def resolve_runtime(model_dir: Path, runtime: EncoderRuntime) -> EncoderRuntime:
+    """The runtime that serves ``model_dir``: ``runtime`` itself, or for ``auto``
+    :data:`FAST_RUNTIME` when ONNX Runtime and ``onnx`` are importable and the model has a
+    neural encoder, else ``torch``."""
+    if runtime != "auto":
+        return runtime
+    descriptor = read_descriptor(model_dir)
+    if descriptor is not None and descriptor["kind"] == HASHING_KIND:
+        return "torch"
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        logger.warning(
+            "serving %s with torch: %s not installed (pip install 'shopaug[serve]' serves it "
+            "with ONNX Runtime int8, several times faster)",
+            model_dir,
+            " and ".join(missing),
+        )
+        return "torch"
+    return FAST_RUNTIME
 
 
 def build_catalog_index(

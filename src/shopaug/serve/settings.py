@@ -36,9 +36,10 @@ class Settings(BaseModel):
         load_in_background: load the model in a thread after start-up, so ``/healthz`` answers
             at once and ``/readyz`` turns ready when the model is loaded; when False, start-up
             waits for the model and fails if it cannot be loaded.
-        encoder_runtime: how queries are encoded: ``torch`` (the model as saved), ``onnx`` /
-            ``onnx-int8`` (ONNX Runtime, fp32 / int8 weights) or ``static`` (a static model
-            distilled from it); see :mod:`shopaug.serve.runtime`.
+        encoder_runtime: how queries are encoded: ``auto`` (ONNX Runtime int8 when installed,
+            else torch), ``torch`` (the model as saved), ``onnx`` / ``onnx-int8`` (ONNX
+            Runtime, fp32 / int8 weights) or ``static`` (a static model distilled from it);
+            see :mod:`shopaug.serve.runtime`.
         ann_threshold: catalogs of at least this many products are searched through an ANN
             index (unfiltered searches); smaller ones exactly.
         ann_kind: the ANN index: ``hnsw`` or ``ivf-pq``.
@@ -66,7 +67,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_history: int = Field(200, ge=1)
     load_in_background: bool = False
-    encoder_runtime: Literal["torch", "onnx", "onnx-int8", "static"] = "torch"
+    encoder_runtime: Literal["auto", "torch", "onnx", "onnx-int8", "static"] = "auto"
     ann_threshold: int = Field(DEFAULT_ANN_THRESHOLD, ge=0)
     ann_kind: Literal["hnsw", "ivf-pq"] = "hnsw"
     feedback_writes_in_flight: int = Field(4, ge=1)
