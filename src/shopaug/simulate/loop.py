@@ -59,6 +59,9 @@ from shopaug.simulate.users import ClickModel, ClickSimulator, labels_by_query
 logger = logging.getLogger(__name__)
 
 SIMULATION_FILE = "simulation.json"
+#: How long the service may take to load its model and catalog (minutes on a loaded machine:
+#: the first start encodes the catalog).
+STARTUP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def running_service(
     ``port=0`` picks a free port. The service is stopped when the block exits.
 
     Raises:
-        RuntimeError: the service did not start within a minute.
+        RuntimeError: the service did not start within :data:`STARTUP_SECONDS`.
     """
     uvicorn = require("uvicorn", "serve")
     from shopaug.serve import create_app
@@ -137,7 +140,7 @@ def running_service(
     )
     thread = threading.Thread(target=server.run, name="shopaug-service", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60.0
+    deadline = time.monotonic() + STARTUP_SECONDS
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
