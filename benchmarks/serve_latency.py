@@ -1,11 +1,18 @@
-"""Serving runtimes compared: NDCG@10 against latency and throughput of ``GET /search``.
+"""Serving runtimes compared: NDCG@10 against latency and throughput of ``GET /search``, for
+the pipeline ``shopaug run`` serves and for the bare encoder.
 
 Usage:
+    shopaug run benchmarks/configs/full-rerank.yaml --out runs/wands-rerank   # once
     python benchmarks/serve_latency.py [--data-dir ../shared/data] [--rate 50]
-        [--runtimes torch,onnx,onnx-int8,static] [--repeats 3] [--seconds 15]
+        [--runtimes torch,onnx,onnx-int8,static] [--systems served,minilm,hashing]
+        [--served-run runs/wands-rerank] [--repeats 3] [--seconds 15]
         [--generators wrk,python] [--server-cpus 1 --client-cpus 0] [--resume]
 
-A run directory over ``wands-subset`` (5,113 products) is made under
+**served** rows serve the run directory ``--served-run``: what ``shopaug run`` chose on
+``wands-subset`` (``full-rerank``: the zero-shot MiniLM + BM25 fusion with LambdaMART over the
+top 100), in every runtime but ``static`` (a static model would feed the reranker features of
+another encoder than the one it was trained with). Beside them, the bare encoder:
+a run directory over ``wands-subset`` (5,113 products) is made under
 ``benchmarks/out/serve-latency/`` from the packaged all-MiniLM-L6-v2 (copied as ``model/``,
 no training) and a config.yaml. For every encoder runtime (``shopaug serve
 --encoder-runtime``: torch, ONNX fp32, ONNX int8, a static model distilled from MiniLM) and
@@ -26,6 +33,10 @@ arrivals from a thread pool, latency from the scheduled send time, so a server t
 behind is charged for it; pinned to the client CPUs too). NDCG@10 of each runtime comes from
 the same backend in this process (all judged WANDS queries of the subset). The hashing model
 (no neural encoder) is the baseline of what HTTP, JSON and the index cost.
+
+After each cold phase the server's ``/metrics`` gives the per-stage split of those requests
+(``shopaug_search_stage_seconds``: encode, dense search, BM25, fusion, features, rerank,
+serialise; mean milliseconds per request), a column group of the table.
 
 Figures are medians over the repeats with [min, max]. Writes the ``serve-latency`` section of
 benchmarks/RESULTS.md.
@@ -56,6 +67,7 @@ from shopaug.data import load_dataset
 from shopaug.encoders.dense import minilm_path
 from shopaug.eval.metrics import evaluate_run
 from shopaug.models.model_dir import write_hashing_model
+from shopaug.serve.metrics import SEARCH_STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("serve_latency.lua")
@@ -154,6 +166,20 @@ def wrk(url: str, queries: list[str], mode: str, *, rate: float | None, seconds:
     }
 
 
+def stage_means(url: str) -> dict[str, float]:
+    """Mean milliseconds per request of each search stage so far (the server's /metrics)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            prefix = f'shopaug_search_stage_seconds{suffix}{{stage="'
+            if line.startswith(prefix):
+                stage = line[len(prefix) :].split('"', 1)[0]
+                into[stage] = float(line.rsplit(" ", 1)[1])
+    return {s: 1000.0 * sums[s] / counts[s] for s in sums if counts.get(s)}
+
+
 def open_loop(
     url: str, queries: list[str], rate: float, rng: np.random.Generator, cpus: str | None
 ):
@@ -221,6 +247,7 @@ def measure(run: Path, runtime: str, queries: list[str], repeat: int, generator:
             phases["cold"] = wrk(
                 service.url, cold_queries, "cold", rate=args.rate, seconds=cold_seconds, args=args
             )
+            phases["cold"]["stages_ms"] = stage_means(service.url)
             phases["warm"] = wrk(
                 service.url, cold_queries, "warm", rate=args.rate, seconds=args.seconds, args=args
             )
@@ -234,6 +261,7 @@ def measure(run: Path, runtime: str, queries: list[str], repeat: int, generator:
             )
         else:
             phases["cold"] = open_loop(service.url, cold_queries, args.rate, rng, args.client_cpus)
+            phases["cold"]["stages_ms"] = stage_means(service.url)
             phases["warm"] = open_loop(service.url, warm_queries, args.rate, rng, args.client_cpus)
     finally:
         service.stop()
@@ -259,6 +287,25 @@ def quality(run: Path, runtime: str, dataset, cache_dir: Path) -> float:
     return float(evaluate_run(ranked, qrels, metrics=["ndcg@10"])["ndcg@10"].mean())
 
 
+def served_system(run: Path) -> str:
+    """What the run serves, in words (its metrics.json's chosen system)."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text("utf-8"))
+        return f"served: {metrics['selected']['system']}"
+    except (OSError, KeyError, ValueError):
+        return f"served: {run.name}"
+
+
+def offline_text(args: argparse.Namespace) -> str:
+    """``, 0.7615`` : the served run's test NDCG@10 of its chosen system, if recorded."""
+    try:
+        metrics = json.loads((args.served_run / "metrics.json").read_text("utf-8"))
+        value = metrics["metrics"]["ndcg@10"]["mean"]  # the chosen system's, test folds
+    except (OSError, KeyError, TypeError, ValueError):
+        return ""
+    return f", {float(value):.4f}"
+
+
 def spread(values: list[float]) -> str:
     """``median [min, max]`` (just the value for one repeat)."""
     if len(values) == 1:
@@ -278,10 +325,21 @@ def prepare(run: Path, runtimes: list[str]) -> None:
             distill_static(run / "model")
 
 
+def stage_cells(runs: list[dict]) -> str:
+    """The per-stage column group of cold rows: median over repeats of the mean ms."""
+    cells = []
+    for stage in SEARCH_STAGES:
+        values = [r["stages_ms"][stage] for r in runs if stage in r.get("stages_ms", {})]
+        cells.append(f"{np.median(values):.2f}" if values else "-")
+    return " | ".join(cells)
+
+
 def table(results: dict, systems: list[tuple[str, str]], generators: list[str]) -> list[str]:
+    stages = " | ".join(stage.replace("_", " ") for stage in SEARCH_STAGES)
     lines = [
-        "| runtime | NDCG@10 | generator | phase | achieved req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | runtime | NDCG@10 | generator | phase | achieved req/s | p50 ms | p99 ms "
+        f"| errors | {stages} |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(SEARCH_STAGES),
     ]
     for label, _ in systems:
         row = results[label]
@@ -290,11 +348,13 @@ def table(results: dict, systems: list[tuple[str, str]], generators: list[str]) 
                 runs = [r[phase] for r in row[generator] if phase in r]
                 if not runs:
                     continue
+                split = stage_cells(runs) if phase == "cold" else " | " * (len(SEARCH_STAGES) - 1)
                 lines.append(
-                    f"| {label} | {row['ndcg']:.4f} | {generator} | {phase} | "
-                    f"{spread([r['achieved_rps'] for r in runs])} | "
+                    f"| {row['system']} | {row['runtime']} | {row['ndcg']:.4f} | {generator} | "
+                    f"{phase} | {spread([r['achieved_rps'] for r in runs])} | "
                     f"{spread([r['p50_ms'] for r in runs])} | "
-                    f"{spread([r['p99_ms'] for r in runs])} | {sum(r['errors'] for r in runs)} |"
+                    f"{spread([r['p99_ms'] for r in runs])} | {sum(r['errors'] for r in runs)} | "
+                    f"{split} |"
                 )
     return lines
 
@@ -314,6 +374,17 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(default_data))
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--runtimes", default="torch,onnx,onnx-int8,static")
+    parser.add_argument(
+        "--systems",
+        default="served,minilm,hashing",
+        help="served (the run of --served-run), minilm (the bare encoder), hashing (no encoder)",
+    )
+    parser.add_argument(
+        "--served-run",
+        type=Path,
+        default=ROOT / "runs" / "wands-rerank",
+        help="run directory of `shopaug run benchmarks/configs/full-rerank.yaml`",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
@@ -343,17 +414,45 @@ def main() -> None:
     dataset = load_dataset("wands-subset", data_dir=args.data_dir)
     queries = sorted({q.text for q in dataset.queries})
     runtimes = args.runtimes.split(",")
-    minilm_run = make_run_dir(args.out, args.data_dir.resolve(), "minilm")
-    hashing_run = make_run_dir(args.out, args.data_dir.resolve(), "hashing")
-    prepare(minilm_run, runtimes)
-    systems = [(f"MiniLM {r}", r) for r in runtimes] + [("hashing (baseline)", "torch")]
-    runs = {
-        label: minilm_run if label.startswith("MiniLM") else hashing_run for label, _ in systems
-    }
+    chosen = args.systems.split(",")
+    systems: list[tuple[str, str]] = []  # (label, runtime)
+    runs: dict[str, Path] = {}
+    names: dict[str, str] = {}
+    if "served" in chosen:
+        served_run = args.served_run.resolve()
+        if not (served_run / "model").is_dir():
+            raise SystemExit(
+                f"{served_run} has no model/: run `shopaug run benchmarks/configs/full-rerank.yaml"
+                f" --out {args.served_run}` first (or leave 'served' out of --systems)"
+            )
+        served_name = served_system(served_run)
+        served_runtimes = [r for r in runtimes if r != "static"]
+        prepare(served_run, served_runtimes)
+        for runtime in served_runtimes:
+            label = f"served {runtime}"
+            systems.append((label, runtime))
+            runs[label], names[label] = served_run, served_name
+    if "minilm" in chosen:
+        minilm_run = make_run_dir(args.out, args.data_dir.resolve(), "minilm")
+        prepare(minilm_run, runtimes)
+        for runtime in runtimes:
+            label = f"MiniLM {runtime}"
+            systems.append((label, runtime))
+            runs[label], names[label] = minilm_run, "bare MiniLM (dense)"
+    if "hashing" in chosen:
+        label = "hashing (baseline)"
+        systems.append((label, "torch"))
+        runs[label] = make_run_dir(args.out, args.data_dir.resolve(), "hashing")
+        names[label] = "hashing (no encoder)"
     results: dict[str, dict] = {}
     for label, runtime in systems:
         ndcg = quality(runs[label], runtime, dataset, args.out / "cache")
-        results[label] = {"runtime": runtime, "ndcg": ndcg, **{g: [] for g in generators}}
+        results[label] = {
+            "system": names[label],
+            "runtime": runtime,
+            "ndcg": ndcg,
+            **{g: [] for g in generators},
+        }
         print(f"{label}: ndcg@10 {ndcg:.4f}", flush=True)
 
     # Every measurement is appended to measurements.jsonl as it is made; --resume keeps those
@@ -395,10 +494,16 @@ def main() -> None:
     (args.out / "latency.json").write_text(json.dumps(results, indent=1), "utf-8")
 
     lines = [
-        "## Serving latency by encoder runtime (GET /search)",
+        "## Serving latency: the served pipeline and the bare encoder, by runtime (GET /search)",
         "",
-        f"`wands-subset` ({len(dataset.products):,} products, name + class), all-MiniLM-L6-v2 "
-        f"as shipped (no training), exact FAISS index, {len(queries)} distinct WANDS queries, "
+        f"`wands-subset` ({len(dataset.products):,} products, name + class). **served**: the "
+        f"model directory of `{args.served_run}`, what `shopaug run "
+        "benchmarks/configs/full-rerank.yaml` chose on validation (zero-shot MiniLM fused "
+        "with BM25, LambdaMART over the top 100; its NDCG@10 here is over every judged query, "
+        "which the served reranker was trained on, so compare it between runtimes, not with "
+        f"the run's cross-validated test figure{offline_text(args)}); "
+        "**bare MiniLM**: all-MiniLM-L6-v2 as shipped (no training), dense only; "
+        f"exact FAISS index, {len(queries)} distinct WANDS queries, "
         f"k=10, {args.rate:.0f} requests/s. Runtimes (`shopaug serve --encoder-runtime`): "
         "torch fp32; ONNX Runtime fp32 and int8 (dynamic, MatMul weights per channel; the "
         "catalog keeps the torch vectors); a static model distilled from MiniLM by model2vec "
@@ -412,7 +517,10 @@ def main() -> None:
         "connections, exponential pauses for the target rate: closed loop, so a slow server "
         "lowers the achieved rate); `python`: the open-loop Poisson generator (latency from "
         "the scheduled send time). NDCG@10 over every judged query of the subset, ranked by "
-        "the same backend in process.",
+        "the same backend in process. The stage columns (cold rows only) are the mean "
+        "milliseconds per request of each stage (`shopaug_search_stage_seconds` from the "
+        "server's /metrics after the cold phase; median over repeats); '-': a stage the "
+        "system does not have. `wrk` is Debian's package (`apt-get install -y wrk`).",
         "",
         *table(results, systems, generators),
         "",
