@@ -234,19 +234,30 @@ def reference_prior(prior: ClassPrior, query: str, leaf: str, leave_out: bool) -
     own = [(item, g) for q, item, g in prior.judged if q == query] if leave_out else []
     own_total = sum(g for _, g in own)
     own_leaf = sum(g for item, g in own if item == leaf)
-    total_of: dict[str, float] = {}
-    in_leaf_of: dict[str, dict[str, float]] = {}
-    for q, item, gain in prior.judged:
-        for term in terms(q):
-            total_of[term] = total_of.get(term, 0.0) + gain
-            in_leaf_of.setdefault(term, {})
-            in_leaf_of[term][item] = in_leaf_of[term].get(item, 0.0) + gain
+    total_of, in_leaf_of = _prior_counts(prior)
     shares = []
     for term in words:
         total = total_of.get(term, 0.0) - own_total
         in_leaf = in_leaf_of[term].get(leaf, 0.0) - own_leaf if term in in_leaf_of else 0
         shares.append(in_leaf / total if total > 0 else 0.0)
     return float(np.mean(shares))
+
+
+_COUNTS: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
+
+
+def _prior_counts(prior: ClassPrior) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Gain by query term, and by term and leaf, of the prior's judgments (counted once)."""
+    if id(prior) not in _COUNTS:
+        total_of: dict[str, float] = {}
+        in_leaf_of: dict[str, dict[str, float]] = {}
+        for q, item, gain in prior.judged:
+            for term in terms(q):
+                total_of[term] = total_of.get(term, 0.0) + gain
+                in_leaf_of.setdefault(term, {})
+                in_leaf_of[term][item] = in_leaf_of[term].get(item, 0.0) + gain
+        _COUNTS[id(prior)] = (total_of, in_leaf_of)
+    return _COUNTS[id(prior)]
 
 
 def reference_search(backend: CatalogBackend, demo, bm25: ReferenceBM25, query, k, category):
