@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from shopaug.errors import ConfigError
-from shopaug.experiment.recommend import parse_config, run, summary_lines
+from shopaug.experiment.recommend import (
+    parse_config,
+    repeat_then_systems,
+    run,
+    summary_lines,
+)
 from shopaug.experiment.recommend_systems import repeat_then
 from shopaug.experiment.tasks import load_task
 from shopaug.models.two_tower import TwoTowerRecommender
@@ -55,6 +60,14 @@ CONFIG = {
     "encoder": "hashing",
     "factors": {"factors": 8, "iterations": 5, "threads": 1},
     "bpr_iterations": 10,
+    "tifu": {
+        "group_size": [2, 3],
+        "within_decay": [0.9, 1.0],
+        "group_decay": [0.8],
+        "neighbours": [5],
+        "alpha": [0.5, 1.0],
+        "frequency_decay": [0.8, 0.9, 1.0],
+    },
     "train": {"epochs": 2, "batch_size": 16, "lr": 0.01},
     "rows": [
         {"name": "zero-shot", "sampler": "none"},
@@ -74,27 +87,45 @@ def test_recommend_run_writes_the_run_directory(tmp_path: Path) -> None:
     config = parse_config({**CONFIG, "data_dir": str(tmp_path / "data")}, "test")
     result = run(config, tmp_path / "run", "test")
     names = [entry["name"] for entry in result["systems"]]
-    assert names[:5] == [
+    assert names[:7] == [
         "popularity",
         "repeat purchase",
         "item-item co-occurrence",
         "ALS (implicit)",
         "BPR (implicit)",
+        "personal frequency, time-decayed",
+        "TIFU-KNN",
     ]
+    by_kind = {entry["name"]: entry for entry in result["systems"] if entry["kind"] != "two-tower"}
+    # the repeat-aware rows carry the settings chosen on validation from the config's grid
+    tifu = by_kind["TIFU-KNN"]["info"]
+    assert tifu["searched"] == 2 * 2 * 1 * 1 * 2
+    assert tifu["chosen"]["group_size"] in (2, 3) and tifu["chosen"]["neighbours"] == 5
+    assert by_kind["personal frequency, time-decayed"]["info"]["chosen"]["alpha"] == 1.0
+    assert by_kind["personal frequency, time-decayed"]["info"]["searched"] == 3
     rows = [row["name"] for row in CONFIG["rows"]]
-    assert names[5 : 5 + len(rows)] == rows
-    # then "repeat purchase, then X": the best other baseline and the best two-tower row
-    combined = [e for e in result["systems"] if e["name"].startswith("repeat purchase, then ")]
-    assert [e["kind"] for e in combined] == ["repeat + baseline", "repeat + two-tower"]
-    assert combined[0]["info"]["then"] in names[2:5]
-    assert combined[1]["info"]["then"] in rows
-    assert names[5 + len(rows) :] == [e["name"] for e in combined]
+    assert names[7 : 7 + len(rows)] == rows
+    # then "repeat purchase, then X" (and "<best repeat-aware>, then X" when that is not repeat
+    # purchase): the best learned baseline and the best two-tower row as the fill
+    combined = [e for e in result["systems"] if e["kind"].startswith("repeat + ")]
+    assert [e["kind"] for e in combined][:2] == ["repeat + baseline", "repeat + two-tower"]
+    assert {e["info"]["first"] for e in combined[:2]} == {"repeat purchase"}
+    for entry in combined:
+        assert entry["name"] == f"{entry['info']['first']}, then {entry['info']['then']}"
+        assert entry["info"]["then"] in (
+            names[2:5] if entry["kind"] == "repeat + baseline" else rows
+        )
+    assert names[7 + len(rows) :] == [e["name"] for e in combined]
+    # every row has the repeat / explore split and the comparison with TIFU-KNN
+    for entry in result["systems"]:
+        for name in ("repeat_recall@5", "explore_recall@5", "repeat_ndcg@5", "explore_ndcg@5"):
+            assert name in entry["test"], (entry["name"], name)
+        assert ("vs_tifu_knn" in entry) is (entry["name"] != "TIFU-KNN")
     # the model directory serves the best servable system on validation: own items first when
-    # "repeat purchase, then <best row>" beats that row
+    # "repeat purchase, then <row>" beats the best row
     recall = {e["name"]: e["validation"]["recall@5"]["mean"] for e in result["systems"]}
     best_row = max(rows, key=lambda name: recall[name])
     repeat_first = recall[combined[1]["name"]] > recall[best_row]
-    assert combined[1]["info"]["then"] == best_row
     assert result["served"]["repeat_first"] is repeat_first
     assert result["served"]["system"] == (combined[1]["name"] if repeat_first else best_row)
     served = json.loads((tmp_path / "run" / "model" / "customers.json").read_text())
@@ -131,6 +162,8 @@ def test_bad_configs_name_the_field() -> None:
         parse_config({"train": {"epochs": 0}}, "cfg")
     with pytest.raises(ConfigError, match="unknown baseline"):
         parse_config({"baselines": ["random"]}, "cfg")
+    with pytest.raises(ConfigError, match=r"tifu.*alpha needs at least one value"):
+        parse_config({"tifu": {"alpha": []}}, "cfg")
 
 
 def test_profiles_parse_as_recommend_tasks() -> None:
@@ -150,3 +183,34 @@ def test_repeat_then_keeps_own_items_first_and_fills_from_the_other_system() -> 
     other = {"u1": ["e", "b", "c", "a", "d"], "u2": ["e", "d", "a", "b", "c"]}
     combined = repeat_then(repeat, other, view, 4)  # type: ignore[arg-type]
     assert combined == {"u1": ["d", "b", "e", "c"], "u2": ["e", "d", "a", "b"]}
+
+
+def test_repeat_then_systems_choose_the_fill_by_the_combined_validation_recall() -> None:
+    # one customer who bought a and b before; the validation basket is {a, e}
+    view = SimpleNamespace(
+        catalog=("a", "b", "c", "d", "e"),
+        customers=("u1",),
+        histories=((0, 1),),
+        truth=SimpleNamespace(baskets={"u1": {"a", "e"}}),
+    )
+
+    def system(name: str, kind: str, ranked: list[str]) -> dict:
+        runs = {"validation": {"u1": ranked}, "test": {"u1": ranked}}
+        return {"name": name, "kind": kind, "runs": runs, "info": {}}
+
+    systems = [
+        system("repeat purchase", "baseline", ["b", "a", "c", "d", "e"]),  # R@3 0.5
+        system("TIFU-KNN", "repeat-aware", ["a", "e", "b", "c", "d"]),  # R@3 1.0
+        # alone BPR has the better recall@3 (1.0 against 0.5), but its hit a is an own item,
+        # already in the combined list: after the own items, ALS's e is a hit, BPR's c is not
+        system("BPR (implicit)", "baseline", ["a", "c", "e", "b", "d"]),
+        system("ALS (implicit)", "baseline", ["e", "c", "d", "a", "b"]),
+    ]
+    config = SimpleNamespace(k=3, depth=5)
+    combined = repeat_then_systems(systems, view, view, config)  # type: ignore[arg-type]
+    assert [(e["info"]["first"], e["info"]["then"]) for e in combined] == [
+        ("repeat purchase", "ALS (implicit)"),
+        ("TIFU-KNN", "ALS (implicit)"),  # TIFU-KNN's validation recall beats repeat's
+    ]
+    assert combined[0]["runs"]["validation"]["u1"] == ["b", "a", "e", "c", "d"]
+    assert combined[1]["runs"]["validation"]["u1"] == ["a", "b", "e", "c", "d"]

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from shopaug.config import to_mapping
 from shopaug.eval.recommend import evaluate_recommendations, per_customer_metrics
 from shopaug.eval.significance import paired_bootstrap
 from shopaug.experiment.recommend_data import (
+    TUNED_BASELINES,
     RecommendConfig,
     SplitView,
     TwoTowerRow,
@@ -43,6 +44,7 @@ from shopaug.experiment.recommend_systems import (
     repeat_then,
     train_row,
     training_examples,
+    tune_tifu_knn,
 )
 from shopaug.manifest import prepare_run_dir, write_json, write_manifest
 from shopaug.models.two_tower import TwoTowerRecommender, save_serving_data
@@ -50,12 +52,16 @@ from shopaug.models.two_tower import TwoTowerRecommender, save_serving_data
 logger = logging.getLogger(__name__)
 #: Every system is compared with this one (paired bootstrap over customers).
 REFERENCE = "repeat purchase"
+#: ... and with this one, the strongest repeat-aware baseline of the literature, when it ran.
+STRONGEST = "TIFU-KNN"
 BASELINE_NAMES = {
     "popularity": "popularity",
     "repeat": REFERENCE,
     "cooccurrence": "item-item co-occurrence",
     "als": "ALS (implicit)",
     "bpr": "BPR (implicit)",
+    "decayed_frequency": "personal frequency, time-decayed",
+    "tifu_knn": "TIFU-KNN",
 }
 
 
@@ -106,7 +112,7 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
     timings["baselines"] = time.perf_counter() - started - timings["load"]
 
     start = time.perf_counter()
-    encoder = build_encoder(config.encoder)
+    encoder = build_encoder(config.encoder) if config.rows else None  # no rows: no text model
     no_history = set(test.catalog) - set(valid.split.train["item_id"])
     vectors: dict[bool, Any] = {}
 
@@ -115,6 +121,7 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
             texts = item_texts(
                 data.titles, test.catalog, no_history if row.augment_text else set(), config
             )
+            assert encoder is not None  # built whenever there are rows
             vectors[row.augment_text] = encoder.encode(texts)
         return TwoTowerRecommender(
             test.catalog, vectors[row.augment_text], max_history=config.max_history
@@ -152,7 +159,10 @@ def run(config: RecommendConfig, out: Path, command: str) -> dict[str, Any]:
         seeds={"run": config.seed},
         timings=timings,
         metrics={e["name"]: e["test"][f"recall@{config.k}"]["mean"] for e in result["systems"]},
-        models={"served": served.get("model_dir", ""), "item_encoder": encoder.id},
+        models={
+            "served": served.get("model_dir", ""),
+            "item_encoder": encoder.id if encoder else "",
+        },
     )
     render_recommend_report(result, run_dir / "report.html")
     return result
@@ -170,16 +180,17 @@ def baseline_systems(
     systems: list[dict[str, Any]] = []
     for key in config.baselines:
         start = time.perf_counter()
+        tuned, info = tune_tifu_knn(key, valid, config) if key in TUNED_BASELINES else (None, {})
         runs = {
-            view_name: rank_with(baseline(key, view, config), view, config.depth)
+            view_name: rank_with(baseline(key, view, config, tuned), view, config.depth)
             for view_name, view in (("validation", valid), ("test", test))
         }
         systems.append(
             {
                 "name": BASELINE_NAMES[key],
-                "kind": "baseline",
+                "kind": "repeat-aware" if key in TUNED_BASELINES else "baseline",
                 "runs": runs,
-                "info": {"seconds": round(time.perf_counter() - start, 1)},
+                "info": {**info, "seconds": round(time.perf_counter() - start, 1)},
             }
         )
     return systems
@@ -188,17 +199,30 @@ def baseline_systems(
 def repeat_then_systems(
     systems: list[dict[str, Any]], valid: SplitView, test: SplitView, config: RecommendConfig
 ) -> list[dict[str, Any]]:
-    """ "Repeat purchase, then X" for the best baseline and the best two-tower row.
+    """ "<first>, then X": the customer's own past items in <first>'s order, then X's ranking of
+    the rest (:func:`~shopaug.experiment.recommend_systems.repeat_then`).
 
-    X is chosen on validation Recall@k alone (among the baselines other than repeat purchase
-    and popularity, and among the two-tower rows); the combined systems are then measured like
-    every other. None without a repeat-purchase baseline.
+    <first> is repeat purchase, and also the repeat-aware system (personal frequency, TIFU-KNN)
+    with the best validation Recall@k when that is not repeat purchase. X is a learned system:
+    one among the baselines that are not repeat-aware (co-occurrence, ALS, BPR) and one among
+    the two-tower rows, each the one whose combined system has the best validation Recall@k
+    (all X adds are items new to the customer, so this is X judged on exploration). The
+    combined systems are then measured like every other. None without a repeat-purchase
+    baseline.
     """
     by_name = {system["name"]: system for system in systems}
     if REFERENCE not in by_name:
         return []
-    repeat = by_name[REFERENCE]
-    lists = {
+    aware = [s for s in systems if s["kind"] == "repeat-aware"]
+    firsts = [by_name[REFERENCE]]
+    if aware:
+        best_aware = max(
+            [by_name[REFERENCE], *aware],
+            key=lambda s: (validation_recall(s["runs"]["validation"], valid, config.k), s["name"]),
+        )
+        if best_aware["name"] != REFERENCE:
+            firsts.append(best_aware)
+    fills = {
         "baseline": [
             s
             for s in systems
@@ -207,31 +231,42 @@ def repeat_then_systems(
         "two-tower": [s for s in systems if s["kind"] == "two-tower"],
     }
     combined = []
-    for kind, candidates in lists.items():
-        if not candidates:
-            continue
-        best = max(candidates, key=lambda s: (validation_recall(s, valid, config.k), s["name"]))
-        runs = {
-            split: repeat_then(repeat["runs"][split], best["runs"][split], view, config.depth)
-            for split, view in (("validation", valid), ("test", test))
-        }
-        info = {"first": REFERENCE, "then": best["name"], "then_chosen_on": "validation recall"}
-        combined.append(
-            {
-                "name": f"repeat purchase, then {best['name']}",
-                "kind": f"repeat + {kind}",
-                "runs": runs,
-                "info": info,
+    for first in firsts:
+        for kind, candidates in fills.items():
+            if not candidates:
+                continue
+            options = []
+            for candidate in candidates:
+                runs = {
+                    split: repeat_then(
+                        first["runs"][split], candidate["runs"][split], view, config.depth
+                    )
+                    for split, view in (("validation", valid), ("test", test))
+                }
+                score = validation_recall(runs["validation"], valid, config.k)
+                options.append((score, candidate["name"], runs))
+            score, then, runs = max(options, key=lambda option: (option[0], option[1]))
+            info = {
+                "first": first["name"],
+                "then": then,
+                "then_chosen_on": "validation recall of the combined system",
             }
-        )
+            combined.append(
+                {
+                    "name": f"{first['name']}, then {then}",
+                    "kind": f"repeat + {kind}",
+                    "runs": runs,
+                    "info": info,
+                }
+            )
     return combined
 
 
-def validation_recall(system: Mapping[str, Any], valid: SplitView, k: int) -> float:
-    """Mean Recall@k of ``system`` over the validation customers (no bootstrap)."""
+def validation_recall(ranked: Mapping[str, Sequence[str]], valid: SplitView, k: int) -> float:
+    """Mean Recall@k of a validation ranking over the validation customers (no bootstrap)."""
     customers = sorted(valid.truth.baskets)
     values = per_customer_metrics(
-        ranked=[list(system["runs"]["validation"][c]) for c in customers],
+        ranked=[list(ranked[c]) for c in customers],
         baskets=[valid.truth.baskets[c] for c in customers],
         k=k,
     )
@@ -254,6 +289,7 @@ def measure_systems(
     key = f"recall@{k}"
     entries = []
     per_customer: dict[str, dict[str, float]] = {}
+    split_customers: dict[str, int] = {}
     for system in systems:
         entry: dict[str, Any] = {
             "name": system["name"],
@@ -275,21 +311,27 @@ def measure_systems(
             if split_name == "test":
                 per_customer[system["name"]] = measured["per_customer"][key]
                 entry["new_item_customers"] = measured["new_item_customers"]
+                split_customers = {
+                    part: measured[f"{part}_customers"] for part in ("repeat", "explore")
+                }
         entries.append(entry)
-    if REFERENCE in per_customer:
-        reference = per_customer[REFERENCE]
+    for reference_name, field_name in ((REFERENCE, "vs_reference"), (STRONGEST, "vs_tifu_knn")):
+        if reference_name not in per_customer:
+            continue
+        reference = per_customer[reference_name]
+        ids = sorted(reference)
         for entry in entries:
-            if entry["name"] == REFERENCE:
+            if entry["name"] == reference_name:
                 continue
             ours = per_customer[entry["name"]]
-            ids = sorted(reference)
             paired = paired_bootstrap(
                 [ours[c] for c in ids],
                 [reference[c] for c in ids],
                 n_resamples=config.bootstrap,
                 seed=config.seed,
             )
-            entry["vs_reference"] = {
+            entry[field_name] = {
+                "reference": reference_name,
                 "metric": key,
                 "difference": paired.mean_difference,
                 "ci95": [paired.low, paired.high],
@@ -304,6 +346,7 @@ def measure_systems(
         "customers": {"validation": len(valid.customers), "test": len(test.customers)},
         "catalog": {"validation": len(valid.catalog), "test": len(test.catalog)},
         "new_items": {"validation": len(valid.split.new_items), "test": len(test.split.new_items)},
+        "split_customers": split_customers,
         "cut": str(test.split.cut),
         "validation_cut": str(valid.split.cut),
         "systems": entries,
@@ -333,7 +376,11 @@ def _serve(
     best = max(rows, key=lambda e: (e["validation"][key]["mean"], e["name"]))
     # the servable systems are the two-tower rows and "repeat purchase, then <best row>":
     # the one of them with the best validation recall is served
-    combined = [e for e in result["systems"] if e["kind"] == "repeat + two-tower"]
+    combined = [
+        e
+        for e in result["systems"]
+        if e["kind"] == "repeat + two-tower" and e["info"]["first"] == REFERENCE
+    ]
     chosen = max(
         [best, *combined], key=lambda e: (e["validation"][key]["mean"], e["kind"] == "two-tower")
     )
@@ -391,7 +438,7 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         f"online-retail: {result['customers']['test']} test customers, cut {result['cut']}, "
         f"{result['new_items']['test']} new items",
         f"{'system':<34} {'valid R@' + str(k):>10} {'R@' + str(k):>7}  {'95% CI':<15} "
-        f"{'NDCG':>6} {'MRR':>6} {'cov':>5} {'newR':>5}",
+        f"{'NDCG':>6} {'MRR':>6} {'cov':>5} {'newR':>5} {'repR':>5} {'expR':>5}",
     ]
     for entry in result["systems"]:
         test = entry["test"]
@@ -399,11 +446,13 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         low, high = recall["ci95"]
         interval = "[-, -]" if low is None else f"[{low:.3f}, {high:.3f}]"
         new = test[f"new_recall@{k}"]["mean"]
+        split = [test.get(f"{part}_recall@{k}", {}).get("mean") for part in ("repeat", "explore")]
         lines.append(
             f"{entry['name'][:34]:<34} {entry['validation'][f'recall@{k}']['mean']:>10.4f} "
             f"{recall['mean']:>7.4f}  {interval:<15} {test[f'ndcg@{k}']['mean']:>6.4f} "
             f"{test['mrr']['mean']:>6.4f} {test[f'coverage@{k}']['mean']:>5.2f} "
-            f"{'-' if new is None else f'{new:.3f}':>5}"
+            f"{'-' if new is None else f'{new:.3f}':>5} "
+            + " ".join(f"{'-' if v is None else f'{v:.3f}':>5}" for v in split)
         )
     lines.append(f"chosen on validation: {result['selected']['system']}")
     return lines

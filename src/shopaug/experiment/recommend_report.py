@@ -23,8 +23,8 @@ def _with_interval(summary: Mapping[str, Any]) -> str:
     return f"{summary['mean']:.4f} [{low:.4f}, {high:.4f}]"
 
 
-def _delta(entry: Mapping[str, Any]) -> str:
-    versus = entry.get("vs_reference")
+def _delta(entry: Mapping[str, Any], field: str = "vs_reference") -> str:
+    versus = entry.get(field)
     if not versus:
         return "-"
     low, high = versus["ci95"]
@@ -42,10 +42,14 @@ def recommend_report_html(result: Mapping[str, Any]) -> str:
         f"NDCG@{k}",
         "MRR",
         f"new R@{k}",
+        f"repeat R@{k}",
+        f"explore R@{k}",
+        f"repeat share@{k}",
         f"tail@{k}",
         f"coverage@{k}",
         f"Gini@{k}",
         f"Δ R@{k} vs reference",
+        f"Δ R@{k} vs TIFU-KNN",
     ]
     selected = result["selected"]["system"]
     rows = []
@@ -61,10 +65,14 @@ def recommend_report_html(result: Mapping[str, Any]) -> str:
                     _value(test[f"ndcg@{k}"]),
                     _value(test["mrr"]),
                     _value(test[f"new_recall@{k}"]),
+                    _value(test.get(f"repeat_recall@{k}")),
+                    _value(test.get(f"explore_recall@{k}")),
+                    _value(test.get(f"repeat_share@{k}")),
                     _value(test[f"tail_share@{k}"]),
                     _value(test[f"coverage@{k}"]),
                     _value(test[f"gini@{k}"]),
                     _delta(entry),
+                    _delta(entry, "vs_tifu_knn") if "vs_tifu_knn" in entry else "-",
                 ],
             }
         )
@@ -73,7 +81,9 @@ def recommend_report_html(result: Mapping[str, Any]) -> str:
         name=metric,
         values=[entry["test"][metric]["mean"] for entry in result["systems"]],
         colors=[
-            charts.SERIES_COLORS[0] if e["kind"] == "baseline" else charts.SERIES_COLORS[1]
+            charts.SERIES_COLORS[0]
+            if e["kind"] in ("baseline", "repeat-aware")
+            else charts.SERIES_COLORS[1]
             for e in result["systems"]
         ],
         intervals=[charts.interval(entry["test"][metric]["ci95"]) for entry in result["systems"]],

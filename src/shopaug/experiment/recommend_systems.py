@@ -25,10 +25,11 @@ negatives of that customer's examples (:func:`purchase_exclusions`): the sampler
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,21 @@ import numpy as np
 import torch
 
 from shopaug.eval.recommend import per_customer_metrics
-from shopaug.experiment.recommend_data import RecommendConfig, SplitView, TwoTowerRow
+from shopaug.experiment.recommend_data import (
+    TUNED_BASELINES,
+    RecommendConfig,
+    SplitView,
+    TwoTowerRow,
+)
 from shopaug.models.recommenders import (
     CoOccurrence,
     ImplicitFactors,
     Popularity,
     Recommender,
     RepeatPurchase,
+    TifuKnn,
+    TifuKnnConfig,
+    decayed_frequency_config,
     top_k,
 )
 from shopaug.models.two_tower import TwoTowerRecommender, history_text
@@ -55,9 +64,16 @@ logger = logging.getLogger(__name__)
 Ranked = dict[str, list[str]]
 
 
-def baseline(name: str, view: SplitView, config: RecommendConfig) -> Recommender:
-    """Fit baseline ``name`` on the split's training baskets."""
+def baseline(
+    name: str, view: SplitView, config: RecommendConfig, tuned: TifuKnnConfig | None = None
+) -> Recommender:
+    """Fit baseline ``name`` on the split's training baskets (``tuned``: the hyper-parameters
+    :func:`tune_tifu_knn` chose on validation, for the baselines of ``TUNED_BASELINES``)."""
     data = view.interactions
+    if name in TUNED_BASELINES:
+        if tuned is None:
+            raise ValueError(f"baseline {name!r} needs its tuned hyper-parameters")
+        return TifuKnn(data, tuned)
     if name == "popularity":
         return Popularity(data)
     if name == "repeat":
@@ -70,6 +86,58 @@ def baseline(name: str, view: SplitView, config: RecommendConfig) -> Recommender
         factors = replace(config.factors, seed=config.seed, iterations=config.bpr_iterations)
         return ImplicitFactors(data, "bpr", factors)
     raise ValueError(f"unknown baseline {name!r}")
+
+
+def tune_tifu_knn(
+    name: str, valid: SplitView, config: RecommendConfig
+) -> tuple[TifuKnnConfig, dict[str, Any]]:
+    """The hyper-parameters of ``name`` (``tifu_knn`` or ``decayed_frequency``) with the best
+    validation Recall@k over ``config.tifu`` (fitted on the validation split's training baskets,
+    measured on its baskets; the test split is never read). Ties go to the first in grid order.
+
+    Returns:
+        The chosen config, and ``{"searched", "validation_recall", "top": [5 best]}``.
+    """
+    grid = config.tifu
+    customers, histories = list(valid.customers), list(valid.histories)
+    baskets = [valid.truth.baskets[c] for c in customers]
+    key = f"recall@{config.k}"
+
+    def recall(scores: np.ndarray) -> float:
+        rows = top_k(scores, config.k)
+        lists = [[valid.catalog[int(r)] for r in found] for found in rows]
+        return float(per_customer_metrics(ranked=lists, baskets=baskets, k=config.k)[key].mean())
+
+    tried: list[tuple[float, TifuKnnConfig]] = []
+    if name == "decayed_frequency":
+        for decay in grid.frequency_decay:
+            candidate = decayed_frequency_config(decay)
+            model = TifuKnn(valid.interactions, candidate)
+            tried.append((recall(model.score(customers, histories)), candidate))
+    elif name == "tifu_knn":
+        for size, within, group in itertools.product(
+            grid.group_size, grid.within_decay, grid.group_decay
+        ):
+            settings = TifuKnnConfig(group_size=size, within_decay=within, group_decay=group)
+            model = TifuKnn(valid.interactions, settings)
+            own = model.own_vectors(customers, histories)
+            for k in grid.neighbours:
+                neighbours = model.neighbour_means(customers, own, k)
+                for alpha in grid.alpha:
+                    candidate = replace(settings, neighbours=k, alpha=alpha)
+                    tried.append((recall(model.blend(own, neighbours, alpha)), candidate))
+    else:
+        raise ValueError(f"{name!r} has no hyper-parameters to tune")
+    best = max(range(len(tried)), key=lambda i: (tried[i][0], -i))
+    order = sorted(range(len(tried)), key=lambda i: (-tried[i][0], i))
+    chosen = tried[best][1]
+    logger.info("%s: chose %s on validation (%s %.4f)", name, chosen, key, tried[best][0])
+    return chosen, {
+        "searched": len(tried),
+        "chosen": asdict(chosen),
+        "validation_recall": tried[best][0],
+        "top": [{**asdict(tried[i][1]), key: tried[i][0]} for i in order[:5]],
+    }
 
 
 def rank_with(recommender: Recommender, view: SplitView, depth: int) -> Ranked:
