@@ -431,7 +431,7 @@ def test_metrics_expose_every_stage_of_a_search(client: TestClient) -> None:
         count = re.search(rf'shopaug_search_stage_seconds_count{{stage="{stage}"}} (\S+)', text)
         assert count is not None, stage
         assert float(count.group(1)) == 2.0, stage
-        assert f'shopaug_search_stage_seconds_bucket{{stage="{stage}",le="+Inf"}} 2.0' in text
+        assert f'shopaug_search_stage_seconds_bucket{{le="+Inf",stage="{stage}"}} 2.0' in text
 
 
 def test_a_search_answers_the_same_json_as_before(client: TestClient) -> None:

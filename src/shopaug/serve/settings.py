@@ -36,7 +36,7 @@ class Settings(BaseModel):
         load_in_background: load the model in a thread after start-up, so ``/healthz`` answers
             at once and ``/readyz`` turns ready when the model is loaded; when False, start-up
             waits for the model and fails if it cannot be loaded.
-        encoder_runtime: how queries are encoded: ``auto`` (ONNX Runtime int8 when installed,
+        encoder_runtime: how queries are encoded: ``auto`` (ONNX Runtime fp32 when installed,
             else torch), ``torch`` (the model as saved), ``onnx`` / ``onnx-int8`` (ONNX
             Runtime, fp32 / int8 weights) or ``static`` (a static model distilled from it);
             see :mod:`shopaug.serve.runtime`.
