@@ -598,10 +598,12 @@ def serve_command(
         str,
         typer.Option(
             "--encoder-runtime",
-            help="Query encoder: torch, onnx, onnx-int8 (ONNX Runtime; needs "
-            f"{extra('fast')}) or static (a distilled static model; needs {extra('fast')}).",
+            help="Query encoder: auto (ONNX fp32 for a neural model when ONNX Runtime is "
+            f"installed, as {extra('serve')} installs it, else torch), torch, onnx, onnx-int8 "
+            f"(ONNX Runtime; needs {extra('fast')}) or static (a distilled static model; needs "
+            f"{extra('fast')}).",
         ),
-    ] = "torch",
+    ] = "auto",
     ann_threshold: Annotated[
         int,
         typer.Option(
