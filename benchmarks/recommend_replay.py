@@ -44,10 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -60,6 +56,7 @@ import yaml
 from tqdm import tqdm
 
 from results_file import invocation, write_section
+from serve_process import ServeProcess
 from shopaug.eval.recommend import per_customer_metrics
 from shopaug.eval.significance import paired_bootstrap
 from shopaug.experiment.recommend_data import load_views, parse_recommend_config
@@ -92,47 +89,17 @@ class Replayed:
     startup_s: list[float] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Service:
+def start_service(run: Path, database_url: str, log: Path, cpus: str | None) -> ServeProcess:
     """``shopaug serve RUN --database-url URL`` in a subprocess (pinned to ``cpus``)."""
-
-    def __init__(self, run: Path, database_url: str, log: Path, cpus: str | None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-c", "from shopaug.cli import app; app()", "serve", str(run)]
-        options = ["--port", str(self.port), "--database-url", database_url]
-        pin = ["taskset", "-c", cpus] if cpus else []
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        with log.open("ab") as stream:
-            self.process = subprocess.Popen(
-                [*pin, *command, *options], env=env, stdout=subprocess.DEVNULL, stderr=stream
-            )
-        started = time.monotonic()
-        while True:
-            if self.process.poll() is not None:
-                tail = log.read_text("utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"shopaug serve exited with {self.process.returncode}:\n{tail}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - started > 600:
-                raise RuntimeError("the service did not become ready in 10 minutes")
-            time.sleep(0.3)
-        self.startup_s = time.monotonic() - started
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    return ServeProcess(
+        run,
+        ["--database-url", database_url],
+        log=log,
+        cpus=cpus,
+        append_log=True,
+        ready_timeout=600.0,
+        poll_seconds=0.3,
+    )
 
 
 def invoices_after_cut(lines: pd.DataFrame, cut: pd.Timestamp) -> list[Invoice]:
@@ -176,16 +143,16 @@ def replay(
     if args.client_cpus:
         os.sched_setaffinity(0, {int(cpu) for cpu in args.client_cpus.split(",")})
     result = Replayed(restarted_at=restart)
-    service = Service(run, url, log, args.server_cpus)
-    result.startup_s.append(service.startup_s)
+    service = start_service(run, url, log, args.server_cpus)
+    result.startup_s.append(service.startup_seconds)
     client = httpx.Client(base_url=service.url, timeout=60)
     try:
         for position, invoice in enumerate(tqdm(invoices, desc="replay", unit="invoice")):
             if position == restart:
                 client.close()
                 service.stop()
-                service = Service(run, url, log, args.server_cpus)
-                result.startup_s.append(service.startup_s)
+                service = start_service(run, url, log, args.server_cpus)
+                result.startup_s.append(service.startup_seconds)
                 client = httpx.Client(base_url=service.url, timeout=60)
             started = time.perf_counter()
             answer = client.post("/recommend", json={"customer_id": invoice.customer, "k": k})

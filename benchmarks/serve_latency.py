@@ -48,8 +48,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,7 @@ import httpx
 import numpy as np
 
 from results_file import invocation, write_section
+from serve_process import ServeProcess, pinned
 from shopaug.data import load_dataset
 from shopaug.encoders.dense import minilm_path
 from shopaug.eval.metrics import evaluate_run
@@ -89,54 +88,15 @@ def make_run_dir(out: Path, data_dir: Path, kind: str) -> Path:
     return run
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cpus: str | None) -> list[str]:
-    return ["taskset", "-c", cpus] if cpus else []
-
-
-class Service:
+def start_service(run: Path, cache_dir: Path, runtime: str, cpus: str | None) -> ServeProcess:
     """``shopaug serve RUN_DIR --encoder-runtime R`` in a subprocess, pinned to ``cpus``."""
-
-    def __init__(self, run: Path, cache_dir: Path, runtime: str, cpus: str | None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SHOPAUG_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-c", "from shopaug.cli import app; app()", "serve"]
-        options = ["--port", str(self.port), "--encoder-runtime", runtime]
-        self.log = cache_dir.parent / "server.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*pinned(cpus), *command, str(run), *options],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        started = time.monotonic()
-        while True:
-            if self.process.poll() is not None:
-                tail = self.log.read_text("utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"shopaug serve exited with {self.process.returncode}:\n{tail}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - started > 900:
-                raise RuntimeError("the service did not become ready in 15 minutes")
-            time.sleep(0.5)
-        self.startup_seconds = time.monotonic() - started
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    return ServeProcess(
+        run,
+        ["--encoder-runtime", runtime],
+        log=cache_dir.parent / "server.log",
+        cpus=cpus,
+        env={"SHOPAUG_CACHE_DIR": str(cache_dir)},
+    )
 
 
 def search_path(query: str) -> str:
@@ -236,10 +196,10 @@ def measure(run: Path, runtime: str, queries: list[str], repeat: int, generator:
     cold_queries = order[: min(count, len(order))]
     warm_queries = [cold_queries[i] for i in rng.integers(len(cold_queries), size=count)]
     try:
-        service = Service(run, args.out / "cache", runtime, args.server_cpus)
+        service = start_service(run, args.out / "cache", runtime, args.server_cpus)
     except RuntimeError as error:  # e.g. the free port taken by another process meanwhile
         print(f"server start failed, trying once more: {error}", file=sys.stderr, flush=True)
-        service = Service(run, args.out / "cache", runtime, args.server_cpus)
+        service = start_service(run, args.out / "cache", runtime, args.server_cpus)
     phases = {}
     try:
         if generator == "wrk":
