@@ -389,15 +389,18 @@ def triple_examples(
     )
     rng = np.random.default_rng([seed, 1])
     query_ids = {str(text): str(qid) for qid, text in zip(samples["query_id"], samples["query"])}
+    known_texts: dict[str, set[str]] = {}  # query text -> its known positives' texts, once
     filled = []
     for example in examples:
         if example.negatives:
             filled.append(example)
             continue
-        known = {
-            dataset.product(p).render(text_fields)
-            for p in known_positives.get(query_ids.get(example.query, ""), ())
-        }
+        known = known_texts.get(example.query)
+        if known is None:
+            known = known_texts[example.query] = {
+                dataset.product(p).render(text_fields)
+                for p in known_positives.get(query_ids.get(example.query, ""), ())
+            }
         while True:
             text = catalog_texts[int(rng.integers(len(catalog_texts)))]
             if text not in known and text != example.positive:
