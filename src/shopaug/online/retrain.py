@@ -58,6 +58,7 @@ from shopaug.augment.mining import MiningConfig, mine_hard_negatives
 from shopaug.data import Dataset
 from shopaug.data.records import Judgment, Query
 from shopaug.encoders.base import Encoder
+from shopaug.encoders.bm25 import BM25Index
 from shopaug.errors import ConfigError
 from shopaug.eval.metrics import evaluate_run
 from shopaug.feedback.store import FeedbackStore
@@ -267,7 +268,13 @@ class RankingModel:
         ranker = CatalogRanker(vectors, catalog.product_ids)
         reranker = None
         if (model_dir / RERANKER_DIR).is_dir():
-            reranker = _load_reranker(model_dir / RERANKER_DIR, catalog, vectors, cache_dir)
+            reranker = _load_reranker(
+                model_dir / RERANKER_DIR,
+                catalog,
+                vectors,
+                cache_dir,
+                bm25=None if bm25 is None else bm25.index,
+            )
         return cls(towers.version, towers.query, ranker, fusion, bm25 if fusion else None, reranker)
 
     def rank(self, queries: Mapping[str, str], depth: int) -> Run:
@@ -296,15 +303,23 @@ class RankingModel:
 
 
 def _load_reranker(
-    folder: Path, catalog: RunCatalog, vectors: np.ndarray, cache_dir: str | Path | None
+    folder: Path,
+    catalog: RunCatalog,
+    vectors: np.ndarray,
+    cache_dir: str | Path | None,
+    *,
+    bm25: BM25Index | None,
 ) -> FeatureReranker:
     """The reranker in ``folder`` as the service loads it: its features over the first
-    stage's vectors, or over its own (base) encoder's when it holds ``encoder/``."""
+    stage's vectors, or over its own (base) encoder's when it holds ``encoder/``; ``bm25``:
+    the fusion's index of the same texts, shared (else the reranker builds one)."""
     own = folder / FEATURES_ENCODER_DIR
     if not own.is_dir():
-        return FeatureReranker.load(folder, catalog.products, catalog.texts, vectors)
+        return FeatureReranker.load(folder, catalog.products, catalog.texts, vectors, bm25=bm25)
     towers, own_vectors = load_model_catalog(own, catalog.texts, cache_dir)
-    return FeatureReranker.load(folder, catalog.products, catalog.texts, own_vectors, towers.query)
+    return FeatureReranker.load(
+        folder, catalog.products, catalog.texts, own_vectors, towers.query, bm25=bm25
+    )
 
 
 def per_query_ndcg(model: RankingModel, dataset: Dataset, query_ids: Sequence[str]) -> np.ndarray:
